@@ -1,0 +1,605 @@
+"""The asyncio client: Racket's racket/tcp and racket/udp, named by one rule.
+
+The rule: take the Racket name, turn ``-`` into ``_``, drop ``!`` and ``?``, and write ``*``
+(the never-blocking forms) as ``_nowait``; methods of a handle drop the ``tcp-``/``udp-``
+prefix where the handle already says it (``tcp-accept-ready? l`` → ``l.accept_ready()`` as well
+as ``broker.tcp_accept_ready(l)``). So ``tcp-accept-ready?`` → ``tcp_accept_ready``,
+``udp-receive!*`` → ``udp_receive_nowait``, ``udp-multicast-join-group!`` →
+``udp_multicast_join_group``, ``read-bytes-avail!*`` → ``read_bytes_avail_nowait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ContractError
+from ._transport import Channel, GrpcTransport, PortStream, RestTransport
+
+__all__ = [
+    "EOF",
+    "AsyncBroker",
+    "Custodian",
+    "Datagram",
+    "InputPort",
+    "Listener",
+    "OutputPort",
+    "UdpSocket",
+    "default_token_file",
+]
+
+
+class _Eof:
+    """Racket's eof object: what a read returns at end of file (distinct from zero bytes)."""
+
+    def __repr__(self) -> str:
+        return "EOF"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+EOF = _Eof()
+
+
+def default_token_file() -> pathlib.Path:
+    """``$SOCKBROKER_TOKEN_FILE``, else where the daemon writes it by default."""
+    configured = os.environ.get("SOCKBROKER_TOKEN_FILE")
+    if configured:
+        return pathlib.Path(configured)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = pathlib.Path(runtime) if runtime else pathlib.Path.home() / ".local" / "share"
+    return base / "sockbroker" / "token"
+
+
+def _read_token(path: pathlib.Path) -> str:
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Datagram:
+    data: bytes
+    host: str
+    port: int
+
+
+class _Handle:
+    def __init__(self, broker: AsyncBroker, handle: str) -> None:
+        self.broker = broker
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.handle}>"
+
+    def __str__(self) -> str:
+        return self.handle
+
+    async def describe(self) -> dict[str, Any]:
+        return await self.broker.describe(self)
+
+    async def addresses(self, port_numbers: bool = False) -> tuple[Any, ...]:
+        return await self.broker.tcp_addresses(self, port_numbers)
+
+
+def _h(value: _Handle | str | None) -> str | None:
+    return value.handle if isinstance(value, _Handle) else value
+
+
+class Custodian(_Handle):
+    async def shutdown_all(self) -> None:
+        await self.broker.custodian_shutdown_all(self)
+
+
+class Listener(_Handle):
+    async def accept(
+        self, *, custodian: Custodian | str | None = None, timeout: float | None = None
+    ) -> tuple[InputPort, OutputPort] | None:
+        return await self.broker.tcp_accept(self, custodian=custodian, timeout=timeout)
+
+    async def accept_ready(self) -> bool:
+        return await self.broker.tcp_accept_ready(self)
+
+    async def close(self) -> None:
+        await self.broker.tcp_close(self)
+
+
+class InputPort(_Handle):
+    async def read(
+        self, max_bytes: int = 65536, *, mode: str = "avail", peek: bool = False, timeout: float | None = None
+    ) -> bytes | _Eof:
+        reply = await self.broker.call(
+            "Ports.Read", port=self.handle, max=max_bytes, mode=mode, peek=peek, timeout=timeout
+        )
+        return EOF if reply.get("eof") else reply.get("data", b"")
+
+    async def read_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
+        return await self.read(max_bytes, timeout=timeout)
+
+    async def read_bytes_avail_nowait(self, max_bytes: int = 65536) -> bytes | _Eof:
+        return await self.read(max_bytes, mode="nowait")
+
+    async def read_bytes(self, amount: int, *, timeout: float | None = None) -> bytes | _Eof:
+        return await self.read(amount, mode="exact", timeout=timeout)
+
+    async def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
+        return await self.read(max_bytes, peek=True, timeout=timeout)
+
+    async def set_buffer_mode(self, mode: str) -> None:
+        await self.broker.call("Ports.SetBufferMode", port=self.handle, mode=mode)
+
+    async def close(self) -> None:
+        await self.broker.call("Ports.Close", port=self.handle)
+
+    async def abandon(self) -> None:
+        await self.broker.tcp_abandon_port(self)
+
+
+class OutputPort(_Handle):
+    async def write(self, data: bytes, *, flush: bool = False) -> int:
+        return int((await self.broker.call("Ports.Write", port=self.handle, data=data, flush=flush)).get("written", 0))
+
+    write_bytes = write
+
+    async def flush(self) -> None:
+        await self.broker.call("Ports.Flush", port=self.handle)
+
+    flush_output = flush
+
+    async def set_buffer_mode(self, mode: str) -> None:
+        await self.broker.call("Ports.SetBufferMode", port=self.handle, mode=mode)
+
+    async def close(self) -> None:
+        await self.broker.call("Ports.Close", port=self.handle)
+
+    async def abandon(self) -> None:
+        await self.broker.tcp_abandon_port(self)
+
+
+def _datagram(reply: dict[str, Any]) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:
+    if reply.get("count") is None:
+        return None, None, None, None
+    return int(reply["count"]), str(reply["host"]), int(reply["port"]), bytes(reply.get("data", b""))
+
+
+class UdpSocket(_Handle):
+    """A UDP socket; every ``udp-…`` function of the broker is also a method here, prefix dropped."""
+
+    async def _call(self, method: str, **args: Any) -> dict[str, Any]:
+        return await self.broker.call(method, udp=self.handle, **args)
+
+    async def bind(self, hostname: str | None, port: int, reuse: bool = False) -> None:
+        await self._call("Udp.Bind", hostname=hostname, port=port, reuse=reuse)
+
+    async def connect(self, hostname: str | None, port: int | None) -> None:
+        await self._call("Udp.Connect", hostname=hostname, port=port)
+
+    async def send_to(
+        self,
+        hostname: str,
+        port: int,
+        data: bytes,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        return bool(
+            (
+                await self._call(
+                    "Udp.SendTo",
+                    hostname=hostname,
+                    port=port,
+                    data=data,
+                    start=start,
+                    end=end,
+                    wait=wait,
+                    timeout=timeout,
+                )
+            ).get("sent")
+        )
+
+    async def send_to_nowait(
+        self, hostname: str, port: int, data: bytes, start: int = 0, end: int | None = None
+    ) -> bool:
+        return await self.send_to(hostname, port, data, start, end, wait=False)
+
+    async def send(
+        self, data: bytes, start: int = 0, end: int | None = None, *, wait: bool = True, timeout: float | None = None
+    ) -> bool:
+        return bool(
+            (await self._call("Udp.Send", data=data, start=start, end=end, wait=wait, timeout=timeout)).get("sent")
+        )
+
+    async def send_nowait(self, data: bytes, start: int = 0, end: int | None = None) -> bool:
+        return await self.send(data, start, end, wait=False)
+
+    async def receive(
+        self, max_bytes: int = 65535, *, wait: bool = True, timeout: float | None = None
+    ) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:
+        """udp-receive!: (count, host, port, data); all None when nothing came (nowait, timeout)."""
+        return _datagram(await self._call("Udp.Receive", max=max_bytes, wait=wait, timeout=timeout))
+
+    async def receive_nowait(
+        self, max_bytes: int = 65535
+    ) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:
+        return await self.receive(max_bytes, wait=False)
+
+    async def set_receive_buffer_size(self, size: int) -> None:
+        await self._call("Udp.SetReceiveBufferSize", size=size)
+
+    async def close(self) -> None:
+        await self._call("Udp.Close")
+
+    async def bound(self) -> bool:
+        return bool((await self.describe()).get("bound"))
+
+    async def connected(self) -> bool:
+        return bool((await self.describe()).get("connected"))
+
+    async def ttl(self) -> int:
+        return int((await self._call("Udp.GetTtl"))["ttl"])
+
+    async def set_ttl(self, ttl: int) -> None:
+        await self._call("Udp.SetTtl", ttl=ttl)
+
+    async def multicast_join_group(self, group: str, interface: str | None = None) -> None:
+        await self._call("Udp.MulticastJoin", group=group, interface=interface)
+
+    async def multicast_leave_group(self, group: str, interface: str | None = None) -> None:
+        await self._call("Udp.MulticastLeave", group=group, interface=interface)
+
+    async def multicast_interface(self) -> str:
+        return str((await self._call("Udp.GetMulticastInterface"))["interface"])
+
+    async def multicast_set_interface(self, interface: str | None) -> None:
+        await self._call("Udp.SetMulticastInterface", interface=interface)
+
+    async def multicast_loopback(self) -> bool:
+        return bool((await self._call("Udp.GetMulticastLoopback"))["loopback"])
+
+    async def multicast_set_loopback(self, loopback: bool) -> None:
+        await self._call("Udp.SetMulticastLoopback", loopback=loopback)
+
+    async def multicast_ttl(self) -> int:
+        return int((await self._call("Udp.GetMulticastTtl"))["ttl"])
+
+    async def multicast_set_ttl(self, ttl: int) -> None:
+        await self._call("Udp.SetMulticastTtl", ttl=ttl)
+
+    def receive_stream(self, max_bytes: int | None = None) -> AsyncIterator[Datagram]:
+        """Datagrams as they arrive (``Udp.ReceiveStream`` / the UDP WebSocket)."""
+        return self.broker._receive_stream(self, max_bytes)
+
+    async def send_stream(
+        self, datagrams: AsyncIterator[tuple[bytes, str, int]] | Iterable[tuple[bytes, str, int]]
+    ) -> int:
+        """Send ``(data, host, port)`` tuples (host "" = the connected peer); returns how many."""
+        return await self.broker._send_stream(self, datagrams)
+
+
+class AsyncBroker:
+    """A session with the broker. ``async with await AsyncBroker.connect(...) as broker: ...``"""
+
+    def __init__(self, channel: Channel, session: str, custodian: str, lease_seconds: float) -> None:
+        self.channel = channel
+        self.session = session
+        self.custodian = Custodian(self, custodian)
+        self.lease_seconds = lease_seconds
+        self._attachment: Any = None
+
+    # ── session ────────────────────────────────────────────────────────────
+    @classmethod
+    async def connect(
+        cls,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        transport: str = "grpc",
+        attach: bool = True,
+        lease_seconds: float | None = None,
+    ) -> AsyncBroker:
+        """Open a session. ``target``: ``HOST:PORT`` for gRPC, ``http://HOST:PORT`` for REST.
+
+        The token defaults to ``$SOCKBROKER_TOKEN``, then the token file (``$SOCKBROKER_TOKEN_FILE``
+        or the daemon's default path). With
+        ``attach`` (the default) the session is held by an attachment stream, so it drops
+        the moment this process dies.
+        """
+        if token is None:
+            token = os.environ.get("SOCKBROKER_TOKEN")
+        if token is None:
+            token = await asyncio.to_thread(_read_token, pathlib.Path(token_file or default_token_file()))
+        channel: Channel
+        if transport == "grpc":
+            channel = GrpcTransport(target or os.environ.get("SOCKBROKER_GRPC", "127.0.0.1:50051"), token)
+        elif transport == "rest":
+            channel = RestTransport(target or os.environ.get("SOCKBROKER_REST", "http://127.0.0.1:8080"), token)
+        else:
+            raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
+        try:
+            args = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
+            reply = await channel.call("Sessions.Open", args, None)
+            broker = cls(channel, reply["session"], reply["custodian"], float(reply["lease_seconds"]))
+            if attach:
+                broker._attachment = await channel.attach(broker.session)
+        except BaseException:
+            await channel.aclose()
+            raise
+        return broker
+
+    async def call(self, method: str, **args: Any) -> dict[str, Any]:
+        """Any RPC by name (``"Tcp.Listen"``) with the proto's field names; handles may be objects."""
+        return await self.channel.call(
+            method, {k: _h(v) if isinstance(v, _Handle) else v for k, v in args.items()}, self.session
+        )
+
+    async def keep_alive(self) -> float:
+        return float((await self.call("Sessions.KeepAlive"))["lease_seconds"])
+
+    async def detach(self) -> None:
+        """End the attachment without dropping the session (the lease holds it from now on)."""
+        if self._attachment is not None:
+            attachment, self._attachment = self._attachment, None
+            try:
+                await attachment.detach()
+            finally:
+                await attachment.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session (every handle in it) and the channel."""
+        try:
+            await self.call("Sessions.Close")
+        finally:
+            if self._attachment is not None:
+                await self._attachment.aclose()
+            await self.channel.aclose()
+
+    async def __aenter__(self) -> AsyncBroker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ── custodians and handles ─────────────────────────────────────────────
+    async def make_custodian(self, parent: Custodian | str | None = None) -> Custodian:
+        return Custodian(self, (await self.call("Custodians.Create", parent=_h(parent)))["custodian"])
+
+    async def custodian_shutdown_all(self, custodian: Custodian | str) -> None:
+        await self.call("Custodians.Shutdown", custodian=_h(custodian))
+
+    async def describe_custodian(self, custodian: Custodian | str) -> dict[str, Any]:
+        return await self.call("Custodians.Describe", custodian=_h(custodian))
+
+    async def describe(self, handle: _Handle | str) -> dict[str, Any]:
+        return await self.call("Handles.Describe", handle=_h(handle))
+
+    async def tcp_addresses(self, handle: _Handle | str, port_numbers: bool = False) -> tuple[Any, ...]:
+        reply = await self.call("Handles.Addresses", handle=_h(handle), port_numbers=port_numbers)
+        if port_numbers:
+            return reply["local_host"], reply["local_port"], reply["remote_host"], reply["remote_port"]
+        return reply["local_host"], reply["remote_host"]
+
+    udp_addresses = tcp_addresses
+
+    async def tcp_listener(self, handle: _Handle | str) -> bool:
+        return (await self.describe(handle))["kind"] == "tcp-listener"
+
+    async def tcp_port(self, handle: _Handle | str) -> bool:
+        return (await self.describe(handle))["kind"] in ("tcp-input-port", "tcp-output-port")
+
+    async def udp(self, handle: _Handle | str) -> bool:
+        return (await self.describe(handle))["kind"] == "udp"
+
+    # ── tcp ────────────────────────────────────────────────────────────────
+    async def tcp_listen(
+        self,
+        port: int,
+        backlog: int = 4,
+        reuse: bool = False,
+        hostname: str | None = None,
+        *,
+        custodian: Custodian | str | None = None,
+    ) -> Listener:
+        reply = await self.call(
+            "Tcp.Listen", port=port, backlog=backlog, reuse=reuse, hostname=hostname, custodian=_h(custodian)
+        )
+        return Listener(self, reply["listener"])
+
+    def _ports(self, reply: dict[str, Any]) -> tuple[InputPort, OutputPort] | None:
+        if reply.get("in") is None:
+            return None
+        return InputPort(self, reply["in"]), OutputPort(self, reply["out"])
+
+    async def tcp_connect(
+        self,
+        hostname: str,
+        port: int,
+        local_hostname: str | None = None,
+        local_port: int | None = None,
+        *,
+        custodian: Custodian | str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[InputPort, OutputPort]:
+        reply = await self.call(
+            "Tcp.Connect",
+            hostname=hostname,
+            port=port,
+            local_hostname=local_hostname,
+            local_port=local_port,
+            custodian=_h(custodian),
+            timeout=timeout,
+        )
+        ports = self._ports(reply)
+        assert ports is not None
+        return ports
+
+    async def tcp_accept(
+        self, listener: Listener | str, *, custodian: Custodian | str | None = None, timeout: float | None = None
+    ) -> tuple[InputPort, OutputPort] | None:
+        """tcp-accept; with a ``timeout``, None when no client came in time."""
+        reply = await self.call("Tcp.Accept", listener=_h(listener), custodian=_h(custodian), timeout=timeout)
+        return self._ports(reply)
+
+    async def tcp_accept_ready(self, listener: Listener | str) -> bool:
+        return bool((await self.call("Tcp.AcceptReady", listener=_h(listener))).get("ready"))
+
+    async def tcp_close(self, listener: Listener | str) -> None:
+        await self.call("Tcp.Close", listener=_h(listener))
+
+    async def tcp_abandon_port(self, port: InputPort | OutputPort | str) -> None:
+        await self.call("Tcp.AbandonPort", port=_h(port))
+
+    async def tcp_stream(self, port: InputPort | str) -> PortStream:
+        """A byte stream over the connection of ``port`` (``Ports.Stream`` / the WebSocket)."""
+        return await self.channel.port_stream(self.session, _h(port) or "")
+
+    # ── udp ────────────────────────────────────────────────────────────────
+    async def udp_open_socket(
+        self,
+        family_hostname: str | None = None,
+        family_port: int | None = None,
+        *,
+        custodian: Custodian | str | None = None,
+    ) -> UdpSocket:
+        reply = await self.call(
+            "Udp.Open", family_hostname=family_hostname, family_port=family_port, custodian=_h(custodian)
+        )
+        return UdpSocket(self, reply["udp"])
+
+    async def _receive_stream(self, sock: UdpSocket, max_bytes: int | None) -> AsyncIterator[Datagram]:
+        async for data, host, port in self.channel.receive_datagrams(self.session, sock.handle, max_bytes):
+            yield Datagram(data, host, port)
+
+    async def _send_stream(
+        self, sock: UdpSocket, datagrams: AsyncIterator[tuple[bytes, str, int]] | Iterable[tuple[bytes, str, int]]
+    ) -> int:
+        async def frames() -> AsyncIterator[tuple[bytes, str, int]]:
+            if isinstance(datagrams, AsyncIterator):
+                async for item in datagrams:
+                    yield item
+            else:
+                for item in datagrams:
+                    yield item
+
+        return await self.channel.send_datagrams(self.session, sock.handle, frames())
+
+    # ── events ─────────────────────────────────────────────────────────────
+    async def sync(self, *events: dict[str, Any], timeout: float | None = None) -> tuple[int, Any] | None:
+        """sync / sync/timeout: (index, result) of the one event performed; None on timeout."""
+        for event in events:
+            if not isinstance(event, dict) or len(event) != 1:
+                raise ContractError("sync: expected an event made by one of the *_evt functions")
+        reply = await self.call("Events.Sync", events=list(events), timeout=timeout)
+        if reply.get("index") is None:
+            return None
+        result = reply.get("result") or {}
+        ((kind, value),) = result.items() if result else (("ready", None),)
+        if kind == "connection":
+            return reply["index"], self._ports(value)
+        if kind == "datagram":
+            return reply["index"], _datagram(value)
+        return reply["index"], value
+
+
+def _evt(kind: str, **args: Any) -> dict[str, Any]:
+    return {kind: {k: _h(v) if isinstance(v, _Handle) else v for k, v in args.items() if v is not None}}
+
+
+def tcp_accept_evt(listener: Listener | str, custodian: Custodian | str | None = None) -> dict[str, Any]:
+    return _evt("tcp_accept", listener=listener, custodian=custodian)
+
+
+def tcp_listener_evt(listener: Listener | str) -> dict[str, Any]:
+    """A listener as an event: ready when tcp-accept would not block."""
+    return _evt("listener_ready", listener=listener)
+
+
+def port_read_ready_evt(port: InputPort | str) -> dict[str, Any]:
+    return _evt("port_read_ready", port=port)
+
+
+def port_write_ready_evt(port: OutputPort | str) -> dict[str, Any]:
+    return _evt("port_write_ready", port=port)
+
+
+def udp_receive_ready_evt(sock: UdpSocket | str) -> dict[str, Any]:
+    return _evt("udp_receive_ready", udp=sock)
+
+
+def udp_send_ready_evt(sock: UdpSocket | str) -> dict[str, Any]:
+    return _evt("udp_send_ready", udp=sock)
+
+
+def udp_receive_evt(sock: UdpSocket | str, max_bytes: int | None = None) -> dict[str, Any]:
+    return _evt("udp_receive", udp=sock, max=max_bytes)
+
+
+def udp_send_evt(
+    sock: UdpSocket | str, data: bytes, start: int | None = None, end: int | None = None
+) -> dict[str, Any]:
+    return _evt("udp_send", udp=sock, data=data, start=start, end=end)
+
+
+def udp_send_to_evt(
+    sock: UdpSocket | str, hostname: str, port: int, data: bytes, start: int | None = None, end: int | None = None
+) -> dict[str, Any]:
+    return _evt("udp_send_to", udp=sock, hostname=hostname, port=port, data=data, start=start, end=end)
+
+
+EVENTS = (
+    tcp_accept_evt,
+    tcp_listener_evt,
+    port_read_ready_evt,
+    port_write_ready_evt,
+    udp_receive_ready_evt,
+    udp_send_ready_evt,
+    udp_receive_evt,
+    udp_send_evt,
+    udp_send_to_evt,
+)
+
+__all__ += [f.__name__ for f in EVENTS]
+
+
+def _udp_function(method: str) -> Any:
+    async def function(self: AsyncBroker, sock: UdpSocket | str, *args: Any, **kwargs: Any) -> Any:
+        target = sock if isinstance(sock, UdpSocket) else UdpSocket(self, sock)
+        return await getattr(target, method)(*args, **kwargs)
+
+    function.__name__ = f"udp_{method}"
+    function.__doc__ = f"udp-{method.replace('_', '-')}: see :meth:`UdpSocket.{method}`."
+    return function
+
+
+# The naming rule, applied once: every UdpSocket method is also ``AsyncBroker.udp_<method>``.
+for _method in (
+    "bind",
+    "connect",
+    "send_to",
+    "send_to_nowait",
+    "send",
+    "send_nowait",
+    "receive",
+    "receive_nowait",
+    "set_receive_buffer_size",
+    "close",
+    "bound",
+    "connected",
+    "ttl",
+    "set_ttl",
+    "multicast_join_group",
+    "multicast_leave_group",
+    "multicast_interface",
+    "multicast_set_interface",
+    "multicast_loopback",
+    "multicast_set_loopback",
+    "multicast_ttl",
+    "multicast_set_ttl",
+):
+    setattr(AsyncBroker, f"udp_{_method}", _udp_function(_method))

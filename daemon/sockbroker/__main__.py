@@ -1,0 +1,3 @@
+from sockbroker.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""The ``sockbroker`` console script. Every setting of :class:`~sockbroker.config.Settings` is a flag."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+import sys
+import typing
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from . import __version__
+from .config import Settings
+
+__all__ = ["main"]
+
+
+def _flag_type(annotation: object) -> tuple[dict[str, object], bool]:
+    """argparse keywords for a field's annotation, and whether it is a list."""
+    args = typing.get_args(annotation)
+    inner = next((a for a in args if a is not type(None)), annotation) if args else annotation
+    if typing.get_origin(inner) is list or typing.get_origin(annotation) is list:
+        return {"nargs": "*", "metavar": "VALUE"}, True
+    if inner is bool:
+        return {"action": argparse.BooleanOptionalAction}, False
+    if inner in (int, float):
+        return {"type": inner}, False
+    if inner is pathlib.Path:
+        return {"type": pathlib.Path, "metavar": "PATH"}, False
+    return {"type": str}, False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sockbroker", description="Lend real TCP and UDP sockets over gRPC and REST.")
+    parser.add_argument("--version", action="version", version=f"sockbroker {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon",
+        description="Run the daemon. Settings come from flags, then SOCKBROKER_* variables, then --config, "
+        "then the embedded defaults (loopback only, a fresh token file).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--config", type=pathlib.Path, metavar="PATH", help="TOML file of settings (keys as below, with _)"
+    )
+    for name, field in Settings.model_fields.items():
+        keywords, _ = _flag_type(field.annotation)
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg,unused-ignore]
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=f"{field.description} (default: {default}; env SOCKBROKER_{name.upper()})",
+            **keywords,  # type: ignore[arg-type]
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = vars(build_parser().parse_args(argv))
+    arguments.pop("command")
+    config = arguments.pop("config", None)
+    try:
+        settings = Settings.load(config, **arguments)
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"sockbroker: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    insecure = settings.insecure_remote_doors()
+    if insecure and not settings.allow_insecure_remote:
+        print(
+            "sockbroker: refusing to listen off loopback without TLS on "
+            + ", ".join(insecure)
+            + " (give --tls-cert/--tls-key, or --allow-insecure-remote)",
+            file=sys.stderr,
+        )
+        return 2
+    from .server import Daemon
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; the daemon runs without it
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+
+    async def run() -> None:
+        await Daemon(settings).run()
+
+    runner(run())
+    return 0

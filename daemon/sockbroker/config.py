@@ -1,0 +1,157 @@
+"""Configuration: embedded defaults < TOML file (``--config``) < ``SOCKBROKER_*`` environment < flags.
+
+Every setting is one field below; its description is its ``--help`` text and its name, in
+kebab case, is its flag (``grpc_address`` → ``--grpc-address``, ``SOCKBROKER_GRPC_ADDRESS``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pathlib
+from contextvars import ContextVar
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .core.policy import LOOPBACK, Policy, parse_port_ranges
+from .core.sessions import Limits
+
+__all__ = ["Settings", "default_token_file", "split_address"]
+
+_CONFIG_FILE: ContextVar[pathlib.Path | None] = ContextVar("sockbroker_config_file", default=None)
+
+
+def default_token_file() -> pathlib.Path:
+    """``$XDG_RUNTIME_DIR/sockbroker/token``, else ``~/.local/share/sockbroker/token``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = pathlib.Path(runtime) if runtime else pathlib.Path.home() / ".local" / "share"
+    return base / "sockbroker" / "token"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOCKBROKER_", extra="forbid")
+
+    grpc_address: str = Field("127.0.0.1:50051", description="gRPC front door, HOST:PORT")
+    rest_address: str = Field("127.0.0.1:8080", description="REST + WebSocket front door, HOST:PORT")
+    grpc_unix_socket: pathlib.Path | None = Field(
+        None, description="also serve gRPC on this Unix domain socket (mode 0600: file permissions are the gate)"
+    )
+    token_file: pathlib.Path = Field(
+        default_factory=default_token_file,
+        description="bearer token file (mode 0600); read if it exists, otherwise a new token is written there",
+    )
+    tls_cert: pathlib.Path | None = Field(None, description="TLS certificate (PEM) for both front doors")
+    tls_key: pathlib.Path | None = Field(None, description="TLS private key (PEM)")
+    tls_client_ca: pathlib.Path | None = Field(None, description="CA bundle: require client certificates (mTLS)")
+    allow_insecure_remote: bool = Field(
+        False, description="allow a non-loopback front door without TLS (refused otherwise)"
+    )
+    allow_connect: list[str] = Field(list(LOOPBACK), description="networks (CIDR) clients may connect and send to")
+    allow_listen: list[str] = Field(list(LOOPBACK), description="local networks (CIDR) clients may listen and bind on")
+    allow_ports: list[str] = Field(["0-65535"], description="ports (N or LOW-HIGH) clients may use")
+    allow_multicast: list[str] = Field([], description="multicast groups (CIDR) clients may join")
+    lease_seconds: float = Field(30.0, gt=0, description="session lease when a client asks for none")
+    max_sessions_per_principal: int = Field(64, ge=1, description="open sessions one token may hold")
+    max_handles_per_session: int = Field(20_000, ge=1, description="open handles one session may hold")
+    port_receive_buffer: int = Field(
+        256 * 1024, ge=4096, description="bytes buffered from a TCP peer before the daemon stops reading it"
+    )
+    port_send_buffer: int = Field(256 * 1024, ge=4096, description="bytes queued for a TCP peer before writers wait")
+    udp_stream_queue: int = Field(1024, ge=1, description="datagrams queued for a slow datagram-stream reader")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=65536, description="largest request (gRPC message, REST body)")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_table(cls, values: Any) -> Any:
+        """A TOML ``[policy]`` table holds the ``allow_*`` settings; flatten it."""
+        if isinstance(values, dict) and isinstance(values.get("policy"), dict):
+            values = dict(values)
+            for key, value in values.pop("policy").items():
+                values.setdefault(key if key.startswith("allow_") else f"allow_{key}", value)
+        return values
+
+    @field_validator("grpc_address", "rest_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @field_validator("allow_connect", "allow_listen", "allow_multicast")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            ipaddress.ip_network(spec, strict=False)
+        return value
+
+    @field_validator("allow_ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        parse_port_ranges(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _CONFIG_FILE.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: pathlib.Path | None = None, **overrides: Any) -> Settings:
+        token = _CONFIG_FILE.set(config_file)
+        try:
+            return cls(**overrides)
+        finally:
+            _CONFIG_FILE.reset(token)
+
+    def policy(self) -> Policy:
+        return Policy(
+            allow_connect=tuple(self.allow_connect),
+            allow_listen=tuple(self.allow_listen),
+            allow_ports=tuple(self.allow_ports),
+            allow_multicast=tuple(self.allow_multicast),
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            lease_seconds=self.lease_seconds,
+            sessions_per_principal=self.max_sessions_per_principal,
+            handles_per_session=self.max_handles_per_session,
+            port_receive_buffer=self.port_receive_buffer,
+            port_send_buffer=self.port_send_buffer,
+            udp_stream_queue=self.udp_stream_queue,
+        )
+
+    def insecure_remote_doors(self) -> list[str]:
+        """Front doors that would listen off loopback without TLS."""
+        if self.tls_cert is not None:
+            return []
+        return [a for a in (self.grpc_address, self.rest_address) if not is_loopback(split_address(a)[0])]

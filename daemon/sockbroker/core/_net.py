@@ -1,0 +1,122 @@
+"""Small pieces shared by the TCP and UDP modules: contracts, resolution, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Mapping
+
+from .errors import ContractError, contract_violation, from_os_error
+
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple]  # type: ignore[type-arg]
+
+__all__ = [
+    "Signal",
+    "check_port",
+    "host_of",
+    "resolve",
+    "wait_any",
+]
+
+
+def check_port(who: str, value: object, *, listen: bool = False, optional: bool = False) -> int | None:
+    """``port-number?`` is 1–65535, ``listen-port-number?`` 0–65535."""
+    if value is None and optional:
+        return None
+    low = 0 if listen else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        raise contract_violation(who, "listen-port-number?" if listen else "port-number?", value)
+    return value
+
+
+def check_timeout(who: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not value >= 0 or value == float("inf"):
+        raise contract_violation(who, "(or/c #f (>=/c 0))", value)
+    return value
+
+
+def check_hostname(who: str, value: object, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 253 or "\x00" in value:
+        raise contract_violation(who, "string?" if not optional else "(or/c string? #f)", value)
+    return value
+
+
+def host_of(sockaddr: tuple) -> str:  # type: ignore[type-arg]
+    return str(sockaddr[0]).split("%", 1)[0]
+
+
+async def resolve(
+    who: str,
+    host: str | None,
+    port: int,
+    *,
+    kind: socket.SocketKind,
+    family: int = socket.AF_UNSPEC,
+    passive: bool = False,
+    details: Mapping[str, object] | None = None,
+) -> list[AddrInfo]:
+    """getaddrinfo on the loop's resolver, with errors as ``exn:fail:network:errno`` (``gai``)."""
+    loop = asyncio.get_running_loop()
+    flags = socket.AI_PASSIVE if passive else 0
+    try:
+        infos = await loop.getaddrinfo(host, port, family=family, type=kind, flags=flags)
+    except UnicodeError as exc:
+        raise ContractError(who, "bad hostname", {"hostname": host, "reason": str(exc)}) from None
+    except OSError as exc:
+        raise from_os_error(who, "host not found", exc, details or {"hostname": host}) from None
+    return infos  # type: ignore[return-value]
+
+
+class Signal:
+    """A level-triggered wake-up: waiters re-check their condition after every :meth:`fire`."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    async def wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+
+    def add(self, fut: asyncio.Future[None]) -> None:
+        self._waiters.append(fut)
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(fut)
+
+    def fire(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+async def wait_any(signals: list[Signal]) -> None:
+    """Wait until any of the signals fires."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    for signal in signals:
+        signal.add(fut)
+    try:
+        await fut
+    finally:
+        if not fut.done():
+            fut.cancel()
+        for signal in signals:
+            signal.discard(fut)

@@ -1,0 +1,166 @@
+"""Sessions: a client's hold on the broker, kept alive by an attachment or a lease.
+
+A session lives while an attachment is open **or** its lease has not run out; any call renews
+the lease. When the attachment breaks, the lease runs out, the session is closed, or the daemon
+stops, the session *drops*: its root custodian is shut down, closing every socket it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ContractError, NotFoundError, ResourceExhaustedError
+from .resources import Custodian, HandleTable
+
+if TYPE_CHECKING:
+    from .policy import Policy
+
+__all__ = ["Limits", "Session", "SessionManager"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Quotas and timings every session obeys."""
+
+    lease_seconds: float = 30.0
+    min_lease_seconds: float = 1.0
+    max_lease_seconds: float = 3600.0
+    sessions_per_principal: int = 64
+    handles_per_session: int = 20_000
+    #: Bytes a TCP input port buffers from its peer before the daemon stops reading the socket.
+    port_receive_buffer: int = 256 * 1024
+    #: Bytes a TCP connection queues for its peer before a writer must wait.
+    port_send_buffer: int = 256 * 1024
+    #: Racket's port buffer: block mode flushes when this many bytes wait.
+    port_buffer_size: int = 4096
+    #: Datagrams a UDP datagram stream queues for a slow reader before dropping (and counting).
+    udp_stream_queue: int = 1024
+
+
+class Session:
+    """One client's session: its id, principal, root custodian, handle table and lease."""
+
+    def __init__(self, manager: SessionManager, principal: str, policy: Policy, lease_seconds: float) -> None:
+        self.id = f"ses_{secrets.token_urlsafe(16)}"
+        self.principal = principal
+        self.policy = policy
+        self.limits = manager.limits
+        self.lease_seconds = lease_seconds
+        self.table = HandleTable(max_handles=manager.limits.handles_per_session)
+        self.root = Custodian(self.table, None, "sessions-open")
+        self.attachments = 0
+        self.dropped = False
+        self._manager = manager
+        self._deadline = time.monotonic() + lease_seconds
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    # ── lease ──────────────────────────────────────────────────────────────
+    def renew(self) -> None:
+        self._deadline = time.monotonic() + self.lease_seconds
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._deadline - time.monotonic())
+        self._timer = loop.call_later(delay, self._lease_check)
+
+    def _lease_check(self) -> None:
+        self._timer = None
+        if self.dropped:
+            return
+        if self.attachments == 0 and time.monotonic() >= self._deadline:
+            log.info("session %s: lease expired", self.id)
+            self._manager.drop(self, reason="lease expired")
+            return
+        if self.attachments:
+            self.renew()
+        self._arm()
+
+    # ── attachments ────────────────────────────────────────────────────────
+    def attach(self) -> None:
+        self.attachments += 1
+        self.renew()
+
+    def detach(self, *, broken: bool) -> None:
+        """An attachment ended. A broken one (the client went away) drops the session at once."""
+        self.attachments = max(0, self.attachments - 1)
+        if self.dropped:
+            return
+        if broken:
+            log.info("session %s: attachment broke", self.id)
+            self._manager.drop(self, reason="attachment broke")
+        else:
+            self.renew()
+
+    def custodian(self, handle: object, who: str) -> Custodian:
+        """The custodian a new handle goes under: the named one, or the session's root."""
+        custodian = self.root if handle is None or handle == "" else self.table.lookup(handle, Custodian, who)
+        custodian.check_usable(who)
+        return custodian
+
+    def _close(self) -> None:
+        self.dropped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.root.force_close()
+
+
+class SessionManager:
+    """All sessions of the daemon, by id."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._sessions: dict[str, Session] = {}
+        self.dropped_total = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def handle_count(self) -> int:
+        return sum(len(s.table) for s in self._sessions.values())
+
+    def open(self, principal: str, policy: Policy, lease_seconds: float | None) -> Session:
+        who = "sessions-open"
+        if lease_seconds is None:
+            lease = self.limits.lease_seconds
+        elif not (lease_seconds > 0 and lease_seconds < float("inf")):
+            raise ContractError(who, "contract violation", {"expected": "positive-real?", "given": lease_seconds})
+        else:
+            lease = min(max(lease_seconds, self.limits.min_lease_seconds), self.limits.max_lease_seconds)
+        held = sum(1 for s in self._sessions.values() if s.principal == principal)
+        if held >= self.limits.sessions_per_principal:
+            raise ResourceExhaustedError(who, "too many sessions", {"limit": self.limits.sessions_per_principal})
+        session = Session(self, principal, policy, lease)
+        self._sessions[session.id] = session
+        log.info("session %s opened for %s", session.id, principal)
+        return session
+
+    def get(self, session_id: str, principal: str, who: str) -> Session:
+        """The caller's session, renewed. Another principal's session is unknown to it."""
+        session = self._sessions.get(session_id) if session_id else None
+        if session is None or session.principal != principal:
+            raise NotFoundError(who, "no such session", {"session": session_id or "(none given)"})
+        session.renew()
+        return session
+
+    def drop(self, session: Session, *, reason: str) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        self.dropped_total += 1
+        log.info("session %s dropped: %s", session.id, reason)
+        session._close()
+
+    def drop_all(self, *, reason: str) -> None:
+        for session in list(self._sessions.values()):
+            self.drop(session, reason=reason)

@@ -1,0 +1,840 @@
+"""racket/tcp on real sockets: listeners, connections, and their two ports.
+
+A connection is one non-blocking socket watched by the event loop, with two bounded buffers:
+
+* ``rx``: bytes from the peer not yet read by the client. When it holds ``port_receive_buffer``
+  bytes the daemon stops reading the socket, so a peer flooding an unread port fills the kernel
+  buffers and then blocks: memory stays bounded (backpressure, not unbounded buffering).
+* ``tx``: bytes handed to the socket that the kernel has not taken yet. A writer waits while it
+  holds more than ``port_send_buffer`` bytes.
+
+On top sit Racket's ports. The output port keeps Racket's own block buffer (4096 bytes): bytes
+wait in the daemon until a flush, a full buffer, a newline in ``line`` mode, every write in
+``none`` mode, or close. The lifecycle of each port is :class:`PortState`; the connection's
+socket is released when neither port is :attr:`PortState.OPEN` (see :data:`_AFTER_BOTH_CLOSE`).
+
+Every blocking operation waits on readiness and performs its effect synchronously afterwards, so
+a cancelled wait has no effect: an accept that is cancelled accepts nothing, a read that is
+cancelled consumes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import logging
+import select
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
+from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error
+from .resources import Custodian, Resource
+
+if TYPE_CHECKING:
+    from .sessions import Limits, Session
+
+__all__ = [
+    "BufferMode",
+    "PortState",
+    "ReadMode",
+    "TcpConnection",
+    "TcpInputPort",
+    "TcpListener",
+    "TcpOutputPort",
+    "tcp_connect",
+    "tcp_listen",
+]
+
+log = logging.getLogger(__name__)
+
+#: The largest read a client may ask for in one call.
+MAX_READ = 16 * 1024 * 1024
+#: How long a gracefully closed socket may take to hand its last bytes to a slow peer.
+LINGER_SECONDS = 30.0
+_RECV_CHUNK = 256 * 1024
+
+
+class PortState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+    #: Output ports only: closed without sending FIN until the input port closes too.
+    ABANDONED = "abandoned"
+
+
+class BufferMode(enum.Enum):
+    BLOCK = "block"
+    LINE = "line"
+    NONE = "none"
+
+
+class ReadMode(enum.Enum):
+    AVAIL = "avail"
+    NOWAIT = "nowait"
+    EXACT = "exact"
+
+
+#: Racket's name for each read, by (mode, peek).
+_READ_WHO = {
+    (ReadMode.AVAIL, False): "read-bytes-avail!",
+    (ReadMode.NOWAIT, False): "read-bytes-avail!*",
+    (ReadMode.EXACT, False): "read-bytes",
+    (ReadMode.AVAIL, True): "peek-bytes-avail!",
+    (ReadMode.NOWAIT, True): "peek-bytes-avail!*",
+    (ReadMode.EXACT, True): "peek-bytes",
+}
+
+
+def _parse_enum(enum_cls: type[enum.Enum], value: str, who: str, default: enum.Enum | None = None) -> enum.Enum:
+    if value == "" and default is not None:
+        return default
+    try:
+        return enum_cls(value)
+    except ValueError:
+        choices = " ".join(f"'{m.value}" for m in enum_cls)
+        raise contract_violation(who, f"(or/c {choices})", value) from None
+
+
+# ═════════════════════════════ connection ═════════════════════════════
+
+
+class TcpConnection:
+    """One connected socket and its buffers. Owned by its two ports."""
+
+    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock = sock
+        self.fd = sock.fileno()
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.local = _sockname(sock.getsockname)
+        self.remote = _sockname(sock.getpeername)
+        self.rx = bytearray()
+        self.rx_eof = False
+        self.rx_error: OSError | None = None
+        self.rx_high = limits.port_receive_buffer
+        #: An exact read of more than rx_high bytes raises the bar while it waits.
+        self.rx_want = 0
+        self.tx = bytearray()
+        self.tx_high = limits.port_send_buffer
+        self.tx_error: OSError | None = None
+        self.readable = Signal()
+        self.writable = Signal()
+        self.closed = False
+        self._reading = False
+        self._writing = False
+        self._shut_wr_pending = False
+        self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
+        self.in_port = TcpInputPort(self)
+        self.out_port = TcpOutputPort(self, limits.port_buffer_size)
+        self._start_reading()
+
+    # ── reading ────────────────────────────────────────────────────────────
+    def _start_reading(self) -> None:
+        if not self._reading and not self.closed:
+            self.loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(_RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.rx_error = exc
+            self._stop_reading()
+        else:
+            if data:
+                self.rx += data
+                if len(self.rx) >= max(self.rx_high, self.rx_want):
+                    self._stop_reading()
+            else:
+                self.rx_eof = True
+                self._stop_reading()
+        self.readable.fire()
+
+    @property
+    def rx_done(self) -> bool:
+        """Nothing more will arrive from the peer."""
+        return self.rx_eof or self.rx_error is not None or self.closed
+
+    def take(self, n: int, *, peek: bool) -> bytes:
+        data = bytes(memoryview(self.rx)[:n])
+        if not peek:
+            del self.rx[:n]
+            if not self.rx_done and len(self.rx) < max(self.rx_high, self.rx_want):
+                self._start_reading()
+        return data
+
+    def want(self, n: int) -> None:
+        self.rx_want = n
+        if not self.rx_done and len(self.rx) < max(self.rx_high, n):
+            self._start_reading()
+
+    # ── writing ────────────────────────────────────────────────────────────
+    def send(self, data: bytes | bytearray | memoryview, who: str) -> None:
+        """Queue bytes for the peer. Raises the network error that broke the connection."""
+        self._check_tx(who)
+        if not data:
+            return
+        view = memoryview(data)
+        if not self.tx:
+            try:
+                sent = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._tx_failed(exc)
+                raise from_os_error(who, "error writing to stream port", exc) from None
+            view = view[sent:]
+        if view:
+            self.tx += view
+            if not self._writing:
+                self.loop.add_writer(self.fd, self._on_writable)
+                self._writing = True
+
+    def _check_tx(self, who: str) -> None:
+        if self.tx_error is not None:
+            raise from_os_error(who, "error writing to stream port", self.tx_error)
+        if self.closed:
+            raise NetworkError(who, "output port is closed")
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self.tx)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._tx_failed(exc)
+            return
+        del self.tx[:sent]
+        if not self.tx:
+            self._stop_writing()
+            self._after_drain()
+        if len(self.tx) <= self.tx_high and self.writable:
+            self.writable.fire()
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self.loop.remove_writer(self.fd)
+            self._writing = False
+
+    def _tx_failed(self, exc: OSError) -> None:
+        self.tx_error = exc
+        self.tx.clear()
+        self._stop_writing()
+        self.writable.fire()
+        self._after_drain()
+
+    def _after_drain(self) -> None:
+        if self._shut_wr_pending:
+            self._shut_wr_pending = False
+            self._shutdown_write_now()
+        if self._closing:
+            self._finalize()
+
+    @property
+    def write_ready(self) -> bool:
+        return len(self.tx) <= self.tx_high or self.tx_error is not None or self.closed
+
+    async def drain(self, who: str) -> None:
+        """Wait until the kernel has taken enough that ``tx`` is under its bound."""
+        while not self.write_ready:
+            await self.writable.wait()
+        self._check_tx(who)
+
+    def shutdown_write(self) -> None:
+        """Send FIN once every queued byte is out."""
+        if self.tx:
+            self._shut_wr_pending = True
+        else:
+            self._shutdown_write_now()
+
+    def _shutdown_write_now(self) -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    # ── closing ────────────────────────────────────────────────────────────
+    def close(self) -> None:
+        """Graceful: release the socket once queued bytes are out (bounded by a linger time)."""
+        if self.closed or self._closing:
+            return
+        self._closing = True
+        self._stop_reading()
+        if self.tx and self.tx_error is None:
+            self._linger = self.loop.call_later(LINGER_SECONDS, self.force_close)
+        else:
+            self._finalize()
+
+    def force_close(self) -> None:
+        self._finalize()
+
+    def _finalize(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._stop_reading()
+        self._stop_writing()
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover - close of a valid fd does not fail on Linux
+            log.exception("closing fd %s", self.fd)
+        self.tx.clear()
+        self.readable.fire()
+        self.writable.fire()
+
+    def port_closed(self) -> None:
+        """A port changed state: apply the rule for the pair."""
+        in_state, out_state = self.in_port.state, self.out_port.state
+        action = _AFTER_BOTH_CLOSE.get((in_state, out_state))
+        if action == "fin":
+            self.shutdown_write()
+        elif action == "close":
+            self.rx.clear()
+            self.close()
+
+
+#: (input state, output state) → what the socket does. The one table of the pair's lifecycle.
+_AFTER_BOTH_CLOSE: dict[tuple[PortState, PortState], str] = {
+    (PortState.OPEN, PortState.OPEN): "nothing",
+    (PortState.OPEN, PortState.CLOSED): "fin",  # half-close: the peer reads EOF, may still write
+    (PortState.OPEN, PortState.ABANDONED): "nothing",  # tcp-abandon-port: no FIN yet
+    (PortState.CLOSED, PortState.OPEN): "nothing",  # TCP has no "no longer reading" state
+    (PortState.CLOSED, PortState.CLOSED): "close",
+    (PortState.CLOSED, PortState.ABANDONED): "close",  # the FIN goes now
+}
+
+
+def _sockname(getter: object) -> tuple[str, int]:
+    try:
+        address = getter()  # type: ignore[operator]
+    except OSError:
+        return ("0.0.0.0", 0)
+    return host_of(address), int(address[1])
+
+
+# ═════════════════════════════ ports ═════════════════════════════
+
+
+class _Port(Resource):
+    predicate = "tcp-port?"
+
+    def __init__(self, conn: TcpConnection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.state = PortState.OPEN
+
+    @property
+    def closed(self) -> bool:
+        return self.state is not PortState.OPEN
+
+    def ensure_open(self, who: str) -> None:
+        if self.state is not PortState.OPEN:
+            kind = "input" if isinstance(self, TcpInputPort) else "output"
+            raise NetworkError(who, f"{kind} port is closed", {"port": self.handle})
+
+    def _set_state(self, state: PortState) -> None:
+        if self.state is not PortState.OPEN:
+            return
+        self.state = state
+        self._forget()
+        self.conn.port_closed()
+
+    def force_close(self) -> None:
+        if self.state is PortState.OPEN:
+            self.state = PortState.CLOSED
+            self._forget()
+        self.conn.force_close()
+
+    def addresses(self, who: str) -> tuple[str, int, str, int]:
+        self.ensure_open(who)
+        return (*self.conn.local, *self.conn.remote)
+
+    def describe(self) -> dict[str, object]:
+        info = super().describe()
+        info["state"] = self.state.value
+        info["buffer_mode"] = self.buffer_mode.value
+        return info
+
+    @property
+    def buffer_mode(self) -> BufferMode:
+        raise NotImplementedError  # pragma: no cover
+
+    def abandon(self, who: str) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+class TcpInputPort(_Port):
+    kind = "tcp-input-port"
+    prefix = "tin"
+    predicate = "(and/c tcp-port? input-port?)"
+
+    def __init__(self, conn: TcpConnection) -> None:
+        super().__init__(conn)
+        self._mode = BufferMode.BLOCK
+
+    @property
+    def buffer_mode(self) -> BufferMode:
+        return self._mode
+
+    def set_buffer_mode(self, mode: str) -> None:
+        who = "file-stream-buffer-mode"
+        self.ensure_open(who)
+        parsed = _parse_enum(BufferMode, mode, who)
+        if parsed is BufferMode.LINE:
+            raise contract_violation(who, "(or/c 'block 'none) for an input port", mode)
+        self._mode = parsed  # type: ignore[assignment]
+
+    async def read(self, max_bytes: int | None, mode: str, *, peek: bool, timeout: float | None) -> tuple[bytes, bool]:
+        """Racket's read-bytes-avail! family. Returns (data, eof); EOF comes with no bytes."""
+        parsed = _parse_enum(ReadMode, mode, "read-bytes-avail!", ReadMode.AVAIL)
+        who = _READ_WHO[(parsed, peek)]  # type: ignore[index]
+        amount = 65536 if max_bytes is None else max_bytes
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_READ:
+            raise contract_violation(who, f"(integer-in 0 {MAX_READ})", max_bytes)
+        check_timeout(who, timeout)
+        self.ensure_open(who)
+        try:
+            async with asyncio.timeout(timeout):
+                if parsed is ReadMode.EXACT:
+                    return await self._read_exact(amount, peek, who)
+                return await self._read_avail(amount, peek, parsed is ReadMode.NOWAIT, who)
+        except TimeoutError:
+            return b"", False
+
+    def _ready_or_raise(self, who: str) -> bool:
+        """Is there something to report (bytes, EOF)? Raises on a closed port or a broken peer."""
+        self.ensure_open(who)
+        conn = self.conn
+        if conn.rx:
+            return True
+        if conn.rx_error is not None:
+            raise from_os_error(who, "error reading from stream port", conn.rx_error, {"port": self.handle})
+        return conn.rx_eof
+
+    async def _read_avail(self, amount: int, peek: bool, nowait: bool, who: str) -> tuple[bytes, bool]:
+        conn = self.conn
+        while not self._ready_or_raise(who):
+            if nowait or amount == 0:
+                return b"", False
+            await conn.readable.wait()
+        if conn.rx:
+            return conn.take(amount, peek=peek), False
+        return b"", True
+
+    async def _read_exact(self, amount: int, peek: bool, who: str) -> tuple[bytes, bool]:
+        # Nothing is consumed until the whole amount (or EOF) is there: a cancelled exact read
+        # leaves every byte for the next reader.
+        conn = self.conn
+        conn.want(amount)
+        try:
+            while True:
+                ready = self._ready_or_raise(who)
+                if len(conn.rx) >= amount or (ready and conn.rx_done):
+                    break
+                await conn.readable.wait()
+        finally:
+            conn.rx_want = 0
+        if amount == 0:
+            return b"", False
+        if conn.rx:
+            return conn.take(amount, peek=peek), False
+        return b"", True
+
+    def close(self) -> None:
+        """close-input-port: idempotent, as in Racket."""
+        self._set_state(PortState.CLOSED)
+
+    def abandon(self, who: str) -> None:
+        self.close()
+
+
+class TcpOutputPort(_Port):
+    kind = "tcp-output-port"
+    prefix = "tout"
+    predicate = "(and/c tcp-port? output-port?)"
+
+    def __init__(self, conn: TcpConnection, buffer_size: int) -> None:
+        super().__init__(conn)
+        self.buffer = bytearray()
+        self.buffer_size = buffer_size
+        self._mode = BufferMode.BLOCK
+
+    @property
+    def buffer_mode(self) -> BufferMode:
+        return self._mode
+
+    def set_buffer_mode(self, mode: str) -> None:
+        who = "file-stream-buffer-mode"
+        self.ensure_open(who)
+        self._mode = _parse_enum(BufferMode, mode, who)  # type: ignore[assignment]
+        if self._mode is BufferMode.NONE:
+            self._flush_buffer(who)
+
+    async def write(self, data: bytes, *, flush: bool) -> int:
+        """write-bytes: buffer per the mode, then wait until the peer's queue has room."""
+        who = "write-bytes"
+        self.ensure_open(who)
+        self.buffer += data
+        if (
+            flush
+            or self._mode is BufferMode.NONE
+            or len(self.buffer) >= self.buffer_size
+            or (self._mode is BufferMode.LINE and b"\n" in data)
+        ):
+            self._flush_buffer(who)
+        await self.conn.drain(who)
+        return len(data)
+
+    async def write_through(self, data: bytes) -> None:
+        """The streaming path: every frame goes straight to the socket."""
+        who = "write-bytes"
+        self.ensure_open(who)
+        self._flush_buffer(who)
+        self.conn.send(data, who)
+        await self.conn.drain(who)
+
+    async def flush(self) -> None:
+        who = "flush-output"
+        self.ensure_open(who)
+        self._flush_buffer(who)
+        await self.conn.drain(who)
+
+    def _flush_buffer(self, who: str) -> None:
+        if self.buffer:
+            data, self.buffer = self.buffer, bytearray()
+            self.conn.send(data, who)
+
+    def close(self) -> None:
+        """close-output-port: flush, then FIN (or full close when the input port is closed)."""
+        self._close_as(PortState.CLOSED, "close-output-port")
+
+    def abandon(self, who: str) -> None:
+        self._close_as(PortState.ABANDONED, who)
+
+    def _close_as(self, state: PortState, who: str) -> None:
+        if self.state is not PortState.OPEN:
+            return
+        try:
+            self._flush_buffer(who)
+        finally:
+            self._set_state(state)
+
+    def force_close(self) -> None:
+        self.buffer.clear()
+        super().force_close()
+
+
+# ═════════════════════════════ listener ═════════════════════════════
+
+
+class TcpListener(Resource):
+    kind = "tcp-listener"
+    prefix = "lst"
+    predicate = "tcp-listener?"
+
+    def __init__(self, socks: list[socket.socket], limits: Limits) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.socks = socks
+        self.limits = limits
+        self.host = "0.0.0.0"
+        self.port = socks[0].getsockname()[1]
+        self._closed = False
+        self._armed = False
+        self._turn = 0
+        self.ready = Signal()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # readiness: one reader per socket, armed while someone waits, fired once
+    def arm(self) -> Signal:
+        if not self._armed and not self._closed:
+            for sock in self.socks:
+                self.loop.add_reader(sock.fileno(), self._on_ready)
+            self._armed = True
+        return self.ready
+
+    async def wait_ready(self) -> None:
+        await self.arm().wait()
+
+    def _disarm(self) -> None:
+        if self._armed:
+            for sock in self.socks:
+                self.loop.remove_reader(sock.fileno())
+            self._armed = False
+
+    def _on_ready(self) -> None:
+        self._disarm()
+        self.ready.fire()
+
+    def accept_ready(self, who: str = "tcp-accept-ready?") -> bool:
+        self.ensure_open(who)
+        readable, _, _ = select.select(self.socks, [], [], 0)
+        return bool(readable)
+
+    def try_accept(self, custodian: Custodian, who: str) -> TcpConnection | None:
+        """Accept one waiting client now, or None. The new ports are in ``custodian`` on return."""
+        self.ensure_open(who)
+        custodian.check_usable(who)
+        custodian.table.check_room(2, who)
+        count = len(self.socks)
+        for i in range(count):
+            sock = self.socks[(self._turn + i) % count]
+            try:
+                client, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as exc:
+                raise from_os_error(who, "accept failed", exc) from None
+            self._turn = (self._turn + i + 1) % count
+            return adopt_connection(client, custodian, self.limits, who)
+        return None
+
+    async def accept(
+        self, custodian: Custodian, timeout: float | None, who: str = "tcp-accept"
+    ) -> TcpConnection | None:
+        """tcp-accept; None when ``timeout`` passes first."""
+        check_timeout(who, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    conn = self.try_accept(custodian, who)
+                    if conn is not None:
+                        return conn
+                    await self.wait_ready()
+        except TimeoutError:
+            return None
+
+    def addresses(self, who: str) -> tuple[str, int, str, int]:
+        self.ensure_open(who)
+        return (self.host, self.port, "0.0.0.0", 0)
+
+    def ensure_open(self, who: str) -> None:
+        if self._closed:
+            raise NetworkError(who, "listener is closed", {"listener": self.handle})
+
+    def close(self, who: str = "tcp-close") -> None:
+        """tcp-close: a second close is a network error, as the docs say."""
+        self.ensure_open(who)
+        self.force_close()
+
+    def force_close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._disarm()
+        for sock in self.socks:
+            try:
+                sock.close()
+            except OSError:  # pragma: no cover
+                log.exception("closing listener socket")
+        self._forget()
+        self.ready.fire()
+
+
+def adopt_connection(sock: socket.socket, custodian: Custodian, limits: Limits, who: str) -> TcpConnection:
+    """Wrap a connected socket and register its two ports; the socket never leaks."""
+    try:
+        conn = TcpConnection(sock, limits)
+        custodian.adopt(conn.in_port, who)
+        custodian.adopt(conn.out_port, who)
+    except BaseException:
+        try:
+            conn.force_close()
+        except NameError:
+            sock.close()
+        raise
+    return conn
+
+
+# ═════════════════════════════ operations ═════════════════════════════
+
+
+async def tcp_listen(
+    session: Session,
+    *,
+    port: int,
+    backlog: int | None,
+    reuse: bool,
+    hostname: str | None,
+    custodian: str | None,
+) -> TcpListener:
+    who = "tcp-listen"
+    check_port(who, port, listen=True)
+    if backlog is None:
+        backlog = 4
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
+        raise contract_violation(who, "exact-nonnegative-integer?", backlog)
+    check_hostname(who, hostname, optional=True)
+    owner = session.custodian(custodian, who)
+    owner.table.check_room(1, who)
+    details = {"port number": port, "hostname": hostname or "#f"}
+    infos = await resolve(who, hostname, port, kind=socket.SOCK_STREAM, passive=True, details=details)
+    seen: set[tuple[int, str]] = set()
+    addresses = []
+    for family, _, _, _, sockaddr in infos:
+        key = (family, host_of(sockaddr))
+        if key not in seen:
+            seen.add(key)
+            addresses.append((family, sockaddr))
+    for _, sockaddr in addresses:
+        session.policy.check_listen(who, host_of(sockaddr), port)
+    # Port 0 with several addresses: every socket takes the port the first one got.
+    last_exc: OSError | None = None
+    for _attempt in range(8):
+        try:
+            socks = _bind_all(addresses, port, backlog, reuse)
+        except OSError as exc:
+            last_exc = exc
+            if port == 0 and len(addresses) > 1 and exc.errno == errno.EADDRINUSE:
+                continue
+            break
+        listener = TcpListener(socks, session.limits)
+        if hostname is not None:
+            listener.host = host_of(socks[0].getsockname())
+        try:
+            return owner.adopt(listener, who)
+        except BaseException:
+            listener.force_close()
+            raise
+    assert last_exc is not None
+    raise from_os_error(who, "listen failed", last_exc, details)
+
+
+def _bind_all(addresses: Sequence[tuple[int, tuple]], port: int, backlog: int, reuse: bool) -> list[socket.socket]:  # type: ignore[type-arg]
+    socks: list[socket.socket] = []
+    bound = port
+    try:
+        for family, sockaddr in addresses:
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                if exc.errno == errno.EAFNOSUPPORT and len(addresses) > 1:
+                    continue  # no IPv6 here: its addresses are ignored, as Racket does
+                raise
+            socks.append(sock)
+            sock.setblocking(False)
+            if reuse:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((sockaddr[0], bound, *sockaddr[2:]))
+            sock.listen(backlog)
+            if bound == 0:
+                bound = sock.getsockname()[1]
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    if not socks:
+        raise OSError(errno.EAFNOSUPPORT, "no usable address family")
+    return socks
+
+
+async def tcp_connect(
+    session: Session,
+    *,
+    hostname: str,
+    port: int,
+    local_hostname: str | None,
+    local_port: int | None,
+    custodian: str | None,
+    timeout: float | None,
+) -> TcpConnection:
+    who = "tcp-connect"
+    check_hostname(who, hostname)
+    check_port(who, port)
+    check_hostname(who, local_hostname, optional=True)
+    check_port(who, local_port, optional=True)
+    check_timeout(who, timeout)
+    if local_hostname is not None and local_port is None:
+        raise ContractError(
+            who,
+            "no local port number supplied when local hostname was supplied",
+            {"local hostname": local_hostname},
+        )
+    owner = session.custodian(custodian, who)
+    owner.table.check_room(2, who)
+    details = {"hostname": hostname, "port number": port}
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await _connect_any(session, who, hostname, port, local_hostname, local_port, details)
+    except TimeoutError:
+        raise NetworkErrnoError(who, "connection failed", details, code=errno.ETIMEDOUT) from None
+    return adopt_connection(sock, owner, session.limits, who)
+
+
+async def _connect_any(
+    session: Session,
+    who: str,
+    hostname: str,
+    port: int,
+    local_hostname: str | None,
+    local_port: int | None,
+    details: dict[str, object],
+) -> socket.socket:
+    infos = await resolve(who, hostname, port, kind=socket.SOCK_STREAM, details=details)
+    local: dict[int, tuple] = {}  # type: ignore[type-arg]
+    if local_hostname is not None:
+        assert local_port is not None
+        for family, _, _, _, sockaddr in await resolve(
+            who,
+            local_hostname,
+            local_port,
+            kind=socket.SOCK_STREAM,
+            passive=True,
+            details={"local hostname": local_hostname},
+        ):
+            local.setdefault(family, sockaddr)
+    loop = asyncio.get_running_loop()
+    allowed = []
+    denial: Exception | None = None
+    for family, _, _, _, sockaddr in infos:
+        try:
+            session.policy.check_connect(who, host_of(sockaddr), port)
+        except Exception as exc:
+            denial = denial or exc
+            continue
+        allowed.append((family, sockaddr))
+    if not allowed and denial is not None:
+        raise denial
+    last: OSError | None = None
+    for family, sockaddr in allowed:
+        if local_hostname is not None and family not in local:
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if local_port is not None:
+                wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+                sock.bind(local.get(family, (wildcard, local_port)))
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if last is None:
+        last = OSError(errno.EADDRNOTAVAIL, "no address of the local hostname's family")
+    raise from_os_error(who, "connection failed", last, details)

@@ -1,0 +1,220 @@
+"""The gRPC front door: decode, one core call, encode.
+
+Handlers are made from the proto's descriptors (:mod:`sockbroker.wire`), so every RPC is served
+and none is written by hand; the four streaming RPCs adapt their messages to
+:mod:`sockbroker.core.streams`. Core errors become a status exactly once, here, through
+:data:`~sockbroker.core.errors.WIRE_STATUS`, with a ``google.rpc.ErrorInfo`` detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .core.api import STREAMS, Broker, Principal
+from .core.errors import WIRE_STATUS, BrokerError, ContractError
+from .core.sessions import Session
+from .core.streams import datagram_stream, relay_port, send_datagrams
+from .metrics import Metrics
+from .v1 import broker_pb2 as pb
+from .wire import PACKAGE, Route, from_dict, routes, to_dict
+
+__all__ = ["SESSION_METADATA", "error_status", "generic_handlers"]
+
+log = logging.getLogger(__name__)
+
+SESSION_METADATA = "sockbroker-session"
+ERROR_DOMAIN = "sockbroker"
+
+
+def error_status(exc: BrokerError) -> grpc.Status:
+    """The one conversion of a core error to a gRPC status with its ErrorInfo detail."""
+    code_name, _ = WIRE_STATUS[exc.kind]
+    metadata = {}
+    if exc.errno is not None:
+        metadata = {"errno": str(exc.errno), "errno_family": exc.errno_family or "posix"}
+    info = error_details_pb2.ErrorInfo(reason=exc.kind, domain=ERROR_DOMAIN, metadata=metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    code = grpc.StatusCode[code_name]
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=exc.message, details=[detail]))
+
+
+class _Malformed:
+    """A request whose bytes did not decode: answered with a contract error, not INTERNAL."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _decoder(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    def decode(data: bytes) -> Message | _Malformed:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, ValueError) as exc:
+            return _Malformed(str(exc))
+
+    return decode
+
+
+class _Door:
+    def __init__(self, broker: Broker, metrics: Metrics | None) -> None:
+        self.broker = broker
+        self.metrics = metrics
+
+    def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Principal, str | None]:
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        auth = metadata.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        principal = self.broker.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        return principal, metadata.get(SESSION_METADATA)
+
+    def session(self, context: grpc.aio.ServicerContext[Any, Any], who: str) -> Session:
+        principal, session_id = self.principal(context)
+        return self.broker.session(principal, session_id, who)
+
+    def count(self, method: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count("grpc", method, outcome)
+
+    async def guard(self, name: str, context: grpc.aio.ServicerContext[Any, Any], body: Awaitable[Any]) -> Any:
+        """Run a handler body; a core error ends the call with its status."""
+        try:
+            result = await body
+        except BrokerError as exc:
+            self.count(name, exc.kind)
+            status = error_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        self.count(name, "ok")
+        return result
+
+    # ── unary ──────────────────────────────────────────────────────────────
+    def unary(self, route: Route) -> grpc.RpcMethodHandler:
+        async def handler(request: Message | _Malformed, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            async def body() -> Message:
+                if isinstance(request, _Malformed):
+                    raise ContractError(route.name, "malformed request", {"reason": request.error})
+                principal, session_id = self.principal(context)
+                result = await self.broker.call(route.name, principal, session_id, to_dict(request))
+                return from_dict(route.output, result)
+
+            return await self.guard(route.name, context, body())  # type: ignore[no-any-return]
+
+        return grpc.unary_unary_rpc_method_handler(
+            handler, request_deserializer=_decoder(route.input), response_serializer=route.output.SerializeToString
+        )
+
+    # ── streams ────────────────────────────────────────────────────────────
+    async def attach(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async def body() -> None:
+            session = self.session(context, "sessions-attach")
+            session.attach()
+            broken = True
+            try:
+                await context.write(_attach_event(session, "attached"))
+                async for request in requests:
+                    if isinstance(request, _Malformed):
+                        raise ContractError("sessions-attach", "malformed request", {"reason": request.error})
+                    if request.detach:
+                        broken = False
+                        await context.write(_attach_event(session, "detached"))
+                        return
+            finally:
+                session.detach(broken=broken)
+
+        await self.guard("Sessions.Attach", context, body())
+
+    async def port_stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async def body() -> None:
+            session = self.session(context, "tcp-stream")
+            first = await _first(requests, "tcp-stream")
+
+            async def incoming() -> AsyncIterator[tuple[bytes, bool]]:
+                yield first.data, first.eof
+                if first.eof:
+                    return
+                async for frame in requests:
+                    if isinstance(frame, _Malformed):
+                        raise ContractError("tcp-stream", "malformed frame", {"reason": frame.error})
+                    yield frame.data, frame.eof
+                    if frame.eof:
+                        return
+
+            async def emit(data: bytes | None) -> None:
+                await context.write(pb.StreamFrame(eof=True) if data is None else pb.StreamFrame(data=data))
+
+            await relay_port(session, first.port, incoming(), emit)
+
+        await self.guard("Ports.Stream", context, body())
+
+    async def receive_stream(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async def body() -> None:
+            if isinstance(request, _Malformed):
+                raise ContractError("udp-receive-stream", "malformed request", {"reason": request.error})
+            session = self.session(context, "udp-receive-stream")
+            max_bytes = request.max if request.HasField("max") else None
+            async for data, host, port in datagram_stream(session, request.udp, max_bytes):
+                await context.write(pb.Datagram(data=data, host=host, port=port))
+
+        await self.guard("Udp.ReceiveStream", context, body())
+
+    async def send_stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def body() -> Message:
+            session = self.session(context, "udp-send-stream")
+            first = await _first(requests, "udp-send-stream")
+
+            async def frames() -> AsyncIterator[tuple[bytes, str, int]]:
+                yield first.data, first.host, first.port
+                async for frame in requests:
+                    if isinstance(frame, _Malformed):
+                        raise ContractError("udp-send-stream", "malformed frame", {"reason": frame.error})
+                    yield frame.data, frame.host, frame.port
+
+            return pb.SendStreamReply(sent=await send_datagrams(session, first.udp, frames()))
+
+        return await self.guard("Udp.SendStream", context, body())  # type: ignore[no-any-return]
+
+    def stream(self, route: Route) -> grpc.RpcMethodHandler:
+        decode, encode = _decoder(route.input), route.output.SerializeToString
+        if route.name == "Sessions.Attach":
+            return grpc.stream_stream_rpc_method_handler(self.attach, decode, encode)
+        if route.name == "Ports.Stream":
+            return grpc.stream_stream_rpc_method_handler(self.port_stream, decode, encode)
+        if route.name == "Udp.ReceiveStream":
+            return grpc.unary_stream_rpc_method_handler(self.receive_stream, decode, encode)
+        if route.name == "Udp.SendStream":
+            return grpc.stream_unary_rpc_method_handler(self.send_stream, decode, encode)
+        raise LookupError(route.name)  # pragma: no cover - STREAMS names exactly these four
+
+
+async def _first(requests: AsyncIterator[Any], who: str) -> Any:
+    async for frame in requests:
+        if isinstance(frame, _Malformed):
+            raise ContractError(who, "malformed frame", {"reason": frame.error})
+        return frame
+    raise ContractError(who, "the stream ended before its first frame")
+
+
+def _attach_event(session: Session, event: str) -> pb.AttachEvent:
+    return pb.AttachEvent(
+        session=session.id, custodian=session.root.handle, lease_seconds=session.lease_seconds, event=event
+    )
+
+
+def generic_handlers(broker: Broker, metrics: Metrics | None = None) -> list[grpc.GenericRpcHandler]:
+    """One generic handler per service, every RPC of the proto included."""
+    door = _Door(broker, metrics)
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for route in routes():
+        handler = door.stream(route) if route.name in STREAMS else door.unary(route)
+        by_service.setdefault(route.service, {})[route.method] = handler
+    return [
+        grpc.method_handlers_generic_handler(f"{PACKAGE}.{service}", methods) for service, methods in by_service.items()
+    ]

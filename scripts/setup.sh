@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with sockbroker installed (editable) and, with
+# --test, everything the test suite needs. Works on a fresh Debian with Python 3.11 as root
+# (installs python3-venv and iproute2 with apt when they are missing) and on any machine that
+# already has them. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "setup: please install: $*" >&2
+    exit 1
+  fi
+}
+
+PYTHON=${PYTHON:-python3}
+command -v "$PYTHON" >/dev/null 2>&1 || apt_install python3
+"$PYTHON" - <<'PY' || { echo "setup: Python 3.11 or newer is needed" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv >/dev/null 2>&1; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$PYTHON" -m venv .venv
+  fi
+fi
+if [ "$want_test" = 1 ]; then
+  command -v ip >/dev/null 2>&1 || apt_install iproute2
+  extras='.[test]'
+else
+  extras='.'
+fi
+stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-$want_test"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e "$extras"
+  touch "$stamp"
+fi

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's): set up, then lint, type-check and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff"
+ruff check daemon clients tests bench scripts
+ruff format --check daemon clients tests bench scripts
+echo "== mypy (strict, daemon)"
+mypy
+echo "== pytest"
+pytest "$@"

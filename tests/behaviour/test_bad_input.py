@@ -1,0 +1,139 @@
+"""Bad input of every kind at the raw doors: a typed error, never a 500, INTERNAL or a crash."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sockbroker.server import Daemon
+from sockbroker.wire import routes
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=10,
+)
+FIELDS = sorted({f.name for r in routes() for f in r.input.DESCRIPTOR.fields})
+
+
+@pytest.fixture
+async def rest(daemon: Daemon, token_file: pathlib.Path) -> Any:
+    token = token_file.read_text().strip()  # noqa: ASYNC240 - a tiny local file
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.rest_port}", headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        session = (await http.post("/v1/sessions", json={})).json()["session"]
+        http.headers["Sockbroker-Session"] = session
+        yield http
+        await http.delete(f"/v1/sessions/{session}")
+
+
+def _path(r: Any, value: str = "x") -> str:
+    path = r.path
+    for name in r.path_fields:
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+async def test_malformed_bodies_are_contract_errors(rest: httpx.AsyncClient) -> None:
+    for body, content_type in (
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'{"port": "eighty"}', "application/json"),
+        (b'{"port": 1e40}', "application/json"),
+        (b'{"no_such_member": 1}', "application/json"),
+        (b"\xff\xfe", "application/json"),
+    ):
+        response = await rest.post("/v1/tcp/listeners", content=body, headers={"content-type": content_type})
+        assert response.status_code == 400, (body, response.text)
+        problem = response.json()
+        assert problem["kind"] == "exn:fail:contract" and problem["status"] == 400
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_huge_bodies_are_refused(rest: httpx.AsyncClient, daemon: Daemon) -> None:
+    size = daemon.settings.max_request_bytes + 1
+    response = await rest.post(
+        "/v1/tcp/ports/x/write", content=b"\0" * size, headers={"content-type": "application/octet-stream"}
+    )
+    assert response.status_code == 429
+    assert response.json()["kind"] == "resource-exhausted"
+
+
+async def test_unknown_routes_and_methods_are_problems(rest: httpx.AsyncClient) -> None:
+    response = await rest.get("/v1/nothing/here")
+    assert response.status_code == 404 and response.json()["kind"] == "not-found"
+    response = await rest.put("/v1/sessions")
+    assert response.status_code == 400 and response.json()["kind"] == "exn:fail:contract"
+
+
+async def test_raw_octet_stream_write_and_read(rest: httpx.AsyncClient) -> None:
+    listener = (await rest.post("/v1/tcp/listeners", json={"port": 0, "hostname": "127.0.0.1"})).json()["listener"]
+    port = (await rest.get(f"/v1/handles/{listener}/addresses", params={"port_numbers": "true"})).json()["local_port"]
+    client = (await rest.post("/v1/tcp/connections", json={"hostname": "127.0.0.1", "port": port})).json()
+    server = (await rest.post(f"/v1/tcp/listeners/{listener}/accept", json={"timeout": 5})).json()
+    written = await rest.post(
+        f"/v1/tcp/ports/{client['out']}/write",
+        params={"flush": "true"},
+        content=b"\x00raw\xff",
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert written.json() == {"written": 5}
+    read = await rest.post(
+        f"/v1/tcp/ports/{server['in']}/read",
+        json={"max": 5, "mode": "exact"},
+        headers={"accept": "application/octet-stream"},
+    )
+    assert read.content == b"\x00raw\xff"
+    assert read.headers["sockbroker-eof"] == "false"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route_index=st.integers(0, len(routes()) - 1),
+    body=st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=5),
+    handle=st.text(min_size=1, max_size=40).filter(lambda s: "/" not in s and "?" not in s and "#" not in s),
+)
+async def test_no_json_body_makes_a_server_error(
+    rest: httpx.AsyncClient, route_index: int, body: dict[str, Any], handle: str
+) -> None:
+    r = routes()[route_index]
+    if r.streaming or r.name in ("Sessions.Close", "Custodians.Shutdown"):
+        return
+    if r.body:
+        response = await rest.request(
+            r.verb.upper(),
+            _path(r, handle),
+            content=json.dumps(body),
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+    else:
+        params = {k: json.dumps(v) for k, v in body.items()}
+        response = await rest.request(r.verb.upper(), _path(r, handle), params=params, timeout=10)
+    assert response.status_code < 500, (r.name, body, response.text)
+    if response.status_code != 200:
+        assert response.json()["kind"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route_index=st.integers(0, len(routes()) - 1), payload=st.binary(max_size=64))
+async def test_no_grpc_request_bytes_make_internal(
+    daemon: Daemon, token_file: pathlib.Path, route_index: int, payload: bytes
+) -> None:
+    r = routes()[route_index]
+    if r.streaming or r.name in ("Sessions.Close", "Custodians.Shutdown"):
+        return
+    token = token_file.read_text().strip()  # noqa: ASYNC240 - a tiny local file
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.grpc_port}") as channel:
+        call = channel.unary_unary(r.grpc_path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            await call(payload, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (r.name, exc.details())

@@ -1,0 +1,102 @@
+"""Errors: the right kind, status and message on every door, for every kind of bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import PeerServer, target
+from sockbroker.server import Daemon
+from sockbroker_client import (
+    AsyncBroker,
+    ContractError,
+    NetworkError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
+
+#: The contract (DESIGN.md §4), written out independently of the daemon's table.
+STATUS = {
+    "exn:fail:contract": ("INVALID_ARGUMENT", 400),
+    "exn:fail:network": ("FAILED_PRECONDITION", 409),
+    "exn:fail:network:errno": ("UNAVAILABLE", 502),
+    "not-found": ("NOT_FOUND", 404),
+    "permission-denied": ("PERMISSION_DENIED", 403),
+    "unauthenticated": ("UNAUTHENTICATED", 401),
+    "resource-exhausted": ("RESOURCE_EXHAUSTED", 429),
+}
+
+
+def expected_status(broker: AsyncBroker, kind: str) -> object:
+    grpc_code, http = STATUS[kind]
+    return grpc_code if broker.channel.name == "grpc" else http
+
+
+async def test_another_sessions_handle_is_not_found(door: Any) -> None:
+    mine, theirs = await door(), await door()
+    listener = await theirs.tcp_listen(0, hostname="127.0.0.1")
+    with pytest.raises(NotFoundError) as foreign:
+        await mine.tcp_accept_ready(listener.handle)
+    with pytest.raises(NotFoundError) as made_up:
+        await mine.tcp_accept_ready("lst_" + "A" * 22)
+    assert foreign.value.status == made_up.value.status == expected_status(mine, "not-found")
+    assert foreign.value.message.replace(listener.handle, "H") == made_up.value.message.replace("lst_" + "A" * 22, "H")
+
+
+async def test_a_closed_handle_is_a_network_error(broker: AsyncBroker) -> None:
+    listener = await broker.tcp_listen(0, hostname="127.0.0.1")
+    await listener.close()
+    with pytest.raises(NetworkError) as info:
+        await listener.accept_ready()
+    assert info.value.kind == "exn:fail:network"
+    assert info.value.status == expected_status(broker, "exn:fail:network")
+    assert info.value.message.startswith("tcp-accept-ready?: listener is closed")
+
+
+@pytest.mark.parametrize("door_name", ["grpc", "rest"])
+@pytest.mark.parametrize("token", ["", "wrong-token"])
+async def test_a_missing_or_wrong_token_is_unauthenticated(daemon: Daemon, door_name: str, token: str) -> None:
+    with pytest.raises(UnauthenticatedError) as info:
+        await AsyncBroker.connect(target(daemon, door_name), transport=door_name, token=token)
+    assert info.value.status == ("UNAUTHENTICATED" if door_name == "grpc" else 401)
+
+
+async def test_out_of_range_port_is_a_contract_error_with_racket_message(broker: AsyncBroker) -> None:
+    with pytest.raises(ContractError) as info:
+        await broker.tcp_connect("127.0.0.1", 70000)
+    assert info.value.status == expected_status(broker, "exn:fail:contract")
+    assert info.value.message == "tcp-connect: contract violation\n  expected: port-number?\n  given: 70000"
+
+
+async def test_local_hostname_without_local_port(broker: AsyncBroker) -> None:
+    with pytest.raises(ContractError) as info:
+        await broker.tcp_connect("127.0.0.1", 80, local_hostname="127.0.0.1")
+    assert info.value.status == expected_status(broker, "exn:fail:contract")
+    assert info.value.message.startswith("tcp-connect: no local port number supplied")
+
+
+async def test_refused_connection_status(broker: AsyncBroker, peer: PeerServer) -> None:
+    await peer.close()
+    with pytest.raises(NetworkError) as info:
+        await broker.tcp_connect("127.0.0.1", peer.port)
+    assert info.value.kind == "exn:fail:network:errno"
+    assert info.value.status == expected_status(broker, "exn:fail:network:errno")
+
+
+async def test_policy_denial_is_permission_denied(broker: AsyncBroker, peer: PeerServer) -> None:
+    # 0.0.0.0 is outside the test daemon's allow_connect (and would reach loopback anyway).
+    with pytest.raises(PermissionDeniedError) as info:
+        await broker.tcp_connect("0.0.0.0", peer.port)
+    assert info.value.status == expected_status(broker, "permission-denied")
+    assert "policy forbids connecting to this address" in info.value.message
+
+
+async def test_quota_is_resource_exhausted(door: Any, daemon: Daemon) -> None:
+    broker = await door()
+    limit = daemon.settings.max_handles_per_session
+    with pytest.raises(ResourceExhaustedError) as info:
+        for _ in range(limit + 1):
+            await broker.make_custodian()
+    assert info.value.status == expected_status(broker, "resource-exhausted")

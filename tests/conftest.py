@@ -1,0 +1,75 @@
+"""Shared fixtures: one in-process daemon on loopback ports, and the front doors to reach it.
+
+The daemon runs on the test session's event loop with both real front doors listening on
+127.0.0.1; behavioural tests take the ``door`` fixture and run once per door, through the
+Python client (gRPC transport, REST transport).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from helpers import target
+from sockbroker.config import Settings
+from sockbroker.server import Daemon
+from sockbroker_client import AsyncBroker
+
+DOORS = ("grpc", "rest")
+
+Connect = Callable[..., Awaitable[AsyncBroker]]
+
+
+@pytest.fixture(scope="session")
+def token_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("sockbroker") / "token"
+
+
+@pytest.fixture(scope="session")
+async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
+    settings = Settings.load(
+        None,
+        grpc_address="127.0.0.1:0",
+        rest_address="127.0.0.1:0",
+        token_file=token_file,
+        # Tests listen on every address (IPv4 and IPv6 wildcards) and on loopback; they
+        # connect and send to loopback only.
+        allow_listen=["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128"],
+        allow_connect=["127.0.0.0/8", "::1/128", "239.255.0.0/16"],
+        allow_multicast=["239.255.0.0/16"],
+        max_handles_per_session=5000,
+    )
+    d = Daemon(settings)
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+@pytest.fixture(params=DOORS)
+async def door(request: pytest.FixtureRequest, daemon: Daemon, token_file: pathlib.Path) -> AsyncIterator[Connect]:
+    """A function that opens a session through this door; sessions are closed afterwards."""
+    opened: list[AsyncBroker] = []
+    kind = request.param
+
+    async def connect(**options: Any) -> AsyncBroker:
+        options.setdefault("token_file", token_file)
+        broker = await AsyncBroker.connect(target(daemon, kind), transport=kind, **options)
+        opened.append(broker)
+        return broker
+
+    connect.door = kind  # type: ignore[attr-defined]
+    yield connect
+    for broker in opened:
+        try:
+            await broker.aclose()
+        except Exception:
+            await broker.channel.aclose()
+
+
+@pytest.fixture
+async def broker(door: Connect) -> AsyncBroker:
+    return await door()

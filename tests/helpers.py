@@ -1,0 +1,89 @@
+"""Helpers for the tests: bounded waiting, fd counting, raw peer sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Peer", "PeerServer", "eventually", "fd_count", "read_until_eof", "silent_for", "target"]
+
+Peer = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def eventually(check: Callable[[], bool], *, within: float = 2.0, step: float = 0.01) -> None:
+    """Wait (bounded) until ``check()`` holds; fail with the last state otherwise."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not check():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(step)
+
+
+async def read_until_eof(reader: asyncio.StreamReader, *, within: float = 2.0) -> bytes:
+    """Everything the peer sends until it closes (or resets), bounded in time."""
+    chunks = []
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                chunk = await reader.read(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def silent_for(reader: asyncio.StreamReader, seconds: float = 0.2) -> bool:
+    """True when the peer sends nothing (no bytes, no EOF) for ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await reader.read(1)
+    except TimeoutError:
+        return True
+    return False
+
+
+class PeerServer:
+    """A plain asyncio TCP server on loopback: the other end of the broker's connections."""
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Queue[Peer] = asyncio.Queue()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1") -> None:
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            await self.accepted.put((reader, writer))
+
+        self.server = await asyncio.start_server(on_client, host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def next(self) -> Peer:
+        async with asyncio.timeout(5):
+            return await self.accepted.get()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        for writer in self.writers:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+
+def target(daemon: Any, door: str) -> str:
+    """The address a client of ``door`` dials for the test daemon."""
+    return f"127.0.0.1:{daemon.grpc_port}" if door == "grpc" else f"http://127.0.0.1:{daemon.rest_port}"
