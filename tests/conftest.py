@@ -8,6 +8,7 @@ Python client (gRPC transport, REST transport).
 from __future__ import annotations
 
 import pathlib
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,10 @@ from sockbroker.server import Daemon
 from sockbroker_client import AsyncBroker
 
 DOORS = ("grpc", "rest")
+
+# The stress and session tests hold thousands of sockets (both ends live in this process).
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(_soft, min(_hard, 65536)), _hard))
 
 Connect = Callable[..., Awaitable[AsyncBroker]]
 

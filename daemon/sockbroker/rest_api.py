@@ -33,7 +33,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from . import __version__
 from .core.api import BLOCKING, STREAMS, Broker, Principal
-from .core.errors import WIRE_STATUS, BreakError, BrokerError, ContractError, ResourceExhaustedError
+from .core.errors import WIRE_STATUS, BreakError, BrokerError, ContractError, NotFoundError, ResourceExhaustedError
 from .core.sessions import Session
 from .core.streams import datagram_stream, relay_port, send_datagrams
 from .metrics import Metrics
@@ -418,17 +418,13 @@ def create_app(broker: Broker, metrics: Metrics | None = None, *, max_body: int 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "not-found" if exc.status_code == 404 else "exn:fail:contract"
-        status = 404 if exc.status_code == 404 else exc.status_code
-        body = {
-            "type": f"urn:sockbroker:error:{kind}",
-            "title": kind,
-            "status": status,
-            "detail": str(exc.detail),
-            "kind": kind,
-            "errno": None,
-            "errno_family": None,
-        }
-        return JSONResponse(body, status_code=status, media_type=PROBLEM)
+        # No route (404) or no such method on a route (405): answered from the one table.
+        who = f"{request.method} {request.url.path}"
+        error = (
+            NotFoundError(who, "no such route")
+            if exc.status_code == 404
+            else ContractError(who, "bad request", {"reason": str(exc.detail)})
+        )
+        return _problem_response(error)
 
     return app

@@ -1,0 +1,812 @@
+"""racket/udp on real sockets.
+
+A :class:`UdpSocket` is one non-blocking datagram socket. Its lifecycle is :class:`UdpState`
+(unbound, bound, connected, closed). The open states are *observed* from the kernel
+(``getsockname`` / ``getpeername``) after every call that can change them — bind, connect,
+disconnect, the first send (which binds an ephemeral port) — in :meth:`UdpSocket._settle`, the
+one place a state changes; which operation each state allows is the table :data:`_REQUIRES`.
+
+Every blocking operation waits for readiness and then performs its effect synchronously, so a
+cancelled wait has no effect: a cancelled receive consumes no datagram, a cancelled send sends
+nothing. Readiness is one shared ``add_reader`` / ``add_writer`` registration per socket and
+direction, fanned out through a :class:`Signal`, so concurrent waiters never clobber each other.
+The same primitives (:meth:`~UdpSocket.receive_ready`, :meth:`~UdpSocket.try_receive`,
+:meth:`~UdpSocket.send_ready`, :meth:`~UdpSocket.perform_send`) serve ``sync``.
+
+Decisions where Racket's documentation is silent or the kernel differs:
+
+* A connected socket receives only from its peer: datagrams the kernel queued *before* the
+  connect (it keeps them) are discarded on receive.
+* ``udp-set-receive-buffer-size!`` above ``/proc/sys/net/core/rmem_max``: Linux would silently
+  clamp; the docs require ``exn:fail:network``, so the daemon raises it as
+  :class:`NetworkErrnoError` ``ENOBUFS`` — what BSD and macOS kernels return in that case.
+* IPv6 sockets: TTL, multicast TTL and multicast loopback map to ``IPV6_UNICAST_HOPS``,
+  ``IPV6_MULTICAST_HOPS`` and ``IPV6_MULTICAST_LOOP``; the IPv4-only operations (join, leave,
+  multicast interface) are a :class:`NetworkError` naming the family.
+* Largest datagram: 65,507 bytes on IPv4, 65,527 on IPv6; above is ``EMSGSIZE``, nothing sent.
+  ``max`` of a receive is 0–65,535.
+* Disconnecting keeps the socket's binding (bind's, or the one a send made): Linux drops an
+  ephemeral port on disconnect, so the same address and port are bound again at once. A socket
+  bound only by its connect is unbound again after the disconnect.
+* ``udp-open-socket`` with a family hostname or port resolves them as Racket does (the first
+  address's family); a port alone resolves the loopback name, which may well be IPv6.
+* While a datagram stream is open, its reader drains the socket: datagrams go to the stream
+  (plain receives may still win a race for one, never both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import errno
+import ipaddress
+import logging
+import os
+import select
+import socket
+import struct
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
+from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error
+from .resources import Resource
+
+if TYPE_CHECKING:
+    from .policy import Policy
+    from .sessions import Limits, Session
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "MAX_RECEIVE",
+    "UdpSocket",
+    "UdpState",
+    "datagram_slice",
+    "udp_open",
+]
+
+log = logging.getLogger(__name__)
+
+#: The largest payload of one datagram, by address family.
+MAX_DATAGRAM: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+#: The largest ``max`` a receive takes.
+MAX_RECEIVE = 65535
+#: Datagrams a stream's reader takes from the socket per wake-up before yielding the loop.
+_BATCH = 256
+#: Foreign datagrams (queued before a connect) skipped per receive before reporting "none yet".
+_SKIP_LIMIT = 1024
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
+_CMSG_SIZE = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+_RMEM_MAX = "/proc/sys/net/core/rmem_max"
+#: Errors a UDP socket reports from ICMP: a datagram stream skips them, a receive raises them.
+_SOFT_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
+_FAMILY_NAME = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+
+Datagram = tuple[bytes, int, str, int]
+SockAddr = tuple[Any, ...]
+
+
+class UdpState(enum.Enum):
+    UNBOUND = "unbound"
+    BOUND = "bound"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+_OPEN = frozenset({UdpState.UNBOUND, UdpState.BOUND, UdpState.CONNECTED})
+#: operation → (states that allow it, what the network error says in the others). A closed
+#: socket refuses every operation; this table holds the rules of the open states.
+_REQUIRES: dict[str, tuple[frozenset[UdpState], str]] = {
+    "bind": (frozenset({UdpState.UNBOUND}), "udp socket is already bound"),
+    "send-to": (frozenset({UdpState.UNBOUND, UdpState.BOUND}), "udp socket is connected"),
+    "send": (frozenset({UdpState.CONNECTED}), "udp socket is not connected"),
+    "receive": (frozenset({UdpState.BOUND, UdpState.CONNECTED}), "udp socket is not bound"),
+    "any": (_OPEN, ""),
+}
+
+
+def datagram_slice(who: str, data: object, start: object, end: object) -> bytes:
+    """``(subbytes data start end)`` with Racket's checks; ``None`` means the default."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise contract_violation(who, "bytes?", data)
+    length = len(data)
+    first = 0 if start is None else start
+    last = length if end is None else end
+    for value in (first, last):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise contract_violation(who, "exact-nonnegative-integer?", value)
+    assert isinstance(first, int) and isinstance(last, int)
+    if first > length:
+        raise ContractError(
+            who, "starting index is out of range", {"starting index": first, "valid range": f"[0, {length}]"}
+        )
+    if last < first or last > length:
+        raise ContractError(
+            who,
+            "ending index is out of range",
+            {"ending index": last, "starting index": first, "valid range": f"[{first}, {length}]"},
+        )
+    return bytes(data[first:last])
+
+
+def _check_max(who: str, value: object) -> int:
+    amount = MAX_RECEIVE if value is None else value
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_RECEIVE:
+        raise contract_violation(who, f"(integer-in 0 {MAX_RECEIVE})", value)
+    return amount
+
+
+def _check_byte(who: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise contract_violation(who, "byte?", value)
+    return value
+
+
+_libc: Any = None
+
+
+def _disconnect(sock: socket.socket) -> None:
+    """connect(fd, {AF_UNSPEC}): dissolve a UDP association (Python's connect cannot say it)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    address = ctypes.create_string_buffer(struct.pack("=H14x", socket.AF_UNSPEC), 16)
+    if _libc.connect(sock.fileno(), address, 16) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+class _Stream:
+    """The bounded queue between a socket's reader and one datagram stream's consumer."""
+
+    __slots__ = ("capacity", "error", "items", "max_bytes", "signal")
+
+    def __init__(self, max_bytes: int, capacity: int) -> None:
+        self.max_bytes = max_bytes
+        self.capacity = capacity
+        self.items: deque[tuple[bytes, str, int]] = deque()
+        self.error: BaseException | None = None
+        self.signal = Signal()
+
+
+class UdpSocket(Resource):
+    """One UDP socket (``udp?``)."""
+
+    kind = "udp"
+    prefix = "udp"
+    predicate = "udp?"
+
+    def __init__(self, sock: socket.socket, limits: Limits, policy: Policy) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = socket.AddressFamily(sock.family)
+        self.limits = limits
+        #: Checked on resolved addresses right before each send, bind, connect and join.
+        self.policy = policy
+        self.state = UdpState.UNBOUND
+        self._peer: SockAddr | None = None
+        #: The local address of the binding made by bind or a send (not by a connect): a
+        #: disconnect that makes the kernel drop it (an ephemeral port) restores it.
+        self._binding: SockAddr | None = None
+        self.queue_dropped = 0
+        self.kernel_dropped = 0
+        self.readable = Signal()
+        self.writable = Signal()
+        self._reading = False
+        self._writing = False
+        self._stream: _Stream | None = None
+        self._settle()
+
+    # ── state ──────────────────────────────────────────────────────────────
+    @property
+    def closed(self) -> bool:
+        return self.state is UdpState.CLOSED
+
+    @property
+    def bound(self) -> bool:
+        return self.state in (UdpState.BOUND, UdpState.CONNECTED)
+
+    @property
+    def connected(self) -> bool:
+        return self.state is UdpState.CONNECTED
+
+    def _settle(self) -> None:
+        """Observe the kernel's binding and association: every open-state change happens here."""
+        if self.state is UdpState.CLOSED:
+            return
+        try:
+            self._peer = tuple(self.sock.getpeername())
+        except OSError:
+            self._peer = None
+        if self._peer is not None:
+            self.state = UdpState.CONNECTED
+            return
+        local = tuple(self.sock.getsockname())
+        if local[1] != 0:
+            self.state = UdpState.BOUND
+            self._binding = local
+        else:
+            self.state = UdpState.UNBOUND
+            self._binding = None
+
+    def _require(self, operation: str, who: str) -> None:
+        if self.state is UdpState.CLOSED:
+            raise NetworkError(who, "udp socket is closed", {"udp": self.handle})
+        allowed, message = _REQUIRES[operation]
+        if self.state not in allowed:
+            raise NetworkError(who, message, {"udp": self.handle})
+
+    def ensure_open(self, who: str) -> None:
+        self._require("any", who)
+
+    def describe(self) -> dict[str, object]:
+        info = super().describe()
+        info["bound"] = self.bound
+        info["connected"] = self.connected
+        info["family"] = _FAMILY_NAME.get(self.family, str(self.family))
+        info["queue_dropped"] = min(self.queue_dropped, 2**32 - 1)
+        info["kernel_dropped"] = min(self.kernel_dropped, 2**32 - 1)
+        return info
+
+    def addresses(self, who: str = "udp-addresses") -> tuple[str, int, str, int]:
+        self.ensure_open(who)
+        try:
+            local = self.sock.getsockname()
+        except OSError as exc:  # pragma: no cover - an open socket always has a name
+            raise from_os_error(who, "could not get address", exc) from None
+        local_host, local_port = (host_of(local), int(local[1])) if local[1] else ("0.0.0.0", 0)
+        if self._peer is None:
+            return local_host, local_port, "0.0.0.0", 0
+        return local_host, local_port, host_of(self._peer), int(self._peer[1])
+
+    # ── readiness (one registration per direction, shared by every waiter) ──
+    def arm_readable(self) -> Signal:
+        if not self._reading and not self.closed:
+            self.loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+        return self.readable
+
+    def arm_writable(self) -> Signal:
+        if not self._writing and not self.closed:
+            self.loop.add_writer(self.fd, self._on_writable)
+            self._writing = True
+        return self.writable
+
+    async def wait_readable(self) -> None:
+        await self.arm_readable().wait()
+
+    async def wait_writable(self) -> None:
+        await self.arm_writable().wait()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self.loop.remove_writer(self.fd)
+            self._writing = False
+
+    def _on_readable(self) -> None:
+        stream = self._stream
+        if stream is None:
+            self._stop_reading()
+        else:
+            self._drain_into(stream)
+        self.readable.fire()
+
+    def _on_writable(self) -> None:
+        self._stop_writing()
+        self.writable.fire()
+
+    def _poll(self, events: int) -> bool:
+        poller = select.poll()
+        poller.register(self.fd, events)
+        return bool(poller.poll(0))
+
+    def receive_ready(self) -> bool:
+        """Would a receive not block? (True too when it would raise: closed or unbound.)"""
+        if self.state not in (UdpState.BOUND, UdpState.CONNECTED):
+            return True
+        return self._poll(select.POLLIN)
+
+    def send_ready(self) -> bool:
+        """Would a send not block? (True too when it would raise: closed.)"""
+        if self.closed:
+            return True
+        return self._poll(select.POLLOUT)
+
+    # ── receiving ──────────────────────────────────────────────────────────
+    def _recv_one(self, max_bytes: int) -> tuple[bytes, str, int] | None:
+        """One datagram now (truncated to ``max_bytes``), or None when none waits. Raises OSError."""
+        for _ in range(_SKIP_LIMIT):
+            try:
+                data, ancdata, _flags, address = self.sock.recvmsg(max_bytes, _CMSG_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return None
+            for level, kind, value in ancdata:
+                if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
+                    self.kernel_dropped = int.from_bytes(value[:4], sys.byteorder)
+            if self._peer is not None and tuple(address[:2]) != self._peer[:2]:
+                continue  # queued before the connect: a connected socket hears only its peer
+            return data, host_of(address), int(address[1])
+        return None
+
+    def try_receive(self, max_bytes: int, who: str = "udp-receive!-evt") -> Datagram | None:
+        """Receive one datagram now, or None. Never blocks."""
+        self._require("receive", who)
+        try:
+            got = self._recv_one(max_bytes)
+        except OSError as exc:
+            raise from_os_error(who, "receive failed", exc, {"udp": self.handle}) from None
+        if got is None:
+            return None
+        data, host, port = got
+        return data, len(data), host, port
+
+    async def receive(
+        self, max_bytes: object = None, *, wait: bool = True, timeout: float | None = None
+    ) -> Datagram | None:
+        """udp-receive! (``wait``) / udp-receive!* : (data, count, host, port), or None."""
+        who = "udp-receive!" if wait else "udp-receive!*"
+        amount = _check_max(who, max_bytes)
+        check_timeout(who, timeout)
+        try:
+            async with asyncio.timeout(timeout if wait else None):
+                while True:
+                    got = self.try_receive(amount, who)
+                    if got is not None or not wait:
+                        return got
+                    await self.wait_readable()
+        except TimeoutError:
+            return None
+
+    # ── sending ────────────────────────────────────────────────────────────
+    def _check_size(self, who: str, data: bytes, details: dict[str, object]) -> None:
+        limit = MAX_DATAGRAM.get(self.family, MAX_DATAGRAM[socket.AF_INET])
+        if len(data) > limit:
+            details = {**details, "length": len(data), "maximum": limit}
+            raise NetworkErrnoError(who, "send failed", details, code=errno.EMSGSIZE)
+
+    def perform_send(self, sockaddr: SockAddr | None, data: bytes, who: str = "udp-send-evt") -> bool:
+        """Send now to ``sockaddr`` (resolved) or, when None, to the peer. False when it would block."""
+        details: dict[str, object] = {"udp": self.handle}
+        if sockaddr is None:
+            self._require("send", who)
+        else:
+            self._require("send-to", who)
+            details = {"address": host_of(sockaddr), "port number": sockaddr[1]}
+        self._check_size(who, data, details)
+        try:
+            if sockaddr is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, sockaddr)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            raise from_os_error(who, "send failed", exc, details) from None
+        if self.state is UdpState.UNBOUND:
+            self._settle()  # the kernel bound an ephemeral port
+        return True
+
+    async def _send_loop(
+        self, who: str, sockaddr: SockAddr | None, data: bytes, wait: bool, timeout: float | None
+    ) -> bool:
+        try:
+            async with asyncio.timeout(timeout if wait else None):
+                while not self.perform_send(sockaddr, data, who):
+                    if not wait:
+                        return False
+                    await self.wait_writable()
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_to(
+        self,
+        hostname: object,
+        port: object,
+        data: object,
+        start: object = None,
+        end: object = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        who: str | None = None,
+    ) -> bool:
+        """udp-send-to (``wait``) / udp-send-to* : True once queued, False if it would block/timed out."""
+        who = who or ("udp-send-to" if wait else "udp-send-to*")
+        hostname = check_hostname(who, hostname)
+        port = check_port(who, port)
+        assert hostname is not None and port is not None
+        payload = datagram_slice(who, data, start, end)
+        check_timeout(who, timeout)
+        self._require("send-to", who)
+        details = {"hostname": hostname, "port number": port}
+        self._check_size(who, payload, details)
+        sockaddr = await self._resolve_one(who, hostname, port, passive=False, details=details)
+        self.policy.check_connect(who, host_of(sockaddr), port)
+        return await self._send_loop(who, sockaddr, payload, wait, timeout)
+
+    async def send(
+        self,
+        data: object,
+        start: object = None,
+        end: object = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        who: str | None = None,
+    ) -> bool:
+        """udp-send (``wait``) / udp-send* : to the connected peer."""
+        who = who or ("udp-send" if wait else "udp-send*")
+        payload = datagram_slice(who, data, start, end)
+        check_timeout(who, timeout)
+        self._require("send", who)
+        self._check_size(who, payload, {"udp": self.handle})
+        return await self._send_loop(who, None, payload, wait, timeout)
+
+    async def send_datagram(self, data: bytes, hostname: str | None, port: int | None) -> None:
+        """One frame of a send stream: to ``hostname``:``port``, or to the peer when hostname is None."""
+        who = "udp-send-stream"
+        if hostname is None:
+            await self.send(data, wait=True, who=who)
+        else:
+            await self.send_to(hostname, port, data, wait=True, who=who)
+
+    # ── binding and association ────────────────────────────────────────────
+    async def _resolve_one(
+        self, who: str, hostname: str | None, port: int, *, passive: bool, details: dict[str, object]
+    ) -> SockAddr:
+        """The first address of this socket's family; IP literals skip the resolver."""
+        if hostname is not None and "%" not in hostname:
+            try:
+                literal = ipaddress.ip_address(hostname)
+            except ValueError:
+                pass
+            else:
+                if literal.version == 4 and self.family == socket.AF_INET:
+                    return (str(literal), port)
+                if literal.version == 6 and self.family == socket.AF_INET6:
+                    return (str(literal), port, 0, 0)
+        infos = await resolve(
+            who, hostname, port, kind=socket.SOCK_DGRAM, family=self.family, passive=passive, details=details
+        )
+        if not infos:  # pragma: no cover - getaddrinfo never answers an empty list
+            raise NetworkErrnoError(who, "host not found", details, code=socket.EAI_NONAME, family="gai")
+        return tuple(infos[0][4])
+
+    async def bind(self, hostname: object, port: object, reuse: object = False) -> None:
+        """udp-bind!: only once; ``reuse`` sets SO_REUSEADDR."""
+        who = "udp-bind!"
+        hostname = check_hostname(who, hostname, optional=True)
+        port = check_port(who, port, listen=True)
+        assert port is not None
+        self._require("bind", who)
+        details: dict[str, object] = {"address": hostname or "#f", "port number": port}
+        sockaddr = await self._resolve_one(who, hostname, port, passive=True, details=details)
+        self.policy.check_listen(who, host_of(sockaddr), port)
+        self._require("bind", who)  # the state may have changed while resolving
+        try:
+            if reuse:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(sockaddr)
+        except OSError as exc:
+            raise from_os_error(who, "can't bind", exc, details) from None
+        finally:
+            self._settle()
+
+    async def connect(self, hostname: object, port: object) -> None:
+        """udp-connect!: connect, re-connect, or (both None) disconnect."""
+        who = "udp-connect!"
+        hostname = check_hostname(who, hostname, optional=True)
+        port = check_port(who, port, optional=True)
+        if (hostname is None) != (port is None):
+            raise ContractError(
+                who,
+                "last two arguments must be both #f or both non-#f",
+                {"hostname": hostname if hostname is not None else "#f", "port": port if port is not None else "#f"},
+            )
+        self.ensure_open(who)
+        if hostname is None or port is None:
+            try:
+                if self._peer is not None:
+                    _disconnect(self.sock)
+                    # Linux forgets an ephemeral port on disconnect; the binding stays, as Racket's
+                    # "the binding of a bound socket cannot be changed" wants.
+                    if self._binding is not None and self.sock.getsockname()[1] == 0:
+                        self.sock.bind(self._binding)
+            except OSError as exc:
+                raise from_os_error(who, "can't disconnect", exc, {"udp": self.handle}) from None
+            finally:
+                self._settle()
+            return
+        details: dict[str, object] = {"hostname": hostname, "port number": port}
+        sockaddr = await self._resolve_one(who, hostname, port, passive=False, details=details)
+        self.policy.check_connect(who, host_of(sockaddr), port)
+        self.ensure_open(who)
+        try:
+            self.sock.connect(sockaddr)
+        except OSError as exc:
+            raise from_os_error(who, "can't connect", exc, details) from None
+        finally:
+            self._settle()
+
+    # ── options ────────────────────────────────────────────────────────────
+    def _getopt(self, who: str, level: int, option: int) -> int:
+        self.ensure_open(who)
+        try:
+            return self.sock.getsockopt(level, option)
+        except OSError as exc:
+            raise from_os_error(who, "getsockopt failed", exc, {"udp": self.handle}) from None
+
+    def _setopt(self, who: str, level: int, option: int, value: int | bytes) -> None:
+        self.ensure_open(who)
+        try:
+            self.sock.setsockopt(level, option, value)
+        except OSError as exc:
+            raise from_os_error(who, "setsockopt failed", exc, {"udp": self.handle}) from None
+
+    def _by_family(self, v4: tuple[int, int], v6: tuple[int, int]) -> tuple[int, int]:
+        return v6 if self.family == socket.AF_INET6 else v4
+
+    def _ipv4_only(self, who: str) -> None:
+        self.ensure_open(who)
+        if self.family != socket.AF_INET:
+            raise NetworkError(
+                who, "operation needs an IPv4 udp socket", {"udp": self.handle, "family": _FAMILY_NAME[self.family]}
+            )
+
+    def set_receive_buffer_size(self, size: object) -> None:
+        """udp-set-receive-buffer-size!: above the system's maximum is ENOBUFS (Linux would clamp)."""
+        who = "udp-set-receive-buffer-size!"
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise contract_violation(who, "exact-positive-integer?", size)
+        self.ensure_open(who)
+        limit = _rmem_max()
+        if limit is not None and size > limit:
+            raise NetworkErrnoError(
+                who,
+                "size is greater than the maximum allowed by the system",
+                {"size": size, "maximum": limit},
+                code=errno.ENOBUFS,
+            )
+        self._setopt(who, socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+    def ttl(self) -> int:
+        level, option = self._by_family(
+            (socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
+        )
+        return self._getopt("udp-ttl", level, option)
+
+    def set_ttl(self, ttl: object) -> None:
+        who = "udp-set-ttl!"
+        value = _check_byte(who, ttl)
+        level, option = self._by_family(
+            (socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
+        )
+        self._setopt(who, level, option, value)
+
+    def multicast_ttl(self) -> int:
+        level, option = self._by_family(
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS)
+        )
+        return self._getopt("udp-multicast-ttl", level, option)
+
+    def set_multicast_ttl(self, ttl: object) -> None:
+        who = "udp-multicast-set-ttl!"
+        value = _check_byte(who, ttl)
+        level, option = self._by_family(
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS)
+        )
+        self._setopt(who, level, option, value)
+
+    def multicast_loopback(self) -> bool:
+        level, option = self._by_family(
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP)
+        )
+        return bool(self._getopt("udp-multicast-loopback?", level, option))
+
+    def set_multicast_loopback(self, loopback: object) -> None:
+        level, option = self._by_family(
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP)
+        )
+        self._setopt("udp-multicast-set-loopback!", level, option, 1 if loopback else 0)
+
+    def multicast_interface(self) -> str:
+        """udp-multicast-interface: "0.0.0.0" when the kernel chooses."""
+        who = "udp-multicast-interface"
+        self._ipv4_only(who)
+        try:
+            raw = self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
+        except OSError as exc:
+            raise from_os_error(who, "getsockopt failed", exc, {"udp": self.handle}) from None
+        return socket.inet_ntoa(raw[:4])
+
+    async def _interface(self, who: str, hostname: str | None) -> bytes:
+        """The in_addr of an interface hostname; None or "0.0.0.0" is INADDR_ANY."""
+        if hostname is None or hostname == "0.0.0.0":
+            return socket.inet_aton("0.0.0.0")
+        sockaddr = await self._resolve_one(who, hostname, 0, passive=False, details={"hostname": hostname})
+        return socket.inet_aton(host_of(sockaddr))
+
+    async def set_multicast_interface(self, hostname: object) -> None:
+        who = "udp-multicast-set-interface!"
+        hostname = check_hostname(who, hostname, optional=True)
+        self._ipv4_only(who)
+        address = await self._interface(who, hostname)
+        self._setopt(who, socket.IPPROTO_IP, socket.IP_MULTICAST_IF, address)
+
+    async def multicast_join(self, group: object, interface: object) -> None:
+        await self._membership("udp-multicast-join-group!", socket.IP_ADD_MEMBERSHIP, group, interface)
+
+    async def multicast_leave(self, group: object, interface: object) -> None:
+        await self._membership("udp-multicast-leave-group!", socket.IP_DROP_MEMBERSHIP, group, interface)
+
+    async def _membership(self, who: str, option: int, group: object, interface: object) -> None:
+        if not isinstance(group, str):
+            raise contract_violation(who, "string?", group)
+        try:
+            address = ipaddress.IPv4Address(group)
+        except ValueError:
+            address = None
+        if address is None or not address.is_multicast:
+            raise ContractError(who, "expected a valid IPv4 multicast address", {"given": group})
+        interface = check_hostname(who, interface, optional=True)
+        self._ipv4_only(who)
+        self.policy.check_multicast(who, str(address))
+        local = await self._interface(who, interface)
+        self.ensure_open(who)
+        try:
+            self.sock.setsockopt(socket.IPPROTO_IP, option, address.packed + local)
+        except OSError as exc:
+            what = "can't join group" if option == socket.IP_ADD_MEMBERSHIP else "can't leave group"
+            raise from_os_error(who, what, exc, {"group": group, "interface": interface or "#f"}) from None
+
+    # ── datagram streams ───────────────────────────────────────────────────
+    def stream(self, max_bytes: object = None) -> AsyncGenerator[tuple[bytes, str, int], None]:
+        """Datagrams as they arrive, ``(data, host, port)``, until the socket closes.
+
+        A reader drains the socket into a queue of ``limits.udp_stream_queue`` datagrams; when
+        the consumer lags and the queue is full, new datagrams are dropped and counted
+        (``queue_dropped``). One stream per socket at a time. Argument and state errors are
+        raised here, at the call; the stream itself starts on the first iteration.
+        """
+        who = "udp-receive-stream"
+        amount = _check_max(who, max_bytes)
+        self._require("receive", who)
+        self._check_no_stream(who)
+        return self._stream_body(amount, who)
+
+    def _check_no_stream(self, who: str) -> None:
+        if self._stream is not None:
+            raise NetworkError(who, "a datagram stream is already open", {"udp": self.handle})
+
+    async def _stream_body(self, max_bytes: int, who: str) -> AsyncGenerator[tuple[bytes, str, int], None]:
+        self._require("receive", who)
+        self._check_no_stream(who)
+        stream = _Stream(max_bytes, max(1, self.limits.udp_stream_queue))
+        self._stream = stream
+        try:
+            self._drain_into(stream)  # what is already queued in the kernel
+            self.arm_readable()
+            while True:
+                while stream.items:
+                    yield stream.items.popleft()
+                if stream.error is not None:
+                    raise stream.error
+                if self.closed:
+                    return
+                await stream.signal.wait()
+        finally:
+            stream.items.clear()
+            if self._stream is stream:
+                self._stream = None
+                if not self.readable:
+                    self._stop_reading()
+
+    def _drain_into(self, stream: _Stream) -> None:
+        """Move up to a batch of datagrams from the kernel into the stream's queue."""
+        took = False
+        for _ in range(_BATCH):
+            try:
+                got = self._recv_one(stream.max_bytes)
+            except OSError as exc:
+                if exc.errno in _SOFT_ERRORS:
+                    continue  # an ICMP report about an earlier send: not the stream's end
+                stream.error = from_os_error("udp-receive-stream", "receive failed", exc, {"udp": self.handle})
+                self._stop_reading()
+                break
+            if got is None:
+                break
+            took = True
+            if len(stream.items) >= stream.capacity:
+                self.queue_dropped += 1
+            else:
+                stream.items.append(got)
+        if took or stream.error is not None:
+            stream.signal.fire()
+
+    # ── closing ────────────────────────────────────────────────────────────
+    def close(self, who: str = "udp-close") -> None:
+        """udp-close: discards unreceived datagrams; a second close is a network error."""
+        self.ensure_open(who)
+        self.force_close()
+
+    def force_close(self) -> None:
+        if self.state is UdpState.CLOSED:
+            return
+        self.state = UdpState.CLOSED
+        self._peer = None
+        try:
+            self._stop_reading()
+            self._stop_writing()
+        except Exception:  # a closed loop: the fd is released all the same
+            log.exception("unwatching udp fd %s", self.fd)
+        finally:
+            try:
+                self.sock.close()
+            except OSError:  # pragma: no cover - close of a valid fd does not fail on Linux
+                log.exception("closing udp fd %s", self.fd)
+            stream = self._stream
+            if stream is not None:
+                stream.items.clear()
+                stream.signal.fire()
+            self._forget()
+            self.readable.fire()
+            self.writable.fire()
+
+
+def _rmem_max() -> int | None:
+    try:
+        with open(_RMEM_MAX, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+async def udp_open(
+    session: Session,
+    *,
+    family_hostname: str | None = None,
+    family_port: int | None = None,
+    custodian: str | None = None,
+) -> UdpSocket:
+    """udp-open-socket: IPv4 unless ``family_hostname`` / ``family_port`` resolve otherwise."""
+    who = "udp-open-socket"
+    check_hostname(who, family_hostname, optional=True)
+    check_port(who, family_port, optional=True)
+    owner = session.custodian(custodian, who)
+    owner.table.check_room(1, who)
+    family = socket.AF_INET
+    if family_hostname is not None or family_port is not None:
+        details = {"hostname": family_hostname or "#f", "port number": family_port or "#f"}
+        infos = await resolve(who, family_hostname, family_port or 0, kind=socket.SOCK_DGRAM, details=details)
+        family = infos[0][0]
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise from_os_error(who, "creation failed", exc) from None
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if _SO_RXQ_OVFL is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        udp = UdpSocket(sock, session.limits, session.policy)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        return owner.adopt(udp, who)
+    except BaseException:
+        udp.force_close()
+        raise

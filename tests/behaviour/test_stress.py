@@ -1,0 +1,64 @@
+"""Breaks under load (issue 4): cancellation at random moments never loses anything.
+
+These are correctness tests, bounded in count and time, not benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+from sockbroker_client import AsyncBroker, tcp_accept_evt
+
+CLIENTS = 2000
+
+
+async def _cancel_at_random(call: asyncio.Future[object], rng: random.Random) -> object | None:
+    await asyncio.sleep(rng.uniform(0, 0.004))
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        return await call
+    return None
+
+
+async def test_cancelled_accepts_and_syncs_account_for_every_connection(broker: AsyncBroker) -> None:
+    rng = random.Random(4)
+    listener = await broker.tcp_listen(0, 1024, hostname="127.0.0.1")
+    port = (await listener.addresses(port_numbers=True))[1]
+    custodian = await broker.make_custodian()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def connect_all() -> None:
+        for n in range(CLIENTS):
+            writers.append((await asyncio.open_connection("127.0.0.1", port))[1])
+            if n % 50 == 0:
+                await asyncio.sleep(0)
+
+    returned = 0
+    connector = asyncio.ensure_future(connect_all())
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 120
+    try:
+        while not connector.done() and loop.time() < end:
+            if rng.random() < 0.5:
+                call = asyncio.ensure_future(listener.accept(custodian=custodian))
+            else:
+                call = asyncio.ensure_future(broker.sync(tcp_accept_evt(listener, custodian)))
+            if await _cancel_at_random(call, rng) is not None:
+                returned += 1
+        await connector
+        # What no caller took is either in the custodian already or still queued: drain the queue.
+        while (ports := await listener.accept(custodian=custodian, timeout=0.5)) is not None:
+            assert ports[0] is not None
+            returned += 1
+        handles = (await broker.describe_custodian(custodian))["handles"]
+        inputs = sum(1 for h in handles if h["kind"] == "tcp-input-port")
+        assert inputs == CLIENTS, (inputs, returned)
+        assert returned <= CLIENTS
+        assert await listener.accept_ready() is False
+    finally:
+        connector.cancel()
+        for writer in writers:
+            writer.close()
+        await custodian.shutdown_all()
