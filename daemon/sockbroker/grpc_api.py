@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from .core.api import STREAMS, Broker, Principal
 from .core.errors import WIRE_STATUS, BrokerError, ContractError
 from .core.sessions import Session
-from .core.streams import datagram_stream, relay_port, send_datagrams
+from .core.streams import datagram_batches, relay_port, send_datagrams
 from .metrics import Metrics
 from .v1 import broker_pb2 as pb
 from .wire import PACKAGE, Route, from_dict, routes, to_dict
@@ -84,28 +84,33 @@ class _Door:
         if self.metrics is not None:
             self.metrics.count("grpc", method, outcome)
 
+    async def abort(self, name: str, context: grpc.aio.ServicerContext[Any, Any], exc: BrokerError) -> NoReturn:
+        self.count(name, exc.kind)
+        status = error_status(exc)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
     async def guard(self, name: str, context: grpc.aio.ServicerContext[Any, Any], body: Awaitable[Any]) -> Any:
-        """Run a handler body; a core error ends the call with its status."""
+        """Run a stream handler's body; a core error ends the call with its status."""
         try:
             result = await body
         except BrokerError as exc:
-            self.count(name, exc.kind)
-            status = error_status(exc)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await self.abort(name, context, exc)
         self.count(name, "ok")
         return result
 
     # ── unary ──────────────────────────────────────────────────────────────
     def unary(self, route: Route) -> grpc.RpcMethodHandler:
         async def handler(request: Message | _Malformed, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            async def body() -> Message:
+            try:
                 if isinstance(request, _Malformed):
                     raise ContractError(route.name, "malformed request", {"reason": request.error})
                 principal, session_id = self.principal(context)
                 result = await self.broker.call(route.name, principal, session_id, to_dict(request))
-                return from_dict(route.output, result)
-
-            return await self.guard(route.name, context, body())  # type: ignore[no-any-return]
+            except BrokerError as exc:
+                await self.abort(route.name, context, exc)
+            self.count(route.name, "ok")
+            return from_dict(route.output, result)
 
         return grpc.unary_unary_rpc_method_handler(
             handler, request_deserializer=_decoder(route.input), response_serializer=route.output.SerializeToString
@@ -160,8 +165,9 @@ class _Door:
                 raise ContractError("udp-receive-stream", "malformed request", {"reason": request.error})
             session = self.session(context, "udp-receive-stream")
             max_bytes = request.max if request.HasField("max") else None
-            async for data, host, port in datagram_stream(session, request.udp, max_bytes):
-                await context.write(pb.Datagram(data=data, host=host, port=port))
+            async for batch, dropped in datagram_batches(session, request.udp, max_bytes):
+                datagrams = [pb.Datagram(data=data, host=host, port=port) for data, host, port in batch]
+                await context.write(pb.DatagramBatch(datagrams=datagrams, queue_dropped=dropped))
 
         await self.guard("Udp.ReceiveStream", context, body())
 
@@ -171,11 +177,13 @@ class _Door:
             first = await _first(requests, "udp-send-stream")
 
             async def frames() -> AsyncIterator[tuple[bytes, str, int]]:
-                yield first.data, first.host, first.port
-                async for frame in requests:
-                    if isinstance(frame, _Malformed):
-                        raise ContractError("udp-send-stream", "malformed frame", {"reason": frame.error})
-                    yield frame.data, frame.host, frame.port
+                for datagram in first.datagrams:
+                    yield datagram.data, datagram.host, datagram.port
+                async for batch in requests:
+                    if isinstance(batch, _Malformed):
+                        raise ContractError("udp-send-stream", "malformed batch", {"reason": batch.error})
+                    for datagram in batch.datagrams:
+                        yield datagram.data, datagram.host, datagram.port
 
             return pb.SendStreamReply(sent=await send_datagrams(session, first.udp, frames()))
 

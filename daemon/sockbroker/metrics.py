@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -43,6 +43,11 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_BrokerCollector(broker))
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     def count(self, door: str, method: str, outcome: str) -> None:
-        self.calls.labels(door, method, outcome).inc()
+        key = (door, method, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.calls.labels(door, method, outcome)
+        child.inc()

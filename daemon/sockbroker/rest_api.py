@@ -35,9 +35,9 @@ from . import __version__
 from .core.api import BLOCKING, STREAMS, Broker, Principal
 from .core.errors import WIRE_STATUS, BreakError, BrokerError, ContractError, NotFoundError, ResourceExhaustedError
 from .core.sessions import Session
-from .core.streams import datagram_stream, relay_port, send_datagrams
+from .core.streams import datagram_batches, relay_port, send_datagrams
 from .metrics import Metrics
-from .wire import Route, from_dict, from_json, pack_datagram, parse_scalar, routes, to_dict, to_json, unpack_datagram
+from .wire import Route, from_dict, from_json, pack_datagrams, parse_scalar, routes, to_dict, to_json, unpack_datagrams
 
 __all__ = ["SESSION_HEADER", "create_app", "problem"]
 
@@ -241,8 +241,8 @@ class _Door:
             max_bytes = _int_param(max_param, "udp-stream")
 
             async def outgoing() -> None:
-                async for data, host, port in datagram_stream(session, handle, max_bytes):
-                    await ws.send_bytes(pack_datagram(data, host, port))
+                async for batch, _dropped in datagram_batches(session, handle, max_bytes):
+                    await ws.send_bytes(pack_datagrams(batch))
 
             async def frames() -> AsyncIterator[tuple[bytes, str, int]]:
                 while True:
@@ -251,11 +251,13 @@ class _Door:
                         return
                     if message.get("bytes") is not None:
                         try:
-                            yield unpack_datagram(message["bytes"])
+                            datagrams = unpack_datagrams(message["bytes"])
                         except ValueError as exc:
                             raise ContractError(
                                 "udp-stream", "malformed datagram frame", {"reason": str(exc)}
                             ) from None
+                        for datagram in datagrams:
+                            yield datagram
 
             receiver = asyncio.ensure_future(outgoing())
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -27,13 +27,13 @@ __all__ = [
     "from_dict",
     "from_json",
     "message_class",
-    "pack_datagram",
+    "pack_datagrams",
     "parse_scalar",
     "route",
     "routes",
     "to_dict",
     "to_json",
-    "unpack_datagram",
+    "unpack_datagrams",
 ]
 
 PACKAGE = "sockbroker.v1"
@@ -123,10 +123,29 @@ def _in_real_oneof(field: Any) -> bool:
     return oneof is not None and oneof.name != f"_{field.name}"
 
 
+@cache
+def _defaults(descriptor: Any) -> dict[str, Any] | None:
+    """For a message of scalars only: the values of its fields that have no presence when unset.
+    None when the message has message or repeated fields (the general path handles those)."""
+    defaults = {}
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_MESSAGE or field.is_repeated:
+            return None
+        if not field.has_presence:
+            defaults[field.name] = field.default_value
+    return defaults
+
+
 def to_dict(message: Message) -> dict[str, Any]:
     """A message as the core's arguments: field names → values; unset optional fields omitted;
     a oneof becomes ``{member: value}`` of its one set member."""
-    out: dict[str, Any] = {}
+    defaults = _defaults(message.DESCRIPTOR)
+    if defaults is not None:
+        out = dict(defaults)
+        for set_field, value in message.ListFields():
+            out[set_field.name] = value
+        return out
+    out = {}
     for field in message.DESCRIPTOR.fields:
         name = field.name
         tracked = field.containing_oneof is not None or (field.has_presence and not field.is_repeated)
@@ -143,6 +162,8 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 def from_dict(cls: type[Message], values: Mapping[str, Any]) -> Message:
     """The inverse of :func:`to_dict`: ``None`` values are left unset."""
+    if _defaults(cls.DESCRIPTOR) is not None:
+        return cls(**{name: value for name, value in values.items() if value is not None})
     message = cls()
     fields = message.DESCRIPTOR.fields_by_name
     for name, value in values.items():
@@ -206,16 +227,31 @@ def parse_scalar(cls: type[Message], name: str, text: str) -> Any:
     return int(text)
 
 
-def pack_datagram(data: bytes, host: str, port: int) -> bytes:
-    """A datagram on the UDP WebSocket: u8 host length, host (ASCII), u16 port (BE), payload."""
-    encoded = host.encode("ascii")
-    return struct.pack("!B", len(encoded)) + encoded + struct.pack("!H", port) + data
+def pack_datagrams(datagrams: Iterable[tuple[bytes, str, int]]) -> bytes:
+    """Datagrams in one binary WebSocket frame: for each, u8 host length, the host (ASCII),
+    u16 port and u16 payload length (big-endian), then the payload."""
+    parts = []
+    for data, host, port in datagrams:
+        encoded = host.encode("ascii")
+        parts.append(struct.pack("!B", len(encoded)) + encoded + struct.pack("!HH", port, len(data)))
+        parts.append(data)
+    return b"".join(parts)
 
 
-def unpack_datagram(frame: bytes) -> tuple[bytes, str, int]:
-    if len(frame) < 3 or len(frame) < 3 + frame[0]:
-        raise ValueError(f"malformed datagram frame of {len(frame)} bytes")
-    size = frame[0]
-    host = frame[1 : 1 + size].decode("ascii", errors="replace")
-    (port,) = struct.unpack_from("!H", frame, 1 + size)
-    return bytes(frame[3 + size :]), host, port
+def unpack_datagrams(frame: bytes) -> list[tuple[bytes, str, int]]:
+    """The inverse of :func:`pack_datagrams`; raises ValueError on a malformed frame."""
+    datagrams = []
+    view = memoryview(frame)
+    offset = 0
+    while offset < len(view):
+        size = view[offset]
+        header_end = offset + 1 + size + 4
+        if header_end > len(view):
+            raise ValueError(f"datagram header runs past the frame at byte {offset}")
+        host = bytes(view[offset + 1 : offset + 1 + size]).decode("ascii", errors="replace")
+        port, length = struct.unpack_from("!HH", view, offset + 1 + size)
+        if header_end + length > len(view):
+            raise ValueError(f"datagram payload runs past the frame at byte {offset}")
+        datagrams.append((bytes(view[header_end : header_end + length]), host, port))
+        offset = header_end + length
+    return datagrams

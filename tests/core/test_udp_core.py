@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sockbroker.core.errors import (
@@ -39,6 +39,7 @@ POLICY = Policy(
     allow_multicast=["224.0.0.0/4"],
 )
 GROUP = "239.255.0.1"
+T = TypeVar("T")
 #: A short wait for "nothing arrives": loopback delivers synchronously, so this is generous.
 QUIET = 0.2
 
@@ -809,7 +810,7 @@ async def test_multicast_for_real_on_loopback(session: Session) -> None:
 # ───────────────────────────── datagram streams ─────────────────────────────
 
 
-async def next_of(stream: AsyncIterator[tuple[bytes, str, int]]) -> tuple[bytes, str, int]:
+async def next_of(stream: AsyncIterator[T]) -> T:
     return await anext(stream)
 
 
@@ -836,6 +837,31 @@ async def test_stream_yields_datagrams_and_counts_what_a_full_queue_drops(sessio
     await sender.send_to("127.0.0.1", port, b"again")
     assert await asyncio.wait_for(anext(again), 5) == (b"again", "127.0.0.1", port_of(sender))
     await again.aclose()
+
+
+async def test_stream_batches_carry_what_is_queued_and_this_streams_drops(session: Session) -> None:
+    receiver = await bound(session)
+    sender = await opened(session)
+    port = port_of(receiver)
+    receiver.queue_dropped = 100  # an earlier stream's drops: not this stream's
+    batches = receiver.stream_batches(None, max_batch_bytes=2500)
+    first = asyncio.create_task(next_of(batches))
+    await asyncio.sleep(0.01)
+    await sender.send_to("127.0.0.1", port, b"b0")
+    assert await asyncio.wait_for(first, 5) == ([(b"b0", "127.0.0.1", port_of(sender))], 0)
+    for i in range(1, 8):  # not reading: the queue (4) keeps b1..b4, b5..b7 are dropped
+        await sender.send_to("127.0.0.1", port, bytes([i]) * 1000)
+    await until(lambda: receiver.queue_dropped == 103)
+    batch, dropped = await asyncio.wait_for(anext(batches), 5)
+    assert dropped == 3 and [d[0][0] for d in batch] == [1, 2]  # cut at 2,500 payload bytes
+    batch, dropped = await asyncio.wait_for(anext(batches), 5)
+    assert dropped == 3 and [d[0][0] for d in batch] == [3, 4]
+    with pytest.raises(NetworkError, match="already open"):
+        receiver.stream(None)
+    receiver.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(batches), 5)
+    assert receiver._stream is None and not receiver._reading
 
 
 async def test_stream_truncates_to_max_and_ends_when_the_socket_closes(session: Session) -> None:

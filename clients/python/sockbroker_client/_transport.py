@@ -18,7 +18,7 @@ import websockets
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from sockbroker.v1 import broker_pb2 as pb
-from sockbroker.wire import Route, from_dict, from_json, pack_datagram, route, to_dict, unpack_datagram
+from sockbroker.wire import Route, from_dict, from_json, pack_datagrams, route, to_dict, unpack_datagrams
 
 from ._errors import BrokerError, UnauthenticatedError, error_for
 
@@ -222,18 +222,20 @@ class GrpcTransport:
         )
         call = self._stub(route("Udp.ReceiveStream"))(request, metadata=self._metadata(session))
         try:
-            async for datagram in call:
-                yield bytes(datagram.data), datagram.host, datagram.port
+            async for batch in call:
+                for datagram in batch.datagrams:
+                    yield bytes(datagram.data), datagram.host, datagram.port
         except grpc.aio.AioRpcError as exc:
             raise _grpc_error(exc) from None
         finally:
             call.cancel()
 
     async def send_datagrams(self, session: str, udp: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int:
-        async def requests() -> AsyncIterator[pb.Datagram]:
+        async def requests() -> AsyncIterator[pb.DatagramBatch]:
             first = True
             async for data, host, port in frames:
-                yield pb.Datagram(udp=udp if first else "", data=data, host=host, port=port)
+                datagram = pb.Datagram(data=data, host=host, port=port)
+                yield pb.DatagramBatch(udp=udp if first else "", datagrams=[datagram])
                 first = False
 
         try:
@@ -390,7 +392,8 @@ class RestTransport:
         try:
             async for message in ws:
                 if isinstance(message, bytes):
-                    yield unpack_datagram(message)
+                    for datagram in unpack_datagrams(message):
+                        yield datagram
                 else:
                     error = _ws_error(message)
                     if error is not None:
@@ -403,7 +406,7 @@ class RestTransport:
         sent = 0
         try:
             async for data, host, port in frames:
-                await ws.send(pack_datagram(data, host, port))
+                await ws.send(pack_datagrams([(data, host, port)]))
                 sent += 1
         finally:
             await ws.close()

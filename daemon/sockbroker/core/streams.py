@@ -17,7 +17,7 @@ from .udp import UdpSocket
 if TYPE_CHECKING:
     from .sessions import Session
 
-__all__ = ["STREAM_CHUNK", "datagram_stream", "relay_port", "send_datagrams"]
+__all__ = ["STREAM_CHUNK", "datagram_batches", "relay_port", "send_datagrams"]
 
 #: Largest frame the daemon sends on a byte stream.
 STREAM_CHUNK = 256 * 1024
@@ -66,10 +66,13 @@ async def relay_port(
         raise failed.exceptions[0] from None
 
 
-def datagram_stream(session: Session, udp_handle: str, max_bytes: int | None) -> AsyncIterator[tuple[bytes, str, int]]:
-    """Datagrams as they arrive on a UDP socket: ``(data, host, port)``."""
+def datagram_batches(
+    session: Session, udp_handle: str, max_bytes: int | None
+) -> AsyncIterator[tuple[list[tuple[bytes, str, int]], int]]:
+    """Datagrams as they arrive on a UDP socket, in batches of whatever is queued:
+    ``([(data, host, port), …], queue_dropped)``."""
     sock = session.table.lookup(udp_handle, UdpSocket, "udp-receive-stream")
-    return sock.stream(max_bytes)
+    return sock.stream_batches(max_bytes)
 
 
 async def send_datagrams(session: Session, udp_handle: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int:

@@ -587,8 +587,10 @@ class TcpListener(Resource):
 
     def accept_ready(self, who: str = "tcp-accept-ready?") -> bool:
         self.ensure_open(who)
-        readable, _, _ = select.select(self.socks, [], [], 0)
-        return bool(readable)
+        poller = select.poll()
+        for sock in self.socks:
+            poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def try_accept(self, custodian: Custodian, who: str) -> TcpConnection | None:
         """Accept one waiting client now, or None. The new ports are in ``custodian`` on return."""

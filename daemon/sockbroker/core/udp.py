@@ -49,7 +49,7 @@ import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from .sessions import Limits, Session
 
 __all__ = [
+    "MAX_BATCH_BYTES",
     "MAX_DATAGRAM",
     "MAX_RECEIVE",
     "UdpSocket",
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 MAX_DATAGRAM: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 #: The largest ``max`` a receive takes.
 MAX_RECEIVE = 65535
+#: Payload bytes past which a batch of a datagram stream is cut (gRPC's default limit is 4 MiB).
+MAX_BATCH_BYTES = 1 << 20
 #: Datagrams a stream's reader takes from the socket per wake-up before yielding the loop.
 _BATCH = 256
 #: Foreign datagrams (queued before a connect) skipped per receive before reporting "none yet".
@@ -163,11 +166,13 @@ def _disconnect(sock: socket.socket) -> None:
 class _Stream:
     """The bounded queue between a socket's reader and one datagram stream's consumer."""
 
-    __slots__ = ("capacity", "error", "items", "max_bytes", "signal")
+    __slots__ = ("capacity", "dropped", "error", "items", "max_bytes", "signal")
 
     def __init__(self, max_bytes: int, capacity: int) -> None:
         self.max_bytes = max_bytes
         self.capacity = capacity
+        #: Datagrams this stream dropped because its queue was full.
+        self.dropped = 0
         self.items: deque[tuple[bytes, str, int]] = deque()
         self.error: BaseException | None = None
         self.signal = Signal()
@@ -341,9 +346,10 @@ class UdpSocket(Resource):
 
     def try_receive(self, max_bytes: int, who: str = "udp-receive!-evt") -> Datagram | None:
         """Receive one datagram now, or None. Never blocks."""
+        amount = _check_max(who, max_bytes)
         self._require("receive", who)
         try:
-            got = self._recv_one(max_bytes)
+            got = self._recv_one(amount)
         except OSError as exc:
             raise from_os_error(who, "receive failed", exc, {"udp": self.handle}) from None
         if got is None:
@@ -681,37 +687,73 @@ class UdpSocket(Resource):
         raised here, at the call; the stream itself starts on the first iteration.
         """
         who = "udp-receive-stream"
+        amount = self._check_stream(who, max_bytes)
+        return self._stream_items(amount, who)
+
+    def stream_batches(
+        self, max_bytes: object = None, *, max_batch_bytes: int = MAX_BATCH_BYTES
+    ) -> AsyncGenerator[tuple[list[tuple[bytes, str, int]], int], None]:
+        """Like :meth:`stream`, in batches of whatever is queued: ``(datagrams, dropped)``.
+
+        ``dropped`` counts the datagrams this stream has dropped so far. A batch holds at least
+        one datagram and, past the first, no more than ``max_batch_bytes`` of payload.
+        """
+        who = "udp-receive-stream"
+        amount = self._check_stream(who, max_bytes)
+        return self._stream_batches(amount, max_batch_bytes, who)
+
+    def _check_stream(self, who: str, max_bytes: object) -> int:
         amount = _check_max(who, max_bytes)
         self._require("receive", who)
-        self._check_no_stream(who)
-        return self._stream_body(amount, who)
-
-    def _check_no_stream(self, who: str) -> None:
         if self._stream is not None:
             raise NetworkError(who, "a datagram stream is already open", {"udp": self.handle})
+        return amount
 
-    async def _stream_body(self, max_bytes: int, who: str) -> AsyncGenerator[tuple[bytes, str, int], None]:
-        self._require("receive", who)
-        self._check_no_stream(who)
+    @contextlib.contextmanager
+    def _claim_stream(self, max_bytes: int, who: str) -> Iterator[_Stream]:
+        """Be the socket's one stream: its reader runs until the block ends, however it ends."""
+        self._check_stream(who, max_bytes)
         stream = _Stream(max_bytes, max(1, self.limits.udp_stream_queue))
         self._stream = stream
         try:
             self._drain_into(stream)  # what is already queued in the kernel
             self.arm_readable()
-            while True:
-                while stream.items:
-                    yield stream.items.popleft()
-                if stream.error is not None:
-                    raise stream.error
-                if self.closed:
-                    return
-                await stream.signal.wait()
+            yield stream
         finally:
             stream.items.clear()
             if self._stream is stream:
                 self._stream = None
                 if not self.readable:
                     self._stop_reading()
+
+    async def _stream_ready(self, stream: _Stream) -> bool:
+        """Wait for queued datagrams: True when some are there, False once the socket is closed."""
+        while not stream.items:
+            if stream.error is not None:
+                raise stream.error
+            if self.closed:
+                return False
+            await stream.signal.wait()
+        return True
+
+    async def _stream_items(self, max_bytes: int, who: str) -> AsyncGenerator[tuple[bytes, str, int], None]:
+        with self._claim_stream(max_bytes, who) as stream:
+            while await self._stream_ready(stream):
+                while stream.items:
+                    yield stream.items.popleft()
+
+    async def _stream_batches(
+        self, max_bytes: int, max_batch_bytes: int, who: str
+    ) -> AsyncGenerator[tuple[list[tuple[bytes, str, int]], int], None]:
+        with self._claim_stream(max_bytes, who) as stream:
+            while await self._stream_ready(stream):
+                items = stream.items
+                batch = [items.popleft()]
+                size = len(batch[0][0])
+                while items and size + len(items[0][0]) <= max_batch_bytes:
+                    size += len(items[0][0])
+                    batch.append(items.popleft())
+                yield batch, stream.dropped
 
     def _drain_into(self, stream: _Stream) -> None:
         """Move up to a batch of datagrams from the kernel into the stream's queue."""
@@ -730,6 +772,7 @@ class UdpSocket(Resource):
             took = True
             if len(stream.items) >= stream.capacity:
                 self.queue_dropped += 1
+                stream.dropped += 1
             else:
                 stream.items.append(got)
         if took or stream.error is not None:

@@ -454,16 +454,24 @@ class UdpReceiveStreamRequest(_message.Message):
     def __init__(self, udp: _Optional[str] = ..., max: _Optional[int] = ...) -> None: ...
 
 class Datagram(_message.Message):
-    __slots__ = ("udp", "data", "host", "port")
-    UDP_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("data", "host", "port")
     DATA_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
-    udp: str
     data: bytes
     host: str
     port: int
-    def __init__(self, udp: _Optional[str] = ..., data: _Optional[bytes] = ..., host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+    def __init__(self, data: _Optional[bytes] = ..., host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class DatagramBatch(_message.Message):
+    __slots__ = ("udp", "datagrams", "queue_dropped")
+    UDP_FIELD_NUMBER: _ClassVar[int]
+    DATAGRAMS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    udp: str
+    datagrams: _containers.RepeatedCompositeFieldContainer[Datagram]
+    queue_dropped: int
+    def __init__(self, udp: _Optional[str] = ..., datagrams: _Optional[_Iterable[_Union[Datagram, _Mapping]]] = ..., queue_dropped: _Optional[int] = ...) -> None: ...
 
 class SendStreamReply(_message.Message):
     __slots__ = ("sent",)

@@ -1230,11 +1230,11 @@ class UdpStub:
         self.ReceiveStream = channel.unary_stream(
                 '/sockbroker.v1.Udp/ReceiveStream',
                 request_serializer=sockbroker_dot_v1_dot_broker__pb2.UdpReceiveStreamRequest.SerializeToString,
-                response_deserializer=sockbroker_dot_v1_dot_broker__pb2.Datagram.FromString,
+                response_deserializer=sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.FromString,
                 _registered_method=True)
         self.SendStream = channel.stream_unary(
                 '/sockbroker.v1.Udp/SendStream',
-                request_serializer=sockbroker_dot_v1_dot_broker__pb2.Datagram.SerializeToString,
+                request_serializer=sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.SerializeToString,
                 response_deserializer=sockbroker_dot_v1_dot_broker__pb2.SendStreamReply.FromString,
                 _registered_method=True)
 
@@ -1371,16 +1371,17 @@ class UdpServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReceiveStream(self, request, context):
-        """Datagrams as they arrive, with their source. Over REST this and SendStream share one
-        WebSocket: datagrams flow both ways on it.
+        """Datagrams as they arrive, with their source, in batches of whatever is queued (one message
+        per datagram would cap a Python client near 10,000 datagrams/s). Over REST this and
+        SendStream share one WebSocket: datagrams flow both ways on it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SendStream(self, request_iterator, context):
-        """Datagrams to send; the first frame names the socket. A frame without hostname goes to
-        the connected peer.
+        """Datagrams to send, in batches; the first batch names the socket. A datagram without host
+        goes to the connected peer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1482,11 +1483,11 @@ def add_UdpServicer_to_server(servicer, server):
             'ReceiveStream': grpc.unary_stream_rpc_method_handler(
                     servicer.ReceiveStream,
                     request_deserializer=sockbroker_dot_v1_dot_broker__pb2.UdpReceiveStreamRequest.FromString,
-                    response_serializer=sockbroker_dot_v1_dot_broker__pb2.Datagram.SerializeToString,
+                    response_serializer=sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.SerializeToString,
             ),
             'SendStream': grpc.stream_unary_rpc_method_handler(
                     servicer.SendStream,
-                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.Datagram.FromString,
+                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.FromString,
                     response_serializer=sockbroker_dot_v1_dot_broker__pb2.SendStreamReply.SerializeToString,
             ),
     }
@@ -2004,7 +2005,7 @@ class Udp:
             target,
             '/sockbroker.v1.Udp/ReceiveStream',
             sockbroker_dot_v1_dot_broker__pb2.UdpReceiveStreamRequest.SerializeToString,
-            sockbroker_dot_v1_dot_broker__pb2.Datagram.FromString,
+            sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2030,7 +2031,7 @@ class Udp:
             request_iterator,
             target,
             '/sockbroker.v1.Udp/SendStream',
-            sockbroker_dot_v1_dot_broker__pb2.Datagram.SerializeToString,
+            sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.SerializeToString,
             sockbroker_dot_v1_dot_broker__pb2.SendStreamReply.FromString,
             options,
             channel_credentials,
