@@ -31,6 +31,7 @@ __all__ = ["SESSION_METADATA", "error_status", "generic_handlers"]
 log = logging.getLogger(__name__)
 
 SESSION_METADATA = "sockbroker-session"
+CALL_METADATA = "sockbroker-call"
 ERROR_DOMAIN = "sockbroker"
 
 
@@ -69,16 +70,16 @@ class _Door:
         self.broker = broker
         self.metrics = metrics
 
-    def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Principal, str | None]:
+    def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Principal, dict[str, str]]:
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         auth = metadata.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         principal = self.broker.authenticate(token.strip() if scheme.lower() == "bearer" else None)
-        return principal, metadata.get(SESSION_METADATA)
+        return principal, metadata
 
     def session(self, context: grpc.aio.ServicerContext[Any, Any], who: str) -> Session:
-        principal, session_id = self.principal(context)
-        return self.broker.session(principal, session_id, who)
+        principal, metadata = self.principal(context)
+        return self.broker.session(principal, metadata.get(SESSION_METADATA), who)
 
     def count(self, method: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -105,8 +106,10 @@ class _Door:
             try:
                 if isinstance(request, _Malformed):
                     raise ContractError(route.name, "malformed request", {"reason": request.error})
-                principal, session_id = self.principal(context)
-                result = await self.broker.call(route.name, principal, session_id, to_dict(request))
+                principal, metadata = self.principal(context)
+                result = await self.broker.call(
+                    route.name, principal, metadata.get(SESSION_METADATA), to_dict(request), metadata.get(CALL_METADATA)
+                )
             except BrokerError as exc:
                 await self.abort(route.name, context, exc)
             self.count(route.name, "ok")

@@ -33,7 +33,15 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from . import __version__
 from .core.api import BLOCKING, STREAMS, Broker, Principal
-from .core.errors import WIRE_STATUS, BreakError, BrokerError, ContractError, NotFoundError, ResourceExhaustedError
+from .core.errors import (
+    WIRE_STATUS,
+    BreakError,
+    BrokerError,
+    ContractError,
+    NotFoundError,
+    ResourceExhaustedError,
+    contract_violation,
+)
 from .core.sessions import Session
 from .core.streams import datagram_batches, relay_port, send_datagrams
 from .metrics import Metrics
@@ -44,6 +52,7 @@ __all__ = ["SESSION_HEADER", "create_app", "problem"]
 log = logging.getLogger(__name__)
 
 SESSION_HEADER = "sockbroker-session"
+CALL_HEADER = "sockbroker-call"
 OCTETS = "application/octet-stream"
 PROBLEM = "application/problem+json"
 
@@ -152,7 +161,10 @@ class _Door:
             try:
                 principal = self.principal(request.headers)
                 args = await self.arguments(route, request)
-                call = self.broker.call(route.name, principal, request.headers.get(SESSION_HEADER), args)
+                headers = request.headers
+                call = self.broker.call(
+                    route.name, principal, headers.get(SESSION_HEADER), args, headers.get(CALL_HEADER)
+                )
                 result = await (_unless_disconnected(request, call, route.name) if blocking else call)
             except BrokerError as exc:
                 self.count(route.name, exc.kind)
@@ -234,37 +246,62 @@ class _Door:
         await self.websocket("Ports.Stream", ws, body)
 
     async def udp_stream(self, ws: WebSocket) -> None:
+        """Datagrams both ways on one WebSocket. ``?direction=receive`` only streams what the
+        socket receives (Udp.ReceiveStream); ``send`` only sends what the client sends
+        (Udp.SendStream), and answers the client's ``{"done": true}`` with ``{"sent": n}``;
+        ``both`` (the default) does both. An error on either side ends the WebSocket with it."""
         handle = ws.path_params["udp"]
         max_param = ws.query_params.get("max")
+        direction = ws.query_params.get("direction", "both")
 
         async def body(session: Session) -> None:
-            max_bytes = _int_param(max_param, "udp-stream")
-
-            async def outgoing() -> None:
-                async for batch, _dropped in datagram_batches(session, handle, max_bytes):
-                    await ws.send_bytes(pack_datagrams(batch))
+            who = "udp-stream"
+            if direction not in ("receive", "send", "both"):
+                raise contract_violation(who, "(or/c 'receive 'send 'both)", direction)
+            batches = None
+            if direction != "send":  # argument and state errors surface now
+                batches = datagram_batches(session, handle, _int_param(max_param, who))
+            finished = asyncio.Event()
 
             async def frames() -> AsyncIterator[tuple[bytes, str, int]]:
                 while True:
                     message = await ws.receive()
                     if message["type"] == "websocket.disconnect":
+                        finished.set()
                         return
                     if message.get("bytes") is not None:
+                        if direction == "receive":
+                            raise ContractError(who, "this stream only receives")
                         try:
                             datagrams = unpack_datagrams(message["bytes"])
                         except ValueError as exc:
-                            raise ContractError(
-                                "udp-stream", "malformed datagram frame", {"reason": str(exc)}
-                            ) from None
+                            raise ContractError(who, "malformed datagram frame", {"reason": str(exc)}) from None
                         for datagram in datagrams:
                             yield datagram
+                    elif message.get("text") is not None and _json_object(message["text"], who).get("done"):
+                        return
 
-            receiver = asyncio.ensure_future(outgoing())
+            async def incoming() -> None:
+                sent = await send_datagrams(session, handle, frames())
+                if not finished.is_set():
+                    await ws.send_text(json.dumps({"sent": sent}))
+
+            async def outgoing() -> None:
+                assert batches is not None
+                async for batch, _dropped in batches:
+                    await ws.send_bytes(pack_datagrams(batch))
+
+            tasks = [asyncio.ensure_future(incoming())]
+            if batches is not None:
+                tasks.append(asyncio.ensure_future(outgoing()))
             try:
-                await send_datagrams(session, handle, frames())
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # the first error of either side ends the stream with it
             finally:
-                receiver.cancel()
-                await asyncio.gather(receiver, return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         await self.websocket("Udp.ReceiveStream", ws, body)
 

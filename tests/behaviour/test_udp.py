@@ -122,9 +122,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.port
 
 
+def sysctl(name: str) -> int:
+    """A numeric kernel setting (the daemon runs on this host, in this process)."""
+    return int(pathlib.Path("/proc/sys", name).read_text())
+
+
 async def all_datagrams(sock: UdpSocket) -> list[bytes]:
     """Everything queued on ``sock`` now (until a receive finds nothing for QUIET)."""
-    out = []
+    out: list[bytes] = []
     while True:
         async with asyncio.timeout(QUIET + WAIT):
             count, _, _, data = await sock.receive(timeout=QUIET)
@@ -146,10 +151,16 @@ async def test_open_is_ipv4_unbound_and_unconnected_by_default(broker: AsyncBrok
     assert await sock.bound() is False and await sock.connected() is False
 
 
-@pytest.mark.parametrize(
-    ("family_hostname", "family"), [("127.0.0.1", "inet"), ("::1", "inet6"), ("localhost", "inet")]
-)
-async def test_open_takes_the_family_from_the_hostname(broker: AsyncBroker, family_hostname: str, family: str) -> None:
+def first_family(host: str | None, port: int = 0) -> str:
+    """The family of the first address getaddrinfo gives: the one Racket's udp-open-socket takes."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
+    return {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}[family]
+
+
+@pytest.mark.parametrize("family_hostname", ["127.0.0.1", "::1", "localhost"])
+async def test_open_takes_the_family_from_the_hostname(broker: AsyncBroker, family_hostname: str) -> None:
+    family = first_family(family_hostname)
+    assert family == {"127.0.0.1": "inet", "::1": "inet6"}.get(family_hostname, family)
     sock = await opened(broker, family_hostname)
     info = await sock.describe()
     assert (info["family"], info["bound"], info["connected"]) == (family, False, False)  # not bound to it
@@ -157,9 +168,7 @@ async def test_open_takes_the_family_from_the_hostname(broker: AsyncBroker, fami
 
 async def test_open_with_a_family_port_alone_resolves_as_racket_does(broker: AsyncBroker) -> None:
     # getaddrinfo(NULL, port): the loopback name; its first address decides (IPv6 on many hosts).
-    expected = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}[
-        socket.getaddrinfo(None, 4242, type=socket.SOCK_DGRAM)[0][0]
-    ]
+    expected = first_family(None, 4242)
     sock = await opened(broker, None, family_port=4242)
     info = await sock.describe()
     assert (info["family"], info["bound"]) == (expected, False)  # not bound to the port
@@ -525,6 +534,18 @@ async def test_a_blocked_receive_wakes_for_a_datagram(broker: AsyncBroker) -> No
             assert await pending == (4, "127.0.0.1", peer.port, b"wake")
 
 
+async def test_a_blocked_receive_fails_when_another_call_closes_the_socket(broker: AsyncBroker) -> None:
+    receiver = await bound(broker)
+    pending = asyncio.ensure_future(receiver.receive())
+    await asyncio.sleep(0.1)
+    assert not pending.done()
+    await broker.udp_close(receiver)
+    with pytest.raises(NetworkError) as info:
+        async with asyncio.timeout(WAIT):
+            await pending
+    assert "closed" in info.value.message
+
+
 async def test_a_cancelled_receive_never_loses_a_datagram(broker: AsyncBroker) -> None:
     receiver = await bound(broker)
     rport = await port_of(receiver)
@@ -543,10 +564,15 @@ async def test_a_cancelled_receive_never_loses_a_datagram(broker: AsyncBroker) -
 
 async def test_receive_on_an_unbound_socket_is_a_network_error(broker: AsyncBroker) -> None:
     sock = await opened(broker)
-    for call in (sock.receive_nowait(), sock.receive(), sock.receive(timeout=0.1)):
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        sock.receive_nowait,
+        sock.receive,
+        lambda: sock.receive(timeout=0.1),
+    ]
+    for call in calls:
         with pytest.raises(NetworkError) as info:
             async with asyncio.timeout(WAIT):
-                await call
+                await call()
         assert "not bound" in info.value.message
 
 
@@ -573,7 +599,7 @@ async def test_set_receive_buffer_size(broker: AsyncBroker) -> None:
 
 async def test_a_receive_buffer_size_above_the_system_maximum_is_enobufs(broker: AsyncBroker) -> None:
     # The docs want exn:fail:network where Linux would silently clamp: the daemon chose ENOBUFS.
-    rmem_max = int(pathlib.Path("/proc/sys/net/core/rmem_max").read_text())
+    rmem_max = sysctl("net/core/rmem_max")
     sock = await opened(broker)
     await sock.set_receive_buffer_size(rmem_max)
     for size in (rmem_max + 1, 1 << 40):
@@ -688,7 +714,7 @@ async def test_addresses_of_an_ipv6_socket(broker: AsyncBroker) -> None:
 
 async def test_ttl_get_and_set(broker: AsyncBroker) -> None:
     sock = await opened(broker)
-    default = int(pathlib.Path("/proc/sys/net/ipv4/ip_default_ttl").read_text())
+    default = sysctl("net/ipv4/ip_default_ttl")
     assert await sock.ttl() == default
     for ttl in (1, 255, 64):
         await sock.set_ttl(ttl)
@@ -770,15 +796,15 @@ async def test_ipv4_only_multicast_operations_on_an_ipv6_socket_are_network_erro
     # The daemon's documented choice (core/udp.py): join, leave and the interface need IPv4.
     sock = await bound(broker, "::1")
     group = next(GROUPS)
-    calls = (
-        sock.multicast_join_group(group, "127.0.0.1"),
-        sock.multicast_leave_group(group, "127.0.0.1"),
-        sock.multicast_interface(),
-        sock.multicast_set_interface("127.0.0.1"),
-    )
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: sock.multicast_join_group(group, "127.0.0.1"),
+        lambda: sock.multicast_leave_group(group, "127.0.0.1"),
+        sock.multicast_interface,
+        lambda: sock.multicast_set_interface("127.0.0.1"),
+    ]
     for call in calls:
         with pytest.raises(NetworkError) as info:
-            await call
+            await call()
         assert "IPv4" in info.value.message
 
 
@@ -905,6 +931,23 @@ async def test_receive_stream_truncates_to_max(broker: AsyncBroker) -> None:
             async with asyncio.timeout(WAIT):
                 assert await anext(stream) == Datagram(b"abc", "127.0.0.1", peer.port)
                 assert await anext(stream) == Datagram(b"", "127.0.0.1", peer.port)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_receive_stream_ends_when_its_socket_is_closed(broker: AsyncBroker) -> None:
+    receiver = await bound(broker)
+    stream = receiver.receive_stream()
+    try:
+        with raw() as peer:
+            peer.send_to(b"before", await port_of(receiver))
+            async with asyncio.timeout(WAIT):
+                assert await anext(stream) == Datagram(b"before", "127.0.0.1", peer.port)
+        await broker.udp_close(receiver)
+        with contextlib.suppress(NetworkError):  # the end, or a network error: never a hang
+            async with asyncio.timeout(WAIT):
+                async for datagram in stream:
+                    raise AssertionError(f"unexpected datagram {datagram!r}")
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
 

@@ -41,7 +41,9 @@ class Channel(Protocol):
 
     name: str
 
-    async def call(self, method: str, args: dict[str, Any], session: str | None) -> dict[str, Any]: ...
+    async def call(
+        self, method: str, args: dict[str, Any], session: str | None, call_id: str | None = None
+    ) -> dict[str, Any]: ...
     async def attach(self, session: str) -> Any: ...
     async def port_stream(self, session: str, port: str) -> PortStream: ...
     def receive_datagrams(
@@ -168,9 +170,13 @@ class GrpcTransport:
         self._token = token
         self._stubs: dict[str, Any] = {}
 
-    def _metadata(self, session: str | None) -> tuple[tuple[str, str], ...]:
-        auth = (("authorization", f"Bearer {self._token}"),) if self._token else ()
-        return (*auth, ("sockbroker-session", session)) if session else auth
+    def _metadata(self, session: str | None, call_id: str | None = None) -> tuple[tuple[str, str], ...]:
+        metadata = [("authorization", f"Bearer {self._token}")] if self._token else []
+        if session:
+            metadata.append(("sockbroker-session", session))
+        if call_id:
+            metadata.append(("sockbroker-call", call_id))
+        return tuple(metadata)
 
     def _stub(self, r: Route) -> Any:
         stub = self._stubs.get(r.name)
@@ -187,10 +193,12 @@ class GrpcTransport:
             self._stubs[r.name] = stub
         return stub
 
-    async def call(self, method: str, args: dict[str, Any], session: str | None) -> dict[str, Any]:
+    async def call(
+        self, method: str, args: dict[str, Any], session: str | None, call_id: str | None = None
+    ) -> dict[str, Any]:
         r = route(method)
         try:
-            reply = await self._stub(r)(from_dict(r.input, args), metadata=self._metadata(session))
+            reply = await self._stub(r)(from_dict(r.input, args), metadata=self._metadata(session, call_id))
         except grpc.aio.AioRpcError as exc:
             raise _grpc_error(exc) from None
         return to_dict(reply)
@@ -335,10 +343,12 @@ class RestTransport:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
 
-    def _headers(self, session: str | None) -> dict[str, str]:
+    def _headers(self, session: str | None, call_id: str | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         if session:
             headers["Sockbroker-Session"] = session
+        if call_id:
+            headers["Sockbroker-Call"] = call_id
         return headers
 
     def _path(self, r: Route, args: dict[str, Any]) -> str:
@@ -347,14 +357,16 @@ class RestTransport:
             path = path.replace("{" + name + "}", quote(str(args.get(name, "")), safe=""))
         return path
 
-    async def call(self, method: str, args: dict[str, Any], session: str | None) -> dict[str, Any]:
+    async def call(
+        self, method: str, args: dict[str, Any], session: str | None, call_id: str | None = None
+    ) -> dict[str, Any]:
         r = route(method)
         if "session" in r.path_fields and not args.get("session"):
             args = {**args, "session": session}
         encoded = json_format.MessageToDict(from_dict(r.input, args), preserving_proto_field_name=True)
         for name in r.path_fields:
             encoded.pop(name, None)
-        request: dict[str, Any] = {"headers": self._headers(session)}
+        request: dict[str, Any] = {"headers": self._headers(session, call_id)}
         if r.body:
             request["json"] = encoded
         else:
@@ -387,7 +399,7 @@ class RestTransport:
     async def receive_datagrams(
         self, session: str, udp: str, max_bytes: int | None
     ) -> AsyncIterator[tuple[bytes, str, int]]:
-        query = f"?max={max_bytes}" if max_bytes is not None else ""
+        query = "?direction=receive" + (f"&max={max_bytes}" if max_bytes is not None else "")
         ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream{query}", session)
         try:
             async for message in ws:
@@ -402,15 +414,23 @@ class RestTransport:
             await ws.close()
 
     async def send_datagrams(self, session: str, udp: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int:
-        ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream", session)
-        sent = 0
+        ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream?direction=send", session)
         try:
-            async for data, host, port in frames:
-                await ws.send(pack_datagrams([(data, host, port)]))
-                sent += 1
+            try:
+                async for data, host, port in frames:
+                    await ws.send(pack_datagrams([(data, host, port)]))
+                await ws.send('{"done": true}')
+            except websockets.ConnectionClosed:
+                pass  # the daemon ended the stream: its reason is the next message
+            async for message in ws:
+                if isinstance(message, str):
+                    error = _ws_error(message)
+                    if error is not None:
+                        raise error
+                    return int(json.loads(message)["sent"])
+            raise BrokerError("the datagram stream ended without a report", kind="exn:fail:network")
         finally:
             await ws.close()
-        return sent
 
     async def aclose(self) -> None:
         await self.http.aclose()

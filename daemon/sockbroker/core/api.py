@@ -108,8 +108,11 @@ class Broker:
         session = self.sessions.open(principal.name, principal.policy, args.get("lease_seconds"))
         return {"session": session.id, "custodian": session.root.handle, "lease_seconds": session.lease_seconds}
 
-    async def call(self, method: str, principal: Principal, session_id: str | None, args: Args) -> Result:
-        """Run one unary operation for ``principal`` in the named session."""
+    async def call(
+        self, method: str, principal: Principal, session_id: str | None, args: Args, call_id: str | None = None
+    ) -> Result:
+        """Run one unary operation for ``principal`` in the named session. A blocking operation
+        tagged with ``call_id`` can be broken by ``Sessions.CancelCall``."""
         if method == "Sessions.Open":
             return await self.open_session(principal, args)
         op = OPERATIONS.get(method)
@@ -119,7 +122,9 @@ class Broker:
         if named and session_id and named != session_id:
             raise ContractError(method, "the session in the path differs from the session header")
         session = self.session(principal, named or session_id, method)
-        return await op(session, args)
+        if call_id is None or method not in BLOCKING:
+            return await op(session, args)
+        return await session.run_call(call_id, method, lambda: op(session, args))
 
     def close(self) -> None:
         """Drop every session: every socket of every client is closed."""
@@ -133,6 +138,12 @@ class Broker:
 async def _keepalive(s: Session, a: Args) -> Result:
     s.renew()
     return {"lease_seconds": s.lease_seconds}
+
+
+@operation("Sessions.CancelCall")
+async def _cancel_call(s: Session, a: Args) -> Result:
+    s.cancel_call(a.get("call"))
+    return {}
 
 
 @operation("Sessions.Close")

@@ -11,16 +11,22 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from .errors import ContractError, NotFoundError, ResourceExhaustedError
+from .errors import BreakError, ContractError, NotFoundError, ResourceExhaustedError, contract_violation
 from .resources import Custodian, HandleTable
 
 if TYPE_CHECKING:
     from .policy import Policy
 
 __all__ = ["Limits", "Session", "SessionManager"]
+
+T = TypeVar("T")
+#: Cancels that came before their call, remembered so the call breaks when it starts.
+_EARLY_CANCELS = 1024
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ class Session:
         self._manager = manager
         self._deadline = time.monotonic() + lease_seconds
         self._timer: asyncio.TimerHandle | None = None
+        self._calls: dict[str, asyncio.Task[object]] = {}
+        self._broken: set[str] = set()
+        self._early: OrderedDict[str, None] = OrderedDict()
         self._arm()
 
     # ── lease ──────────────────────────────────────────────────────────────
@@ -99,6 +108,44 @@ class Session:
         else:
             self.renew()
 
+    # ── breakable calls ────────────────────────────────────────────────────
+    async def run_call(self, call_id: object, who: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Run a blocking operation that :meth:`cancel_call` may break: the outcome is the
+        operation's result or :class:`BreakError`, never both (Racket's ``/enable-break``)."""
+        _check_call_id(who, call_id)
+        assert isinstance(call_id, str)
+        if call_id in self._calls:
+            raise ContractError(who, "a call with this id is already running", {"call": call_id})
+        if call_id in self._early:
+            del self._early[call_id]
+            raise BreakError(who, "cancelled by the client", {"call": call_id})
+        inner = asyncio.ensure_future(work())
+        self._calls[call_id] = inner
+        try:
+            return await inner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            outer_cancelled = current is not None and current.cancelling() > 0
+            if inner.cancelled() and call_id in self._broken and not outer_cancelled:
+                raise BreakError(who, "cancelled by the client", {"call": call_id}) from None
+            raise
+        finally:
+            self._calls.pop(call_id, None)
+            self._broken.discard(call_id)
+
+    def cancel_call(self, call_id: object) -> None:
+        """Break the call tagged ``call_id``; a cancel ahead of its call is remembered."""
+        _check_call_id("sessions-cancel-call", call_id)
+        assert isinstance(call_id, str)
+        task = self._calls.get(call_id)
+        if task is None:
+            self._early[call_id] = None
+            while len(self._early) > _EARLY_CANCELS:
+                self._early.popitem(last=False)
+            return
+        if task.cancel():
+            self._broken.add(call_id)
+
     def custodian(self, handle: object, who: str) -> Custodian:
         """The custodian a new handle goes under: the named one, or the session's root."""
         custodian = self.root if handle is None or handle == "" else self.table.lookup(handle, Custodian, who)
@@ -107,10 +154,17 @@ class Session:
 
     def _close(self) -> None:
         self.dropped = True
+        for task in list(self._calls.values()):
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.root.force_close()
+
+
+def _check_call_id(who: str, call_id: object) -> None:
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
+        raise contract_violation(who, "a call id of 1 to 128 characters", call_id)
 
 
 class SessionManager:

@@ -8,6 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CancelCallRequest(_message.Message):
+    __slots__ = ("session", "call")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    call: str
+    def __init__(self, session: _Optional[str] = ..., call: _Optional[str] = ...) -> None: ...
+
 class OpenSessionRequest(_message.Message):
     __slots__ = ("lease_seconds",)
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]

@@ -57,6 +57,11 @@ class SessionsStub:
                 request_serializer=sockbroker_dot_v1_dot_broker__pb2.SessionRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CancelCall = channel.unary_unary(
+                '/sockbroker.v1.Sessions/CancelCall',
+                request_serializer=sockbroker_dot_v1_dot_broker__pb2.CancelCallRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class SessionsServicer:
@@ -92,6 +97,16 @@ class SessionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelCall(self, request, context):
+        """Breaks a blocking call that was tagged with a call id (metadata `sockbroker-call`, REST
+        header `Sockbroker-Call`). The call then ends with exn:break if it had not yet performed its
+        operation, or with its result if it had: never both, never neither. A cancel that arrives
+        before its call is remembered, so the call breaks as soon as it starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +128,11 @@ def add_SessionsServicer_to_server(servicer, server):
             'Close': grpc.unary_unary_rpc_method_handler(
                     servicer.Close,
                     request_deserializer=sockbroker_dot_v1_dot_broker__pb2.SessionRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CancelCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCall,
+                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.CancelCallRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -225,6 +245,33 @@ class Sessions:
             target,
             '/sockbroker.v1.Sessions/Close',
             sockbroker_dot_v1_dot_broker__pb2.SessionRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sockbroker.v1.Sessions/CancelCall',
+            sockbroker_dot_v1_dot_broker__pb2.CancelCallRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
