@@ -10,7 +10,7 @@ import ipaddress
 import os
 import pathlib
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     port_send_buffer: int = Field(256 * 1024, ge=4096, description="bytes queued for a TCP peer before writers wait")
     udp_stream_queue: int = Field(1024, ge=1, description="datagrams queued for a slow datagram-stream reader")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=65536, description="largest request (gRPC message, REST body)")
-    log_level: str = Field("info", description="debug, info, warning or error")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error")
 
     @model_validator(mode="before")
     @classmethod
@@ -89,6 +89,14 @@ class Settings(BaseSettings):
             for key, value in values.pop("policy").items():
                 values.setdefault(key if key.startswith("allow_") else f"allow_{key}", value)
         return values
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
     @field_validator("grpc_address", "rest_address")
     @classmethod
@@ -126,6 +134,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, config_file: pathlib.Path | None = None, **overrides: Any) -> Settings:
+        if config_file is not None and not config_file.is_file():
+            raise ValueError(f"config file not found: {config_file}")
         token = _CONFIG_FILE.set(config_file)
         try:
             return cls(**overrides)

@@ -73,7 +73,8 @@ def problem(exc: BrokerError) -> tuple[int, dict[str, Any]]:
 
 def _problem_response(exc: BrokerError) -> JSONResponse:
     status, body = problem(exc)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    headers = {"WWW-Authenticate": 'Bearer realm="sockbroker"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 class _Door:
@@ -393,7 +394,7 @@ def _openapi_extra(route: Route) -> dict[str, Any]:
             {
                 "name": "Sockbroker-Session",
                 "in": "header",
-                "required": route.name != "Sessions.Open",
+                "required": route.service != "Sessions",
                 "schema": {"type": "string"},
             }
         ],
@@ -445,8 +446,10 @@ def create_app(broker: Broker, metrics: Metrics | None = None, *, max_body: int 
         )
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "SERVING"}
+    async def healthz() -> JSONResponse:
+        if broker.stopping:
+            return JSONResponse({"status": "NOT_SERVING"}, status_code=503)
+        return JSONResponse({"status": "SERVING"})
 
     if metrics is not None:
         registry = metrics.registry

@@ -99,13 +99,15 @@ class Daemon:
             self.grpc_port = server.add_insecure_port(settings.grpc_address)
         else:
             self.grpc_port = server.add_secure_port(settings.grpc_address, credentials)
-        if settings.grpc_unix_socket is not None:
-            with contextlib.suppress(FileNotFoundError):
-                settings.grpc_unix_socket.unlink()
-            server.add_insecure_port(f"unix:{settings.grpc_unix_socket}")
-        await server.start()
-        if settings.grpc_unix_socket is not None:
-            os.chmod(settings.grpc_unix_socket, 0o600)
+        previous = os.umask(0o177)  # the Unix socket is born 0600: no window where others may connect
+        try:
+            if settings.grpc_unix_socket is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    settings.grpc_unix_socket.unlink()
+                server.add_insecure_port(f"unix:{settings.grpc_unix_socket}")
+            await server.start()
+        finally:
+            os.umask(previous)
         self._grpc = server
         for service in services:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -152,6 +154,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop taking calls, drop every session, and close both doors."""
+        self.broker.stopping = True
         await self._health.enter_graceful_shutdown()
         if self._rest is not None:
             self._rest.should_exit = True

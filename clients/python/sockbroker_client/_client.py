@@ -86,8 +86,10 @@ class _Handle:
         return await self.broker.tcp_addresses(self, port_numbers)
 
 
-def _h(value: _Handle | str | None) -> str | None:
-    return value.handle if isinstance(value, _Handle) else value
+def _h(value: Any) -> Any:
+    """A handle object (async, or wrapped by the blocking client) as its handle string."""
+    handle = getattr(value, "handle", None)
+    return handle if isinstance(handle, str) else value
 
 
 class Custodian(_Handle):
@@ -330,13 +332,17 @@ class AsyncBroker:
         transport: str = "grpc",
         attach: bool = True,
         lease_seconds: float | None = None,
+        credentials: Any = None,
+        verify: Any = True,
     ) -> AsyncBroker:
         """Open a session. ``target``: ``HOST:PORT`` for gRPC, ``http://HOST:PORT`` for REST.
 
         The token defaults to ``$SOCKBROKER_TOKEN``, then the token file (``$SOCKBROKER_TOKEN_FILE``
         or the daemon's default path). With
         ``attach`` (the default) the session is held by an attachment stream, so it drops
-        the moment this process dies.
+        the moment this process dies. TLS: ``credentials`` (``grpc.ssl_channel_credentials(...)``)
+        for gRPC; an ``https://`` target and ``verify`` (a CA bundle path or ``ssl.SSLContext``)
+        for REST.
         """
         if token is None:
             token = os.environ.get("SOCKBROKER_TOKEN")
@@ -344,9 +350,13 @@ class AsyncBroker:
             token = await asyncio.to_thread(_read_token, pathlib.Path(token_file or default_token_file()))
         channel: Channel
         if transport == "grpc":
-            channel = GrpcTransport(target or os.environ.get("SOCKBROKER_GRPC", "127.0.0.1:50051"), token)
+            channel = GrpcTransport(
+                target or os.environ.get("SOCKBROKER_GRPC", "127.0.0.1:50051"), token, credentials=credentials
+            )
         elif transport == "rest":
-            channel = RestTransport(target or os.environ.get("SOCKBROKER_REST", "http://127.0.0.1:8080"), token)
+            channel = RestTransport(
+                target or os.environ.get("SOCKBROKER_REST", "http://127.0.0.1:8080"), token, verify=verify
+            )
         else:
             raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
         try:
@@ -365,7 +375,7 @@ class AsyncBroker:
 
         Cancelling the calling task breaks the call in the daemon; whatever the call had already
         obtained is given back to the next caller (see ``_breaks``)."""
-        plain = {k: _h(v) if isinstance(v, _Handle) else v for k, v in args.items()}
+        plain = {k: _h(v) for k, v in args.items()}
 
         async def run(call_id: str) -> dict[str, Any]:
             return await self.channel.call(method, plain, self.session, call_id)
@@ -578,7 +588,7 @@ class AsyncBroker:
 
 
 def _evt(kind: str, **args: Any) -> dict[str, Any]:
-    return {kind: {k: _h(v) if isinstance(v, _Handle) else v for k, v in args.items() if v is not None}}
+    return {kind: {k: _h(v) for k, v in args.items() if v is not None}}
 
 
 def tcp_accept_evt(listener: Listener | str, custodian: Custodian | str | None = None) -> dict[str, Any]:

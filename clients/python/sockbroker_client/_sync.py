@@ -27,7 +27,17 @@ class _Runner:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        async def cancel_the_rest() -> None:
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.run(cancel_the_rest())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.loop.close()
 
@@ -41,6 +51,8 @@ class _Blocking:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
+        if isinstance(attr, _Handle):
+            return _Blocking(attr, self._runner)
         if not inspect.iscoroutinefunction(attr):
             return attr
 

@@ -89,6 +89,8 @@ class Broker:
         self.limits = limits
         self.principals = principals
         self.sessions = SessionManager(limits)
+        #: True once the daemon has begun to stop (health checks answer NOT_SERVING).
+        self.stopping = False
 
     def authenticate(self, token: str | None) -> Principal:
         """The principal whose token this is; ``unauthenticated`` otherwise (constant time)."""
@@ -128,6 +130,7 @@ class Broker:
 
     def close(self) -> None:
         """Drop every session: every socket of every client is closed."""
+        self.stopping = True
         self.sessions.drop_all(reason="daemon stopping")
 
 

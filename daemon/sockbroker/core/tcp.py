@@ -805,6 +805,7 @@ async def _connect_any(
             passive=True,
             details={"local hostname": local_hostname},
         ):
+            session.policy.check_listen(who, host_of(sockaddr), local_port)
             local.setdefault(family, sockaddr)
     loop = asyncio.get_running_loop()
     allowed = []
@@ -822,7 +823,10 @@ async def _connect_any(
     for family, sockaddr in allowed:
         if local_hostname is not None and family not in local:
             continue
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise from_os_error(who, "connection failed", exc, details) from None
         try:
             sock.setblocking(False)
             if local_port is not None:

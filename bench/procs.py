@@ -1,0 +1,171 @@
+"""Starting and stopping the benchmark's helper processes, and reading a process's resources.
+
+Each helper runs in its own session (process group), so that helpers that fork per connection
+(socat, websockify) are stopped with their children: ``stop`` signals the group whose id is the
+pid of the process this module started, never anything found by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bench.common import LOOPBACK
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+PEERS = [sys.executable, "-m", "bench.peers"]
+READY_PREFIX = "PORT "
+
+
+class HelperError(RuntimeError):
+    """A helper process failed to start; the message carries the tail of its log."""
+
+
+class Helper:
+    """A started process: its Popen, the port it serves on, and its log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, reports: bool, env: dict[str, str] | None = None) -> None:
+        """``reports``: the helper prints its port on stdout; otherwise stdout goes to the log."""
+        self.name = name
+        self.log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if reports else log,
+                stderr=log,
+                env=env,
+                cwd=REPO_DIR,
+                start_new_session=True,
+            )
+        self.port = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def fail(self, why: str) -> HelperError:
+        return HelperError(f"{self.name} (pid {self.pid}): {why}\n{self.log_tail()}")
+
+    def read_line(self, timeout: float) -> str:
+        """One line of the helper's stdout, waiting at most ``timeout`` seconds."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise self.fail(f"no output within {timeout:.0f} s")
+        line = self.proc.stdout.readline().decode(errors="replace").strip()
+        if not line:
+            raise self.fail(f"exited with {self.proc.wait(timeout=5)}")
+        return line
+
+    def wait_ready_line(self, timeout: float = 20.0) -> int:
+        line = self.read_line(timeout)
+        if not line.startswith(READY_PREFIX):
+            raise self.fail(f"unexpected output {line!r}")
+        self.port = int(line.removeprefix(READY_PREFIX))
+        return self.port
+
+    def wait_port(self, port: int, timeout: float = 20.0) -> int:
+        """Wait until ``port`` on loopback accepts connections (for helpers that print nothing)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise self.fail(f"exited with {self.proc.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
+                self.port = port
+                return port
+            time.sleep(0.05)
+        raise self.fail(f"port {port} not accepting within {timeout:.0f} s")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the helper's process group, then SIGKILL it if it has not exited."""
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait(timeout=grace)
+        self._signal_group(signal.SIGKILL)  # children a forking helper may have left behind
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log.unlink(missing_ok=True)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+
+@contextlib.contextmanager
+def peer(kind: str, *args: str) -> Iterator[Helper]:
+    """A ``bench.peers`` helper that reports its port on stdout; stopped when the block ends."""
+    helper = Helper(kind, [*PEERS, kind, *args], reports=True)
+    try:
+        helper.wait_ready_line()
+        yield helper
+    finally:
+        helper.stop()
+
+
+@contextlib.contextmanager
+def program(name: str, argv: Sequence[str], port: int) -> Iterator[Helper]:
+    """An external program that serves on ``port``; stopped when the block ends."""
+    helper = Helper(name, argv, reports=False)
+    try:
+        helper.wait_port(port)
+        yield helper
+    finally:
+        helper.stop()
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for programs that cannot report theirs)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's open-file limit (children inherit it); returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+        return wanted
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` in KiB, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def nofile_limit(pid: int) -> int:
+    """The soft open-file limit of ``pid``, from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise RuntimeError(f"no open-file limit for pid {pid}")
