@@ -154,3 +154,9 @@ async def test_bad_events_are_refused_before_waiting(broker: AsyncBroker, peer: 
 
 async def test_sync_with_no_events_times_out(broker: AsyncBroker) -> None:
     assert await broker.sync(timeout=0.05) is None
+
+
+async def test_sync_with_no_events_and_no_timeout_is_refused(broker: AsyncBroker) -> None:
+    with pytest.raises(ContractError) as info:
+        await broker.sync()
+    assert "could never end" in info.value.message

@@ -198,6 +198,10 @@ EVENT_KINDS = (
 async def sync(session: Session, events: Sequence[Mapping[str, Any]], timeout: float | None) -> Result:
     """sync / sync/timeout: perform exactly one ready event; ``{}`` when the timeout passes."""
     check_timeout("sync/timeout", timeout)
+    if not events and timeout is None:
+        # Racket's (sync) with no events blocks for ever; a daemon call that can only end by
+        # cancellation is a hang, so it is refused (with a timeout, it waits that long).
+        raise ContractError("sync", "no events and no timeout: the call could never end")
     built: list[_Event] = []
     for spec in events:
         if len(spec) != 1:
