@@ -110,7 +110,20 @@ class Listener(_Handle):
         await self.broker.tcp_close(self)
 
 
-class InputPort(_Handle):
+class _Port(_Handle):
+    """What both ports of a TCP connection can do."""
+
+    async def set_buffer_mode(self, mode: str) -> None:
+        await self.broker.call("Ports.SetBufferMode", port=self.handle, mode=mode)
+
+    async def close(self) -> None:
+        await self.broker.call("Ports.Close", port=self.handle)
+
+    async def abandon(self) -> None:
+        await self.broker.tcp_abandon_port(self)
+
+
+class InputPort(_Port):
     async def read(
         self, max_bytes: int = 65536, *, mode: str = "avail", peek: bool = False, timeout: float | None = None
     ) -> bytes | _Eof:
@@ -152,17 +165,8 @@ class InputPort(_Handle):
     async def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
         return await self.read(max_bytes, peek=True, timeout=timeout)
 
-    async def set_buffer_mode(self, mode: str) -> None:
-        await self.broker.call("Ports.SetBufferMode", port=self.handle, mode=mode)
 
-    async def close(self) -> None:
-        await self.broker.call("Ports.Close", port=self.handle)
-
-    async def abandon(self) -> None:
-        await self.broker.tcp_abandon_port(self)
-
-
-class OutputPort(_Handle):
+class OutputPort(_Port):
     async def write(self, data: bytes, *, flush: bool = False) -> int:
         return int((await self.broker.call("Ports.Write", port=self.handle, data=data, flush=flush)).get("written", 0))
 
@@ -172,15 +176,6 @@ class OutputPort(_Handle):
         await self.broker.call("Ports.Flush", port=self.handle)
 
     flush_output = flush
-
-    async def set_buffer_mode(self, mode: str) -> None:
-        await self.broker.call("Ports.SetBufferMode", port=self.handle, mode=mode)
-
-    async def close(self) -> None:
-        await self.broker.call("Ports.Close", port=self.handle)
-
-    async def abandon(self) -> None:
-        await self.broker.tcp_abandon_port(self)
 
 
 def _datagram(reply: dict[str, Any]) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:

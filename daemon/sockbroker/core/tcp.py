@@ -338,6 +338,7 @@ class _Port(Resource):
         super().__init__()
         self.conn = conn
         self.state = PortState.OPEN
+        self._mode = BufferMode.BLOCK
 
     @property
     def closed(self) -> bool:
@@ -365,15 +366,15 @@ class _Port(Resource):
         self.ensure_open(who)
         return (*self.conn.local, *self.conn.remote)
 
+    @property
+    def buffer_mode(self) -> BufferMode:
+        return self._mode
+
     def describe(self) -> dict[str, object]:
         info = super().describe()
         info["state"] = self.state.value
         info["buffer_mode"] = self.buffer_mode.value
         return info
-
-    @property
-    def buffer_mode(self) -> BufferMode:
-        raise NotImplementedError  # pragma: no cover
 
     def abandon(self, who: str) -> None:
         raise NotImplementedError  # pragma: no cover
@@ -383,14 +384,6 @@ class TcpInputPort(_Port):
     kind = "tcp-input-port"
     prefix = "tin"
     predicate = "(and/c tcp-port? input-port?)"
-
-    def __init__(self, conn: TcpConnection) -> None:
-        super().__init__(conn)
-        self._mode = BufferMode.BLOCK
-
-    @property
-    def buffer_mode(self) -> BufferMode:
-        return self._mode
 
     def set_buffer_mode(self, mode: str) -> None:
         who = "file-stream-buffer-mode"
@@ -473,11 +466,6 @@ class TcpOutputPort(_Port):
         super().__init__(conn)
         self.buffer = bytearray()
         self.buffer_size = buffer_size
-        self._mode = BufferMode.BLOCK
-
-    @property
-    def buffer_mode(self) -> BufferMode:
-        return self._mode
 
     def set_buffer_mode(self, mode: str) -> None:
         who = "file-stream-buffer-mode"
