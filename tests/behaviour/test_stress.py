@@ -25,6 +25,7 @@ async def _cancel_at_random(call: asyncio.Future[object], rng: random.Random) ->
     return None
 
 
+@pytest.mark.timeout(300)
 async def test_cancelled_accepts_and_syncs_account_for_every_connection(broker: AsyncBroker) -> None:
     rng = random.Random(4)
     listener = await broker.tcp_listen(0, 1024, hostname="127.0.0.1")
@@ -70,6 +71,7 @@ async def test_cancelled_accepts_and_syncs_account_for_every_connection(broker: 
 DATAGRAMS = 10_000
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("via", ["receive", "sync"])
 async def test_cancelled_receives_and_syncs_lose_no_datagram(broker: AsyncBroker, via: str) -> None:
     rng = random.Random(10)
