@@ -272,7 +272,7 @@ async def udp_stream(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
         call = b.udp.ReceiveStream(pb.UdpReceiveStreamRequest(udp=udp), metadata=metadata)
         await asyncio.sleep(0.2)  # let the stream reach the daemon before the first datagram
         arrivals, stop = Arrivals(), asyncio.Event()
-        counting = asyncio.ensure_future(count_stream(call, arrivals, stop))
+        counting = asyncio.ensure_future(count_stream(call, arrivals, stop, lambda batch: len(batch.datagrams)))
         blaster = udp_blaster(port, sizes.udp_seconds)
         try:
             sent = await asyncio.to_thread(blaster_sent, blaster, sizes.udp_seconds)

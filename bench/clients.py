@@ -246,22 +246,28 @@ class Arrivals:
     count: int = 0
     first: float = 0.0
     last: float = 0.0
+    first_count: int = 0
 
-    def note(self) -> None:
+    def note(self, items: int = 1) -> None:
+        """``items`` arrived now (a batch message carries several datagrams)."""
         now = time.perf_counter()
         if self.count == 0:
             self.first = now
+            self.first_count = items
         self.last = now
-        self.count += 1
+        self.count += items
 
     def rate(self) -> float:
         span = self.last - self.first
-        return (self.count - 1) / span if self.count > 1 and span > 0 else 0.0
+        later = self.count - self.first_count
+        return later / span if later > 0 and span > 0 else 0.0
 
 
-async def count_stream(call: Any, arrivals: Arrivals, stop: asyncio.Event) -> None:
-    """Count a server stream's messages until ``stop`` is set; a stream that fails first raises."""
-    reader = asyncio.ensure_future(_count_all(call, arrivals))
+async def count_stream(
+    call: Any, arrivals: Arrivals, stop: asyncio.Event, items: Callable[[Any], int] = lambda _message: 1
+) -> None:
+    """Count a server stream's items until ``stop`` is set; a stream that fails first raises."""
+    reader = asyncio.ensure_future(_count_all(call, arrivals, items))
     stopper = asyncio.ensure_future(stop.wait())
     try:
         done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -274,6 +280,6 @@ async def count_stream(call: Any, arrivals: Arrivals, stop: asyncio.Event) -> No
         reader.result()
 
 
-async def _count_all(call: Any, arrivals: Arrivals) -> None:
-    async for _ in call:
-        arrivals.note()
+async def _count_all(call: Any, arrivals: Arrivals, items: Callable[[Any], int]) -> None:
+    async for message in call:
+        arrivals.note(items(message))
