@@ -93,6 +93,12 @@ Datagram = tuple[bytes, int, str, int]
 SockAddr = tuple[Any, ...]
 
 
+#: (IPv4 option, IPv6 option) for each setting that both families have.
+_TTL = ((socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
+_MULTICAST_TTL = ((socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS))
+_MULTICAST_LOOP = ((socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP))
+
+
 class UdpState(enum.Enum):
     UNBOUND = "unbound"
     BOUND = "bound"
@@ -588,43 +594,31 @@ class UdpSocket(Resource):
         self._setopt(who, socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def ttl(self) -> int:
-        level, option = self._by_family(
-            (socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
-        )
+        level, option = self._by_family(*_TTL)
         return self._getopt("udp-ttl", level, option)
 
     def set_ttl(self, ttl: object) -> None:
         who = "udp-set-ttl!"
         value = _check_byte(who, ttl)
-        level, option = self._by_family(
-            (socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
-        )
+        level, option = self._by_family(*_TTL)
         self._setopt(who, level, option, value)
 
     def multicast_ttl(self) -> int:
-        level, option = self._by_family(
-            (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS)
-        )
+        level, option = self._by_family(*_MULTICAST_TTL)
         return self._getopt("udp-multicast-ttl", level, option)
 
     def set_multicast_ttl(self, ttl: object) -> None:
         who = "udp-multicast-set-ttl!"
         value = _check_byte(who, ttl)
-        level, option = self._by_family(
-            (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS)
-        )
+        level, option = self._by_family(*_MULTICAST_TTL)
         self._setopt(who, level, option, value)
 
     def multicast_loopback(self) -> bool:
-        level, option = self._by_family(
-            (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP)
-        )
+        level, option = self._by_family(*_MULTICAST_LOOP)
         return bool(self._getopt("udp-multicast-loopback?", level, option))
 
     def set_multicast_loopback(self, loopback: object) -> None:
-        level, option = self._by_family(
-            (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP)
-        )
+        level, option = self._by_family(*_MULTICAST_LOOP)
         self._setopt("udp-multicast-set-loopback!", level, option, 1 if loopback else 0)
 
     def multicast_interface(self) -> str:
