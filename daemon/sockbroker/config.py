@@ -7,7 +7,6 @@ kebab case, is its flag (``grpc_address`` → ``--grpc-address``, ``SOCKBROKER_G
 from __future__ import annotations
 
 import ipaddress
-import os
 import pathlib
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -17,17 +16,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .core.policy import LOOPBACK, Policy, parse_port_ranges
 from .core.sessions import Limits
+from .paths import default_token_file
 
 __all__ = ["Settings", "default_token_file", "split_address"]
 
 _CONFIG_FILE: ContextVar[pathlib.Path | None] = ContextVar("sockbroker_config_file", default=None)
-
-
-def default_token_file() -> pathlib.Path:
-    """``$XDG_RUNTIME_DIR/sockbroker/token``, else ``~/.local/share/sockbroker/token``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = pathlib.Path(runtime) if runtime else pathlib.Path.home() / ".local" / "share"
-    return base / "sockbroker" / "token"
 
 
 def split_address(address: str) -> tuple[str, int]:

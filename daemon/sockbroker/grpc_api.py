@@ -72,9 +72,7 @@ class _Door:
 
     def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Principal, dict[str, str]]:
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        auth = metadata.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        principal = self.broker.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        principal = self.broker.authenticate_header(metadata.get("authorization"))
         return principal, metadata
 
     def session(self, context: grpc.aio.ServicerContext[Any, Any], who: str) -> Session:
@@ -126,13 +124,13 @@ class _Door:
             session.attach()
             broken = True
             try:
-                await context.write(_attach_event(session, "attached"))
+                await context.write(from_dict(pb.AttachEvent, session.attach_event("attached")))
                 async for request in requests:
                     if isinstance(request, _Malformed):
                         raise ContractError("sessions-attach", "malformed request", {"reason": request.error})
                     if request.detach:
                         broken = False
-                        await context.write(_attach_event(session, "detached"))
+                        await context.write(from_dict(pb.AttachEvent, session.attach_event("detached")))
                         return
             finally:
                 session.detach(broken=broken)
@@ -211,12 +209,6 @@ async def _first(requests: AsyncIterator[Any], who: str) -> Any:
             raise ContractError(who, "malformed frame", {"reason": frame.error})
         return frame
     raise ContractError(who, "the stream ended before its first frame")
-
-
-def _attach_event(session: Session, event: str) -> pb.AttachEvent:
-    return pb.AttachEvent(
-        session=session.id, custodian=session.root.handle, lease_seconds=session.lease_seconds, event=event
-    )
 
 
 def generic_handlers(broker: Broker, metrics: Metrics | None = None) -> list[grpc.GenericRpcHandler]:

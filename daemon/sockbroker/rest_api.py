@@ -84,8 +84,7 @@ class _Door:
         self.max_body = max_body
 
     def principal(self, headers: Any) -> Principal:
-        scheme, _, token = (headers.get("authorization") or "").partition(" ")
-        return self.broker.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        return self.broker.authenticate_header(headers.get("authorization"))
 
     def count(self, method: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -211,12 +210,12 @@ class _Door:
             session.attach()
             broken = True
             try:
-                await ws.send_text(json.dumps(_attach_event(session, "attached")))
+                await ws.send_text(json.dumps(session.attach_event("attached")))
                 while True:
                     text = await ws.receive_text()
                     if _json_object(text, "sessions-attach").get("detach"):
                         broken = False
-                        await ws.send_text(json.dumps(_attach_event(session, "detached")))
+                        await ws.send_text(json.dumps(session.attach_event("detached")))
                         return
             finally:
                 session.detach(broken=broken)
@@ -345,15 +344,6 @@ def _json_object(text: str, who: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ContractError(who, "a JSON frame must be an object")
     return value
-
-
-def _attach_event(session: Session, event: str) -> dict[str, Any]:
-    return {
-        "session": session.id,
-        "custodian": session.root.handle,
-        "lease_seconds": session.lease_seconds,
-        "event": event,
-    }
 
 
 # ── OpenAPI: schemas generated from the proto, not hand-copied ─────────────

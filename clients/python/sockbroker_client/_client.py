@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sockbroker.paths import default_token_file as daemon_token_file
+
 from ._breaks import Returned, breakable
 from ._errors import ContractError
 from ._transport import Channel, GrpcTransport, PortStream, RestTransport
@@ -50,11 +52,7 @@ EOF = _Eof()
 def default_token_file() -> pathlib.Path:
     """``$SOCKBROKER_TOKEN_FILE``, else where the daemon writes it by default."""
     configured = os.environ.get("SOCKBROKER_TOKEN_FILE")
-    if configured:
-        return pathlib.Path(configured)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = pathlib.Path(runtime) if runtime else pathlib.Path.home() / ".local" / "share"
-    return base / "sockbroker" / "token"
+    return pathlib.Path(configured) if configured else daemon_token_file()
 
 
 def _read_token(path: pathlib.Path) -> str:

@@ -103,6 +103,11 @@ class Broker:
             raise UnauthenticatedError("sockbroker", "missing or wrong bearer token")
         return found
 
+    def authenticate_header(self, authorization: str | None) -> Principal:
+        """The principal of an ``Authorization: Bearer <token>`` value (gRPC metadata or HTTP header)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        return self.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+
     def session(self, principal: Principal, session_id: str | None, who: str) -> Session:
         return self.sessions.get(session_id or "", principal.name, who)
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._net import Signal, check_port, check_timeout, host_of, resolve, wait_any
+from ._net import Signal, check_timeout, wait_any
 from .errors import ContractError, contract_violation
 from .resources import Custodian
 from .tcp import TcpInputPort, TcpListener, TcpOutputPort
-from .udp import UdpSocket, datagram_slice
+from .udp import UdpSocket, check_receive_max, datagram_slice
 
 if TYPE_CHECKING:
     from .sessions import Session
@@ -148,11 +147,7 @@ async def _build(session: Session, kind: str, args: Mapping[str, Any]) -> _Event
     if kind == "udp_receive":
         who = "udp-receive!-evt"
         sock = lookup(args.get("udp"), UdpSocket, who)
-        max_bytes = args.get("max")
-        max_bytes = 65535 if max_bytes is None else max_bytes
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 0 <= max_bytes <= 65535:
-            raise contract_violation(who, "(integer-in 0 65535)", max_bytes)
-        return _UdpReceiveEvt(sock, max_bytes)
+        return _UdpReceiveEvt(sock, check_receive_max(who, args.get("max")))
     if kind == "udp_send":
         who = "udp-send-evt"
         sock = lookup(args.get("udp"), UdpSocket, who)
@@ -161,22 +156,8 @@ async def _build(session: Session, kind: str, args: Mapping[str, Any]) -> _Event
     if kind == "udp_send_to":
         who = "udp-send-to-evt"
         sock = lookup(args.get("udp"), UdpSocket, who)
-        hostname = args.get("hostname")
-        port = check_port(who, args.get("port"))
-        assert port is not None
         data = datagram_slice(who, args.get("data") or b"", args.get("start"), args.get("end"))
-        if not isinstance(hostname, str) or not hostname:
-            raise contract_violation(who, "string?", hostname)
-        infos = await resolve(
-            who,
-            hostname,
-            port,
-            kind=socket.SOCK_DGRAM,
-            family=sock.family,
-            details={"hostname": hostname, "port number": port},
-        )
-        sockaddr = infos[0][4]
-        session.policy.check_connect(who, host_of(sockaddr), port)
+        sockaddr = await sock.destination(who, args.get("hostname"), args.get("port"))
         return _UdpSendEvt(sock, data, sockaddr, who)
     raise ContractError("sync", "unknown event kind", {"event": kind})
 

@@ -146,6 +146,10 @@ class Session:
         if task.cancel():
             self._broken.add(call_id)
 
+    def attach_event(self, event: str) -> dict[str, object]:
+        """What an attachment stream tells its client: "attached" first, "detached" last."""
+        return {"session": self.id, "custodian": self.root.handle, "lease_seconds": self.lease_seconds, "event": event}
+
     def custodian(self, handle: object, who: str) -> Custodian:
         """The custodian a new handle goes under: the named one, or the session's root."""
         custodian = self.root if handle is None or handle == "" else self.table.lookup(handle, Custodian, who)

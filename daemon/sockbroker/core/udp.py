@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from .sessions import Limits, Session
 
 __all__ = [
+    "check_receive_max",
     "MAX_BATCH_BYTES",
     "MAX_DATAGRAM",
     "MAX_RECEIVE",
@@ -142,7 +143,8 @@ def datagram_slice(who: str, data: object, start: object, end: object) -> bytes:
     return bytes(data[first:last])
 
 
-def _check_max(who: str, value: object) -> int:
+def check_receive_max(who: str, value: object) -> int:
+    """A receive's ``max``: 0 to 65535, 65535 when absent."""
     amount = MAX_RECEIVE if value is None else value
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_RECEIVE:
         raise contract_violation(who, f"(integer-in 0 {MAX_RECEIVE})", value)
@@ -352,7 +354,7 @@ class UdpSocket(Resource):
 
     def try_receive(self, max_bytes: int, who: str = "udp-receive!-evt") -> Datagram | None:
         """Receive one datagram now, or None. Never blocks."""
-        amount = _check_max(who, max_bytes)
+        amount = check_receive_max(who, max_bytes)
         self._require("receive", who)
         try:
             got = self._recv_one(amount)
@@ -368,7 +370,7 @@ class UdpSocket(Resource):
     ) -> Datagram | None:
         """udp-receive! (``wait``) / udp-receive!* : (data, count, host, port), or None."""
         who = "udp-receive!" if wait else "udp-receive!*"
-        amount = _check_max(who, max_bytes)
+        amount = check_receive_max(who, max_bytes)
         check_timeout(who, timeout)
         try:
             async with asyncio.timeout(timeout if wait else None):
@@ -436,17 +438,24 @@ class UdpSocket(Resource):
     ) -> bool:
         """udp-send-to (``wait``) / udp-send-to* : True once queued, False if it would block/timed out."""
         who = who or ("udp-send-to" if wait else "udp-send-to*")
-        hostname = check_hostname(who, hostname)
-        port = check_port(who, port)
-        assert hostname is not None and port is not None
+        check_hostname(who, hostname)
+        check_port(who, port)
         payload = datagram_slice(who, data, start, end)
         check_timeout(who, timeout)
         self._require("send-to", who)
-        details = {"hostname": hostname, "port number": port}
-        self._check_size(who, payload, details)
-        sockaddr = await self._resolve_one(who, hostname, port, passive=False, details=details)
-        self.policy.check_connect(who, host_of(sockaddr), port)
+        self._check_size(who, payload, {"hostname": hostname, "port number": port})
+        sockaddr = await self.destination(who, hostname, port)
         return await self._send_loop(who, sockaddr, payload, wait, timeout)
+
+    async def destination(self, who: str, hostname: object, port: object) -> SockAddr:
+        """Where a send-to goes: checked, resolved in this socket's family, allowed by policy."""
+        name = check_hostname(who, hostname)
+        number = check_port(who, port)
+        assert name is not None and number is not None
+        details: dict[str, object] = {"hostname": name, "port number": number}
+        sockaddr = await self._resolve_one(who, name, number, passive=False, details=details)
+        self.policy.check_connect(who, host_of(sockaddr), number)
+        return sockaddr
 
     async def send(
         self,
@@ -593,25 +602,23 @@ class UdpSocket(Resource):
             )
         self._setopt(who, socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
+    def _byte_option(self, who: str, pair: tuple[tuple[int, int], tuple[int, int]]) -> int:
+        return self._getopt(who, *self._by_family(*pair))
+
+    def _set_byte_option(self, who: str, pair: tuple[tuple[int, int], tuple[int, int]], value: object) -> None:
+        self._setopt(who, *self._by_family(*pair), _check_byte(who, value))
+
     def ttl(self) -> int:
-        level, option = self._by_family(*_TTL)
-        return self._getopt("udp-ttl", level, option)
+        return self._byte_option("udp-ttl", _TTL)
 
     def set_ttl(self, ttl: object) -> None:
-        who = "udp-set-ttl!"
-        value = _check_byte(who, ttl)
-        level, option = self._by_family(*_TTL)
-        self._setopt(who, level, option, value)
+        self._set_byte_option("udp-set-ttl!", _TTL, ttl)
 
     def multicast_ttl(self) -> int:
-        level, option = self._by_family(*_MULTICAST_TTL)
-        return self._getopt("udp-multicast-ttl", level, option)
+        return self._byte_option("udp-multicast-ttl", _MULTICAST_TTL)
 
     def set_multicast_ttl(self, ttl: object) -> None:
-        who = "udp-multicast-set-ttl!"
-        value = _check_byte(who, ttl)
-        level, option = self._by_family(*_MULTICAST_TTL)
-        self._setopt(who, level, option, value)
+        self._set_byte_option("udp-multicast-set-ttl!", _MULTICAST_TTL, ttl)
 
     def multicast_loopback(self) -> bool:
         level, option = self._by_family(*_MULTICAST_LOOP)
@@ -697,7 +704,7 @@ class UdpSocket(Resource):
         return self._stream_batches(amount, max_batch_bytes, who)
 
     def _check_stream(self, who: str, max_bytes: object) -> int:
-        amount = _check_max(who, max_bytes)
+        amount = check_receive_max(who, max_bytes)
         self._require("receive", who)
         if self._stream is not None:
             raise NetworkError(who, "a datagram stream is already open", {"udp": self.handle})
