@@ -20,8 +20,8 @@ from typing import Any
 
 import grpc
 import httpx
-from sockbroker.v1 import broker_pb2 as pb
-from sockbroker.v1 import broker_pb2_grpc as rpc
+from sockbroker_wire.v1 import broker_pb2 as pb
+from sockbroker_wire.v1 import broker_pb2_grpc as rpc
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -41,6 +41,7 @@ from bench.common import KIB, LOOPBACK, MIB, Measurement, Sizes
 from bench.procs import REPO_DIR, Helper, fd_count, free_port, nofile_limit, peer, rss_kib
 
 DAEMON_DIR = REPO_DIR / "daemon"
+WIRE_DIR = REPO_DIR / "proto" / "python"
 
 START_CAP = 30.0
 LEASE_SECONDS = 900.0
@@ -104,7 +105,8 @@ def healthy(rest_port: int) -> bool:
 def daemon(command: list[str]) -> Iterator[Daemon]:
     """A daemon started by ``command`` (``sockbroker serve`` and any extra flags) on fresh loopback
     ports with a fresh token file; SIGTERM (then SIGKILL) when the block ends."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(DAEMON_DIR), os.environ.get("PYTHONPATH")])))
+    path = [str(DAEMON_DIR), str(WIRE_DIR), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
     with tempfile.TemporaryDirectory(prefix="bench-sockbroker-") as tmp:
         token_file = Path(tmp) / "token"
         grpc_port, rest_port = free_port(), free_port()

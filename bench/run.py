@@ -1,6 +1,6 @@
 """Run the benchmark: baselines and sockbroker side by side, a table, and ``bench/results.json``.
 
-    PYTHONPATH=daemon python -m bench.run [--quick] [--only NAME ...] [--daemon-arg=ARG ...]
+    PYTHONPATH=daemon:proto/python python -m bench.run [--quick] [--only NAME ...] [--daemon-arg=ARG ...]
 
 Groups (``--only`` takes a group, or ``baseline`` / ``broker`` for a whole side):
 baseline.tcp, baseline.socat, baseline.websockify, baseline.grpc, baseline.ws, baseline.udp,
@@ -144,7 +144,7 @@ def baseline_group(measure: Callable[[Sizes], Awaitable[Results]]) -> Group:
 
 def broker_group(name: str) -> Group:
     async def run(sizes: Sizes, daemon_command: list[str]) -> Results:
-        from bench import broker  # needs sockbroker importable: PYTHONPATH=daemon
+        from bench import broker  # needs sockbroker importable: PYTHONPATH=daemon:proto/python
 
         with broker.daemon(daemon_command) as started:
             return await broker.BROKER[name](started, sizes)

@@ -5,9 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
-ruff check daemon clients tests bench scripts
-ruff format --check daemon clients tests bench scripts
-echo "== mypy (strict, daemon)"
+ruff check daemon proto/python clients tests bench scripts
+ruff format --check daemon proto/python clients tests bench scripts
+echo "== mypy (strict, daemon and wire package)"
 mypy
 echo "== pytest"
 pytest "$@"

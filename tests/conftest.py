@@ -7,18 +7,23 @@ Python client (gRPC transport, REST transport).
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from blocking_adapter import AdaptedBroker
+from core_channel import CoreChannel
 from helpers import target
 from sockbroker.config import Settings
 from sockbroker.server import Daemon
 from sockbroker_client import AsyncBroker
 
-DOORS = ("grpc", "rest")
+#: The doors every behavioural test runs through: the core in process, gRPC and REST through the
+#: async client, and the blocking client (over gRPC) through an adapter that awaits it in threads.
+DOORS = ("core", "grpc", "rest", "blocking")
 
 # The stress and session tests hold thousands of sockets (both ends live in this process).
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -62,7 +67,14 @@ async def door(request: pytest.FixtureRequest, daemon: Daemon, token_file: pathl
 
     async def connect(**options: Any) -> AsyncBroker:
         options.setdefault("token_file", token_file)
-        broker = await AsyncBroker.connect(target(daemon, kind), transport=kind, **options)
+        if kind == "core":
+            token_path = pathlib.Path(options.pop("token_file"))
+            token = options.pop("token", None) or await asyncio.to_thread(lambda: token_path.read_text().strip())
+            broker = await AsyncBroker.over(CoreChannel(daemon.broker, token), **options)
+        elif kind == "blocking":
+            broker = await AdaptedBroker.connect(target(daemon, "grpc"), transport="grpc", **options)  # type: ignore[assignment]
+        else:
+            broker = await AsyncBroker.connect(target(daemon, kind), transport=kind, **options)
         opened.append(broker)
         return broker
 

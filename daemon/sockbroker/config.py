@@ -13,13 +13,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from sockbroker_wire.paths import default_token_file
 
+from .core.limits import Limits
 from .core.policy import LOOPBACK, Policy, parse_port_ranges
-from .core.sessions import Limits
-from .paths import default_token_file
 
 __all__ = ["Settings", "default_token_file", "split_address"]
 
+#: Every quota's default lives in core/limits.py; the settings only expose them as flags.
+_LIMITS = Limits()
 _CONFIG_FILE: ContextVar[pathlib.Path | None] = ContextVar("sockbroker_config_file", default=None)
 
 
@@ -62,15 +64,27 @@ class Settings(BaseSettings):
     allow_listen: list[str] = Field(list(LOOPBACK), description="local networks (CIDR) clients may listen and bind on")
     allow_ports: list[str] = Field(["0-65535"], description="ports (N or LOW-HIGH) clients may use")
     allow_multicast: list[str] = Field([], description="multicast groups (CIDR) clients may join")
-    lease_seconds: float = Field(30.0, gt=0, description="session lease when a client asks for none")
-    max_sessions_per_principal: int = Field(64, ge=1, description="open sessions one token may hold")
-    max_handles_per_session: int = Field(20_000, ge=1, description="open handles one session may hold")
-    port_receive_buffer: int = Field(
-        256 * 1024, ge=4096, description="bytes buffered from a TCP peer before the daemon stops reading it"
+    lease_seconds: float = Field(_LIMITS.lease_seconds, gt=0, description="session lease when a client asks for none")
+    max_sessions_per_principal: int = Field(
+        _LIMITS.sessions_per_principal, ge=1, description="open sessions one token may hold"
     )
-    port_send_buffer: int = Field(256 * 1024, ge=4096, description="bytes queued for a TCP peer before writers wait")
-    udp_stream_queue: int = Field(1024, ge=1, description="datagrams queued for a slow datagram-stream reader")
-    max_request_bytes: int = Field(32 * 1024 * 1024, ge=65536, description="largest request (gRPC message, REST body)")
+    max_handles_per_session: int = Field(
+        _LIMITS.handles_per_session, ge=1, description="open handles one session may hold"
+    )
+    port_receive_buffer: int = Field(
+        _LIMITS.port_receive_buffer,
+        ge=4096,
+        description="bytes buffered from a TCP peer before the daemon stops reading it",
+    )
+    port_send_buffer: int = Field(
+        _LIMITS.port_send_buffer, ge=4096, description="bytes queued for a TCP peer before writers wait"
+    )
+    udp_stream_queue: int = Field(
+        _LIMITS.udp_stream_queue, ge=1, description="datagrams queued for a slow datagram-stream reader"
+    )
+    max_request_bytes: int = Field(
+        _LIMITS.max_request_bytes, ge=65536, description="largest request (gRPC message, REST body)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error")
 
     @model_validator(mode="before")
@@ -151,6 +165,7 @@ class Settings(BaseSettings):
             port_receive_buffer=self.port_receive_buffer,
             port_send_buffer=self.port_send_buffer,
             udp_stream_queue=self.udp_stream_queue,
+            max_request_bytes=self.max_request_bytes,
         )
 
     def insecure_remote_doors(self) -> list[str]:

@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .core.api import Broker
+    from .core.broker import Broker
 
 __all__ = ["Metrics"]
 

@@ -19,14 +19,14 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sockbroker_wire.routes import PACKAGE
+from sockbroker_wire.v1 import broker_pb2
 
 from .config import Settings, split_address
-from .core.api import Broker, Principal
-from .grpc_api import generic_handlers
+from .core.broker import Broker, Principal
+from .doors.grpc import generic_handlers
+from .doors.rest import Protocol, create_app
 from .metrics import Metrics
-from .rest_api import create_app
-from .v1 import broker_pb2
-from .wire import PACKAGE
 
 __all__ = ["Daemon", "load_or_create_token"]
 
@@ -117,6 +117,7 @@ class Daemon:
         app = create_app(self.broker, self.metrics, max_body=limit)
         config = uvicorn.Config(
             app,
+            http=Protocol,
             host=host,
             port=port,
             loop="none",

@@ -31,7 +31,7 @@ STATUS = {
 
 def expected_status(broker: AsyncBroker, kind: str) -> object:
     grpc_code, http = STATUS[kind]
-    return grpc_code if broker.channel.name == "grpc" else http
+    return {"grpc": grpc_code, "rest": http}.get(broker.channel.name, "core")
 
 
 async def test_another_sessions_handle_is_not_found(door: Any) -> None:

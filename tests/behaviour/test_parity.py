@@ -6,10 +6,10 @@ import grpc
 import httpx
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
-from sockbroker.rest_api import create_app
+from sockbroker.doors.rest import create_app
 from sockbroker.server import Daemon
-from sockbroker.v1 import broker_pb2
-from sockbroker.wire import routes
+from sockbroker_wire.routes import routes
+from sockbroker_wire.v1 import broker_pb2
 
 NOT_RPCS = {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 

@@ -1,6 +1,7 @@
 """Breaks under load (issue 4): cancellation at random moments never loses anything.
 
-These are correctness tests, bounded in count and time, not benchmarks.
+These are correctness tests through the Python client, bounded in count and time, not benchmarks.
+The same races without any client library are in test_giveback.py.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import contextlib
 import random
 import socket
 import struct
+from typing import Any, TypeVar
 
 import pytest
-from sockbroker_client import AsyncBroker, tcp_accept_evt, udp_receive_evt
+from sockbroker_client import AsyncBroker, InputPort, OutputPort, tcp_accept_evt, udp_receive_evt
 
 CLIENTS = 2000
+T = TypeVar("T")
 
 
-async def _cancel_at_random(call: asyncio.Future[object], rng: random.Random) -> object | None:
+async def _cancel_at_random(call: asyncio.Future[T], rng: random.Random) -> T | None:
     await asyncio.sleep(rng.uniform(0, 0.004))
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -27,43 +30,57 @@ async def _cancel_at_random(call: asyncio.Future[object], rng: random.Random) ->
 
 @pytest.mark.timeout(300)
 async def test_cancelled_accepts_and_syncs_account_for_every_connection(broker: AsyncBroker) -> None:
+    """Every connection reaches exactly one caller (a call that returned it, or the drain after),
+    alive: the id its peer sent is read through the broker, and an answer written through the
+    broker reaches the peer."""
     rng = random.Random(4)
     listener = await broker.tcp_listen(0, 1024, hostname="127.0.0.1")
     port = (await listener.addresses(port_numbers=True))[1]
     custodian = await broker.make_custodian()
-    writers: list[asyncio.StreamWriter] = []
+    peers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def connect_all() -> None:
         for n in range(CLIENTS):
-            writers.append((await asyncio.open_connection("127.0.0.1", port))[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"%08d" % n)
+            peers.append((reader, writer))
             if n % 50 == 0:
                 await asyncio.sleep(0)
 
-    returned = 0
+    accepted: list[tuple[InputPort, OutputPort]] = []
     connector = asyncio.ensure_future(connect_all())
     loop = asyncio.get_running_loop()
     end = loop.time() + 120
     try:
         while not connector.done() and loop.time() < end:
             if rng.random() < 0.5:
-                call = asyncio.ensure_future(listener.accept(custodian=custodian))
+                ports = await _cancel_at_random(asyncio.ensure_future(listener.accept(custodian=custodian)), rng)
             else:
-                call = asyncio.ensure_future(broker.sync(tcp_accept_evt(listener, custodian)))
-            if await _cancel_at_random(call, rng) is not None:
-                returned += 1
+                chosen = await _cancel_at_random(
+                    asyncio.ensure_future(broker.sync(tcp_accept_evt(listener, custodian))), rng
+                )
+                ports = None if chosen is None else chosen[1]
+            if ports is not None:
+                accepted.append(ports)
         await connector
-        # What no caller took is either in the custodian already or still queued: drain the queue.
+        # What no caller took is still queued: drain the queue.
         while (ports := await listener.accept(custodian=custodian, timeout=0.5)) is not None:
-            assert ports[0] is not None
-            returned += 1
+            accepted.append(ports)
+        ids = []
+        for i, o in accepted:
+            ident = await i.read_bytes(8, timeout=5)
+            assert isinstance(ident, bytes) and len(ident) == 8, ident
+            await o.write(b"ack:" + ident, flush=True)
+            async with asyncio.timeout(5):
+                assert await peers[int(ident)][0].readexactly(12) == b"ack:" + ident
+            ids.append(int(ident))
+        assert sorted(ids) == list(range(CLIENTS)), f"{len(ids)} accepted, {len(set(ids))} distinct"
         handles = (await broker.describe_custodian(custodian))["handles"]
-        inputs = sum(1 for h in handles if h["kind"] == "tcp-input-port")
-        assert inputs == CLIENTS, (inputs, returned)
-        assert returned <= CLIENTS
+        assert sum(1 for h in handles if h["kind"] == "tcp-input-port") == CLIENTS
         assert await listener.accept_ready() is False
     finally:
         connector.cancel()
-        for writer in writers:
+        for _, writer in peers:
             writer.close()
         await custodian.shutdown_all()
 
@@ -89,9 +106,9 @@ async def test_cancelled_receives_and_syncs_lose_no_datagram(broker: AsyncBroker
         chosen = await broker.sync(udp_receive_evt(idle, 16), udp_receive_evt(sock, 16))
         return None if chosen is None else chosen[1]
 
-    def record(result: object | None) -> None:
+    def record(result: Any) -> None:
         if result is not None:
-            count, _host, _port, data = result  # type: ignore[misc]
+            count, _host, _port, data = result
             assert count == 4
             got.append(struct.unpack("!I", data)[0])
 

@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 
 import pytest
 from helpers import PeerServer
+from rawwire import random_moment
 from sockbroker_client import (
     AsyncBroker,
     ContractError,
+    InputPort,
     Listener,
     NetworkError,
+    OutputPort,
     port_read_ready_evt,
     port_write_ready_evt,
     tcp_accept_evt,
     tcp_listener_evt,
 )
+
+#: Cancelled calls per race test: each cancels a random moment after its result arrives.
+RACES = 100
 
 
 async def listening(broker: AsyncBroker) -> tuple[Listener, int]:
@@ -111,17 +118,40 @@ async def test_the_choice_is_fair(broker: AsyncBroker) -> None:
 
 
 async def test_a_cancelled_sync_performs_nothing(broker: AsyncBroker) -> None:
-    listener, port = await listening(broker)
-    pending = asyncio.ensure_future(broker.sync(tcp_accept_evt(listener)))
-    await asyncio.sleep(0.1)
-    pending.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await pending
-    await asyncio.sleep(0.1)
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    await wait_ready(listener)
-    assert await listener.accept(timeout=5) is not None
-    writer.close()
+    """Syncs on an accept event cancelled a random moment after their connection arrives: each
+    connection is the result of the cancelled sync or still queued for a later accept, exactly
+    once, alive and carrying its bytes."""
+    rng = random.Random(113)
+    listener = await broker.tcp_listen(0, 2 * RACES, hostname="127.0.0.1")  # room for every connection
+    port = (await listener.addresses(port_numbers=True))[1]
+    peers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    accepted: list[tuple[InputPort, OutputPort]] = []
+    try:
+        for n in range(RACES):
+            pending = asyncio.ensure_future(broker.sync(tcp_accept_evt(listener)))
+            await random_moment(rng)
+            peers.append(await asyncio.open_connection("127.0.0.1", port))
+            peers[-1][1].write(b"%08d" % n)
+            await random_moment(rng)
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                chosen = await pending
+                assert chosen is not None and chosen[0] == 0
+                accepted.append(chosen[1])
+        while (ports := await listener.accept(timeout=0.5)) is not None:
+            accepted.append(ports)
+        ids = []
+        for i, o in accepted:
+            ident = await i.read_bytes(8, timeout=5)
+            assert isinstance(ident, bytes) and len(ident) == 8, ident
+            await o.write(b"ack:" + ident, flush=True)
+            async with asyncio.timeout(5):
+                assert await peers[int(ident)][0].readexactly(12) == b"ack:" + ident
+            ids.append(int(ident))
+        assert sorted(ids) == list(range(RACES))
+    finally:
+        for _, writer in peers:
+            writer.close()
 
 
 @pytest.mark.parametrize("how", ["close", "shutdown"])

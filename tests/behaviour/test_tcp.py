@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import random
 import socket
 
 import pytest
 from helpers import Peer, PeerServer, read_until_eof, silent_for
+from rawwire import random_moment
 from sockbroker_client import (
     EOF,
     AsyncBroker,
@@ -17,6 +20,23 @@ from sockbroker_client import (
     NetworkError,
     OutputPort,
 )
+
+#: Cancelled calls per race test: each cancels a random moment after its result arrives.
+RACES = 100
+
+
+async def identify(accepted: list[tuple[InputPort, OutputPort]], peers: list[Peer]) -> list[int]:
+    """The id each accepted connection's peer sent, read through the broker; each peer must then
+    receive the answer written through the broker."""
+    ids = []
+    for i, o in accepted:
+        ident = await i.read_bytes(8, timeout=5)
+        assert isinstance(ident, bytes) and len(ident) == 8, ident
+        await o.write(b"ack:" + ident, flush=True)
+        async with asyncio.timeout(5):
+            assert await peers[int(ident)][0].readexactly(12) == b"ack:" + ident
+        ids.append(int(ident))
+    return ids
 
 
 async def connected(broker: AsyncBroker, peer: PeerServer) -> tuple[InputPort, OutputPort, Peer]:
@@ -205,17 +225,31 @@ async def test_accept_timeout_returns_nothing(broker: AsyncBroker) -> None:
 
 
 async def test_cancelled_accept_never_loses_the_connection(broker: AsyncBroker) -> None:
-    listener = await broker.tcp_listen(0, hostname="127.0.0.1")
+    """Accepts cancelled a random moment after their connection arrives: each connection is the
+    result of the cancelled accept or of a later one, exactly once, alive and carrying its bytes."""
+    rng = random.Random(207)
+    listener = await broker.tcp_listen(0, 2 * RACES, hostname="127.0.0.1")  # room for every connection
     _, port, _, _ = await listener.addresses(port_numbers=True)
-    pending = asyncio.ensure_future(listener.accept())
-    await asyncio.sleep(0.1)
-    pending.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await pending
-    await asyncio.sleep(0.1)
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    assert await listener.accept(timeout=5) is not None
-    writer.close()
+    peers: list[Peer] = []
+    accepted: list[tuple[InputPort, OutputPort]] = []
+    try:
+        for n in range(RACES):
+            pending = asyncio.ensure_future(listener.accept())
+            await random_moment(rng)
+            peers.append(await asyncio.open_connection("127.0.0.1", port))
+            peers[-1][1].write(b"%08d" % n)
+            await random_moment(rng)
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                ports = await pending
+                assert ports is not None
+                accepted.append(ports)
+        while (ports := await listener.accept(timeout=0.5)) is not None:
+            accepted.append(ports)
+        assert sorted(await identify(accepted, peers)) == list(range(RACES))
+    finally:
+        for _, writer in peers:
+            writer.close()
 
 
 async def test_accept_ready(broker: AsyncBroker) -> None:

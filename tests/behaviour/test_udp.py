@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import errno
 import pathlib
+import random
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from rawwire import random_moment
 from sockbroker_client import (
     AsyncBroker,
     ContractError,
@@ -32,6 +34,8 @@ from sockbroker_client import (
     udp_send_to_evt,
 )
 
+#: Cancelled calls per race test: each cancels a random moment after its datagram arrives.
+RACES = 100
 #: How long "nothing arrives" listens: loopback delivers within the sending call, so this is ample.
 QUIET = 0.2
 #: The bound of a wait that should end (a datagram that was sent, a call that should fail).
@@ -547,19 +551,26 @@ async def test_a_blocked_receive_fails_when_another_call_closes_the_socket(broke
 
 
 async def test_a_cancelled_receive_never_loses_a_datagram(broker: AsyncBroker) -> None:
+    """Receives cancelled a random moment after their datagram arrives: each datagram is the
+    result of the cancelled receive or of a later one, exactly once."""
+    rng = random.Random(549)
     receiver = await bound(broker)
     rport = await port_of(receiver)
+    got: list[bytes] = []
     with raw() as peer:
-        for i in range(3):
-            pending = asyncio.ensure_future(receiver.receive())
-            await asyncio.sleep(0.1)
-            assert not pending.done()
+        for n in range(RACES):
+            pending = asyncio.ensure_future(receiver.receive(16))
+            await random_moment(rng)
+            peer.send_to(b"%08d" % n, rport)
+            await random_moment(rng)
             pending.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await pending
-            await asyncio.sleep(0.1)  # the daemon hears of the cancellation
-            peer.send_to(b"after %d" % i, rport)
-            assert await received(receiver) == (7, "127.0.0.1", peer.port, b"after %d" % i)
+            with contextlib.suppress(asyncio.CancelledError):
+                count, _, _, data = await pending
+                assert count == 8 and isinstance(data, bytes)
+                got.append(data)
+    got += await all_datagrams(receiver)
+    assert sorted(got) == [b"%08d" % n for n in range(RACES)]
+    assert (await receiver.describe())["kernel_dropped"] == 0
 
 
 async def test_receive_on_an_unbound_socket_is_a_network_error(broker: AsyncBroker) -> None:
@@ -1222,13 +1233,25 @@ async def test_a_blocked_receive_event_fails_when_the_socket_goes(broker: AsyncB
 
 
 async def test_a_cancelled_receive_event_consumes_nothing(broker: AsyncBroker) -> None:
+    """Syncs on a receive event cancelled a random moment after their datagram arrives: each
+    datagram is the result of the cancelled sync or still queued for a later receive, exactly once."""
+    rng = random.Random(1224)
     receiver = await bound(broker)
-    pending = asyncio.ensure_future(broker.sync(udp_receive_evt(receiver)))
-    await asyncio.sleep(0.1)
-    pending.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await pending
-    await asyncio.sleep(0.1)
+    rport = await port_of(receiver)
+    got: list[bytes] = []
     with raw() as peer:
-        peer.send_to(b"kept", await port_of(receiver))
-        assert await received(receiver) == (4, "127.0.0.1", peer.port, b"kept")
+        for n in range(RACES):
+            pending = asyncio.ensure_future(broker.sync(udp_receive_evt(receiver, 16)))
+            await random_moment(rng)
+            peer.send_to(b"%08d" % n, rport)
+            await random_moment(rng)
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                chosen = await pending
+                assert chosen is not None and chosen[0] == 0
+                count, _, _, data = chosen[1]
+                assert count == 8 and isinstance(data, bytes)
+                got.append(data)
+    got += await all_datagrams(receiver)
+    assert sorted(got) == [b"%08d" % n for n in range(RACES)]
+    assert (await receiver.describe())["kernel_dropped"] == 0

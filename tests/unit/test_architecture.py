@@ -25,7 +25,7 @@ FORBIDDEN = (
     "pydantic",
     "pydantic_settings",
     "uvicorn",
-    "sockbroker.v1",
+    "sockbroker_wire",  # the wire package pulls protobuf and grpc in
 )
 
 

@@ -1,7 +1,8 @@
 """sockbroker_client: Racket's racket/tcp and racket/udp on a sockbroker daemon, from Python.
 
-``AsyncBroker`` is the asyncio API, ``Broker`` the blocking one; see ``_client`` for the rule
-that names every function after Racket's.
+``AsyncBroker`` is the asyncio API and ``Broker`` the blocking one, with the same methods; the
+blocking handles are the ``Blocking…`` classes. See ``_client`` for the rule that names every
+function after Racket's.
 """
 
 from ._client import (
@@ -27,7 +28,9 @@ from ._client import (
 from ._errors import (
     BreakError,
     BrokerError,
+    BrokerUnavailableError,
     ContractError,
+    FailError,
     NetworkErrnoError,
     NetworkError,
     NotFoundError,
@@ -35,17 +38,38 @@ from ._errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
+from ._runner import Canceller
 from ._sync import Broker
+from ._sync_handles import (
+    BlockingCustodian,
+    BlockingHandle,
+    BlockingInputPort,
+    BlockingListener,
+    BlockingOutputPort,
+    BlockingUdpSocket,
+)
+from ._sync_streams import BlockingDatagramStream, BlockingPortStream
 
 __all__ = [
     "EOF",
     "AsyncBroker",
+    "BlockingCustodian",
+    "BlockingDatagramStream",
+    "BlockingHandle",
+    "BlockingInputPort",
+    "BlockingListener",
+    "BlockingOutputPort",
+    "BlockingPortStream",
+    "BlockingUdpSocket",
     "BreakError",
     "Broker",
     "BrokerError",
+    "BrokerUnavailableError",
+    "Canceller",
     "ContractError",
     "Custodian",
     "Datagram",
+    "FailError",
     "InputPort",
     "Listener",
     "NetworkErrnoError",

@@ -1,12 +1,13 @@
-"""Cancelling a call without losing what it got: Racket's ``/enable-break`` promise, client side.
+"""Cancelling a call: the daemon keeps the promise, the client only names the call.
 
-Every call carries a fresh call id. When the caller's task is cancelled while the call is in
-flight, the client asks the daemon to break that call (``Sessions.CancelCall``) and waits for
-the call's final outcome: either the daemon broke it before performing anything, or the
-operation had already happened. In that case its result is *given back*: a datagram to the next
-receive on that socket, a connection to the next accept on that listener, bytes to the next
-read of that port; a connection made by a cancelled connect is closed. The caller sees the
-cancellation either way, and nothing is lost.
+Every call carries a fresh call id (gRPC metadata ``sockbroker-call``, HTTP header
+``Sockbroker-Call``). When the caller's task is cancelled while the call is in flight, the
+client tells the daemon (``Sessions.CancelCall``) and waits, bounded, for the call to end. The
+daemon either broke the call before it performed anything, or gives back what it took
+(a datagram to its socket, a connection to its listener, bytes to their port; a connection made
+by a cancelled connect is closed) — even when the reply was already on its way, since cancelling
+says the client discards it. The caller sees the cancellation; nothing is lost, and the client
+keeps no bookkeeping of its own (DESIGN.md §2).
 """
 
 from __future__ import annotations
@@ -14,75 +15,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._errors import BrokerError
 
-__all__ = ["Returned", "breakable"]
+__all__ = ["breakable"]
 
 #: How long the client waits for the daemon to settle a cancelled call.
 SETTLE_SECONDS = 10.0
 
-Key = tuple[str, str]
-
-
-class Returned:
-    """Results of cancelled calls, held for the next caller: by ("udp" | "listener" | "port", handle)."""
-
-    def __init__(self) -> None:
-        self._items: dict[Key, deque[Any]] = {}
-
-    def put(self, key: Key, item: Any) -> None:
-        self._items.setdefault(key, deque()).append(item)
-
-    def take(self, key: Key) -> Any | None:
-        queue = self._items.get(key)
-        if not queue:
-            return None
-        item = queue.popleft()
-        if not queue:
-            del self._items[key]
-        return item
-
-    def push_front(self, key: Key, item: Any) -> None:
-        self._items.setdefault(key, deque()).appendleft(item)
-
-    def peek(self, key: Key) -> Any | None:
-        queue = self._items.get(key)
-        return queue[0] if queue else None
-
 
 async def breakable(
-    run: Callable[[str], Awaitable[dict[str, Any]]],
-    cancel: Callable[[str], Awaitable[Any]],
-    give_back: Callable[[dict[str, Any]], Awaitable[None]],
+    run: Callable[[str], Awaitable[dict[str, Any]]], cancel: Callable[[str], Awaitable[Any]]
 ) -> dict[str, Any]:
-    """Run ``run(call_id)``; if the caller is cancelled, break the call and give back its result."""
+    """Run ``run(call_id)``; if the caller is cancelled, cancel the call in the daemon first."""
     call_id = secrets.token_hex(12)
     task = asyncio.ensure_future(run(call_id))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await _settle(task, call_id, cancel, give_back)
+        await _settle(task, call_id, cancel)
         raise
 
 
-async def _settle(
-    task: asyncio.Future[dict[str, Any]],
-    call_id: str,
-    cancel: Callable[[str], Awaitable[Any]],
-    give_back: Callable[[dict[str, Any]], Awaitable[None]],
-) -> None:
-    if not task.done():
-        with contextlib.suppress(BrokerError, OSError, TimeoutError):
-            await asyncio.wait_for(cancel(call_id), SETTLE_SECONDS)
+async def _settle(task: asyncio.Future[dict[str, Any]], call_id: str, cancel: Callable[[str], Awaitable[Any]]) -> None:
+    with contextlib.suppress(BrokerError, OSError, TimeoutError):
+        await asyncio.wait_for(cancel(call_id), SETTLE_SECONDS)
     try:
-        result = await asyncio.wait_for(asyncio.shield(task), SETTLE_SECONDS)
-    except (BrokerError, OSError):
-        return  # broken before it performed anything (exn:break), or it failed: nothing to keep
-    except TimeoutError:
+        await asyncio.wait_for(asyncio.shield(task), SETTLE_SECONDS)
+    except (BrokerError, OSError, TimeoutError):
+        pass  # broken before it performed anything, or it failed: nothing was taken
+    finally:
         task.cancel()
-        return
-    await give_back(result)

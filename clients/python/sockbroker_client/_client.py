@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sockbroker.paths import default_token_file as daemon_token_file
+from sockbroker_wire.paths import default_token_file as daemon_token_file
 
-from ._breaks import Returned, breakable
+from ._breaks import breakable
 from ._errors import ContractError
 from ._transport import Channel, GrpcTransport, PortStream, RestTransport
 
@@ -118,7 +118,7 @@ class _Port(_Handle):
         await self.broker.call("Ports.Close", port=self.handle)
 
     async def abandon(self) -> None:
-        await self.broker.tcp_abandon_port(self)
+        await self.broker.tcp_abandon_port(self.handle)
 
 
 class InputPort(_Port):
@@ -126,26 +126,6 @@ class InputPort(_Port):
         self, max_bytes: int = 65536, *, mode: str = "avail", peek: bool = False, timeout: float | None = None
     ) -> bytes | _Eof:
         """read-bytes-avail! (``avail``), read-bytes-avail!* (``nowait``), read-bytes (``exact``)."""
-        returned = self.broker._returned
-        key = ("port", self.handle)
-        held: bytes | None = returned.peek(key)
-        if held is not None and max_bytes >= 0 and (mode != "exact" or len(held) >= max_bytes or peek):
-            if not peek:
-                returned.take(key)
-                if len(held) > max_bytes:
-                    returned.push_front(key, held[max_bytes:])
-            return held[:max_bytes]
-        if held is not None and mode == "exact" and not peek:
-            returned.take(key)
-            try:
-                more = await self._read_daemon(max_bytes - len(held), mode, peek, timeout)
-            except BaseException:
-                returned.push_front(key, held)
-                raise
-            return held + more if isinstance(more, bytes) else held
-        return await self._read_daemon(max_bytes, mode, peek, timeout)
-
-    async def _read_daemon(self, max_bytes: int, mode: str, peek: bool, timeout: float | None) -> bytes | _Eof:
         reply = await self.broker.call(
             "Ports.Read", port=self.handle, max=max_bytes, mode=mode, peek=peek, timeout=timeout
         )
@@ -239,10 +219,6 @@ class UdpSocket(_Handle):
         self, max_bytes: int = 65535, *, wait: bool = True, timeout: float | None = None
     ) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:
         """udp-receive!: (count, host, port, data); all None when nothing came (nowait, timeout)."""
-        returned = self.broker._returned.take(("udp", self.handle))
-        if returned is not None and max_bytes >= 0:
-            data = bytes(returned.get("data", b""))[:max_bytes]
-            return len(data), str(returned["host"]), int(returned["port"]), data
         return _datagram(await self._call("Udp.Receive", max=max_bytes, wait=wait, timeout=timeout))
 
     async def receive_nowait(
@@ -312,7 +288,6 @@ class AsyncBroker:
         self.custodian = Custodian(self, custodian)
         self.lease_seconds = lease_seconds
         self._attachment: Any = None
-        self._returned = Returned()
 
     # ── session ────────────────────────────────────────────────────────────
     @classmethod
@@ -352,6 +327,12 @@ class AsyncBroker:
             )
         else:
             raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
+        return await cls.over(channel, attach=attach, lease_seconds=lease_seconds)
+
+    @classmethod
+    async def over(cls, channel: Channel, *, attach: bool = True, lease_seconds: float | None = None) -> AsyncBroker:
+        """Open a session over an already made ``channel`` (a transport of your own); the
+        broker owns the channel from here and closes it with the session."""
         try:
             args = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
             reply = await channel.call("Sessions.Open", args, None)
@@ -366,8 +347,8 @@ class AsyncBroker:
     async def call(self, method: str, **args: Any) -> dict[str, Any]:
         """Any RPC by name (``"Tcp.Listen"``) with the proto's field names; handles may be objects.
 
-        Cancelling the calling task breaks the call in the daemon; whatever the call had already
-        obtained is given back to the next caller (see ``_breaks``)."""
+        Cancelling the calling task cancels the call in the daemon, which gives back whatever the
+        call had already obtained to the next caller (see ``_breaks``)."""
         plain = {k: _h(v) for k, v in args.items()}
 
         async def run(call_id: str) -> dict[str, Any]:
@@ -376,29 +357,7 @@ class AsyncBroker:
         async def cancel(call_id: str) -> None:
             await self.channel.call("Sessions.CancelCall", {"call": call_id}, self.session)
 
-        async def give_back(result: dict[str, Any]) -> None:
-            await self._give_back(method, plain, result)
-
-        return await breakable(run, cancel, give_back)
-
-    async def _give_back(self, method: str, args: dict[str, Any], result: dict[str, Any]) -> None:
-        """Keep the result of a call whose caller was cancelled for the next caller."""
-        if method == "Udp.Receive" and result.get("count") is not None:
-            self._returned.put(("udp", args["udp"]), result)
-        elif method == "Tcp.Accept" and result.get("in"):
-            self._returned.put(("listener", args["listener"]), result)
-        elif method == "Ports.Read" and result.get("data") and not args.get("peek"):
-            self._returned.put(("port", args["port"]), bytes(result["data"]))
-        elif method == "Tcp.Connect" and result.get("in"):
-            for port in (result["in"], result["out"]):
-                await self.channel.call("Ports.Close", {"port": port}, self.session)
-        elif method == "Events.Sync" and result.get("index") is not None:
-            event = args["events"][result["index"]]
-            outcome = result.get("result") or {}
-            if "datagram" in outcome:
-                self._returned.put(("udp", event["udp_receive"]["udp"]), outcome["datagram"])
-            elif "connection" in outcome:
-                self._returned.put(("listener", event["tcp_accept"]["listener"]), outcome["connection"])
+        return await breakable(run, cancel)
 
     async def keep_alive(self) -> float:
         return float((await self.call("Sessions.KeepAlive"))["lease_seconds"])
@@ -449,13 +408,13 @@ class AsyncBroker:
     udp_addresses = tcp_addresses
 
     async def tcp_listener(self, handle: _Handle | str) -> bool:
-        return (await self.describe(handle))["kind"] == "tcp-listener"
+        return bool((await self.describe(handle))["kind"] == "tcp-listener")
 
     async def tcp_port(self, handle: _Handle | str) -> bool:
         return (await self.describe(handle))["kind"] in ("tcp-input-port", "tcp-output-port")
 
     async def udp(self, handle: _Handle | str) -> bool:
-        return (await self.describe(handle))["kind"] == "udp"
+        return bool((await self.describe(handle))["kind"] == "udp")
 
     # ── tcp ────────────────────────────────────────────────────────────────
     async def tcp_listen(
@@ -504,9 +463,6 @@ class AsyncBroker:
         self, listener: Listener | str, *, custodian: Custodian | str | None = None, timeout: float | None = None
     ) -> tuple[InputPort, OutputPort] | None:
         """tcp-accept; with a ``timeout``, None when no client came in time."""
-        returned = self._returned.take(("listener", _h(listener) or ""))
-        if returned is not None:
-            return self._ports(returned)
         reply = await self.call("Tcp.Accept", listener=_h(listener), custodian=_h(custodian), timeout=timeout)
         return self._ports(reply)
 
@@ -559,19 +515,11 @@ class AsyncBroker:
         for event in events:
             if not isinstance(event, dict) or len(event) != 1:
                 raise ContractError("sync: expected an event made by one of the *_evt functions")
-        for index, event in enumerate(events):  # results given back by cancelled calls are ready
-            if "udp_receive" in event:
-                held = self._returned.take(("udp", event["udp_receive"]["udp"]))
-                if held is not None:
-                    return index, _datagram(held)
-            elif "tcp_accept" in event:
-                held = self._returned.take(("listener", event["tcp_accept"]["listener"]))
-                if held is not None:
-                    return index, self._ports(held)
         reply = await self.call("Events.Sync", events=list(events), timeout=timeout)
         if reply.get("index") is None:
             return None
         result = reply.get("result") or {}
+        value: Any
         ((kind, value),) = result.items() if result else (("ready", None),)
         if kind == "connection":
             return reply["index"], self._ports(value)

@@ -3,6 +3,7 @@
 ::
 
     BrokerError
+    ├── FailError                exn:fail                 (an operation on a closed TCP port)
     ├── ContractError            exn:fail:contract
     ├── NetworkError             exn:fail:network
     │   └── NetworkErrnoError    exn:fail:network:errno   (.errno, .errno_family)
@@ -10,24 +11,32 @@
     ├── PermissionDeniedError    permission-denied
     ├── UnauthenticatedError     unauthenticated
     ├── ResourceExhaustedError   resource-exhausted
-    └── BreakError               exn:break
+    ├── BreakError               exn:break
+    └── BrokerUnavailableError   unavailable              no daemon answered (client side only)
+
+The wire package decodes what each door sent into plain values (``sockbroker_wire.errors``);
+:func:`error_from_wire` makes the exception. The transports call it from one place.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from sockbroker_wire.errors import UNAVAILABLE, WireError
+
 __all__ = [
     "BreakError",
     "BrokerError",
+    "BrokerUnavailableError",
     "ContractError",
+    "FailError",
     "NetworkErrnoError",
     "NetworkError",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "UnauthenticatedError",
-    "error_for",
+    "error_from_wire",
 ]
 
 
@@ -53,6 +62,10 @@ class BrokerError(Exception):
         self.errno_family = errno_family
         #: The gRPC status name or HTTP status that carried the error.
         self.status = status
+
+
+class FailError(BrokerError):
+    kind = "exn:fail"
 
 
 class ContractError(BrokerError):
@@ -87,9 +100,17 @@ class BreakError(BrokerError):
     kind = "exn:break"
 
 
+class BrokerUnavailableError(BrokerError):
+    """No daemon answered at the target: nothing listens there, the connection broke, or a
+    proxy in between answered for it."""
+
+    kind = UNAVAILABLE
+
+
 _BY_KIND: dict[str, type[BrokerError]] = {
     cls.kind: cls
     for cls in (
+        FailError,
         ContractError,
         NetworkError,
         NetworkErrnoError,
@@ -98,17 +119,13 @@ _BY_KIND: dict[str, type[BrokerError]] = {
         UnauthenticatedError,
         ResourceExhaustedError,
         BreakError,
+        BrokerUnavailableError,
     )
 }
 
 
-def error_for(
-    kind: str,
-    message: str,
-    *,
-    errno: int | None = None,
-    errno_family: str | None = None,
-    status: int | str | None = None,
-) -> BrokerError:
-    cls = _BY_KIND.get(kind, BrokerError)
-    return cls(message, kind=kind, errno=errno, errno_family=errno_family, status=status)
+def error_from_wire(error: WireError) -> BrokerError:
+    """The typed exception of a decoded error (:class:`BrokerError` itself for a kind it does
+    not know, with that kind)."""
+    cls = _BY_KIND.get(error.kind, BrokerError)
+    return cls(error.message, kind=error.kind, errno=error.errno, errno_family=error.errno_family, status=error.status)

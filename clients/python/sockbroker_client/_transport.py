@@ -1,14 +1,18 @@
 """The two ways to reach the broker: gRPC and REST (+ WebSocket). Both speak plain dicts.
 
-Routes, paths and conversions come from the proto (:mod:`sockbroker.wire`), so the client cannot
-drift from the daemon. Errors come back as the typed exceptions of :mod:`._errors`.
+Routes, messages, conversions, WebSocket frames and the error table all come from the wire
+package (:mod:`sockbroker_wire`), never from the daemon, so the client cannot drift from it.
+Whatever goes wrong — an error the daemon reported on either door, a refused or broken
+connection, a malformed reply — reaches the caller as a typed exception of :mod:`._errors`,
+made in one place: :func:`_broker_error`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -16,11 +20,20 @@ import grpc
 import httpx
 import websockets
 from google.protobuf import json_format
-from google.rpc import error_details_pb2, status_pb2
-from sockbroker.v1 import broker_pb2 as pb
-from sockbroker.wire import Route, from_dict, from_json, pack_datagrams, route, to_dict, unpack_datagrams
+from sockbroker_wire import frames
+from sockbroker_wire.codec import from_dict, from_json, to_dict
+from sockbroker_wire.errors import (
+    UNAVAILABLE,
+    WireError,
+    from_grpc_error,
+    from_problem,
+    from_ws_close,
+    from_ws_error_frame,
+)
+from sockbroker_wire.routes import Route, route
+from sockbroker_wire.v1 import broker_pb2 as pb
 
-from ._errors import BrokerError, UnauthenticatedError, error_for
+from ._errors import BrokerError, UnauthenticatedError, error_from_wire
 
 __all__ = ["Channel", "GrpcTransport", "PortStream", "RestTransport", "Transport"]
 
@@ -49,40 +62,83 @@ class Channel(Protocol):
     def receive_datagrams(
         self, session: str, udp: str, max_bytes: int | None
     ) -> AsyncIterator[tuple[bytes, str, int]]: ...
-    async def send_datagrams(self, session: str, udp: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int: ...
+    async def send_datagrams(self, session: str, udp: str, datagrams: AsyncIterator[tuple[bytes, str, int]]) -> int: ...
     async def aclose(self) -> None: ...
 
 
 Transport = Channel
 
 
+# ═════════════════════════════ errors ═════════════════════════════
+
+#: What a transport raises when the daemon cannot be reached or the connection breaks.
+_TRANSPORT_ERRORS = (grpc.RpcError, httpx.HTTPError, websockets.WebSocketException, OSError)
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:limit]
+
+
+def _broker_error(problem: object, target: str) -> BrokerError:
+    """The one place the client turns a failure into a typed error, for both doors.
+
+    ``problem`` is an error decoded already (:class:`WireError`), a failed gRPC call, an HTTP
+    response that is not a success, a malformed frame or reply (ValueError), or any other
+    transport exception: a refused, broken or timed-out connection means no daemon answered at
+    ``target`` (:class:`BrokerUnavailableError`)."""
+    if isinstance(problem, WireError):
+        wire = problem
+    elif isinstance(problem, grpc.RpcError):
+        wire = from_grpc_error(problem)
+    elif isinstance(problem, httpx.Response):
+        try:
+            body: object = problem.json()
+        except ValueError:
+            body = problem.text
+        wire = from_problem(problem.status_code, body)
+    elif isinstance(problem, websockets.InvalidStatus):
+        response = problem.response
+        try:
+            body = json.loads(response.body or b"")
+        except ValueError:
+            body = (response.body or b"").decode("utf-8", "replace")
+        wire = from_problem(response.status_code, body)
+    elif isinstance(problem, websockets.ConnectionClosed):
+        closed = problem.rcvd
+        wire = from_ws_close(closed.code if closed else None, closed.reason if closed else None) or WireError(
+            UNAVAILABLE, f"the WebSocket broke ({problem})"
+        )
+    elif isinstance(problem, ValueError):
+        wire = WireError("exn:fail:network", f"{target} sent a malformed reply: {_first_line(str(problem))}")
+    else:
+        wire = WireError(UNAVAILABLE, f"{type(problem).__name__}: {problem}")
+    if wire.kind == UNAVAILABLE:
+        wire = WireError(
+            UNAVAILABLE, f"no sockbroker daemon answers at {target}: {_first_line(wire.message)}", status=wire.status
+        )
+    return error_from_wire(wire)
+
+
+@contextlib.contextmanager
+def _translated(target: str) -> Iterator[None]:
+    """Run a block of transport calls; any transport exception leaves it as a typed error."""
+    try:
+        yield
+    except _TRANSPORT_ERRORS as exc:
+        raise _broker_error(exc, target) from None
+
+
+def _error_frame(text: str, target: str) -> BrokerError | None:
+    """The typed error of a WebSocket text frame ``{"error": …}``; None for another frame."""
+    try:
+        wire = from_ws_error_frame(text)
+    except ValueError as exc:
+        return _broker_error(exc, target)
+    return None if wire is None else _broker_error(wire, target)
+
+
 # ═════════════════════════════ gRPC ═════════════════════════════
-
-
-def _grpc_error(exc: grpc.aio.AioRpcError) -> BrokerError:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    errno = info.metadata.get("errno")
-                    return error_for(
-                        info.reason,
-                        status.message,
-                        errno=int(errno) if errno else None,
-                        errno_family=info.metadata.get("errno_family"),
-                        status=exc.code().name,
-                    )
-    kind = {
-        grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
-        grpc.StatusCode.DEADLINE_EXCEEDED: "exn:break",
-        grpc.StatusCode.CANCELLED: "exn:break",
-        grpc.StatusCode.RESOURCE_EXHAUSTED: "resource-exhausted",
-        grpc.StatusCode.NOT_FOUND: "not-found",
-        grpc.StatusCode.INVALID_ARGUMENT: "exn:fail:contract",
-    }.get(exc.code(), "")
-    return error_for(kind, exc.details() or exc.code().name, status=exc.code().name)
 
 
 class _Queue:
@@ -108,8 +164,8 @@ class _Queue:
 
 
 class _GrpcPortStream:
-    def __init__(self, call: Any, outgoing: _Queue) -> None:
-        self._call, self._out = call, outgoing
+    def __init__(self, call: Any, outgoing: _Queue, target: str) -> None:
+        self._call, self._out, self._target = call, outgoing, target
         self._eof_sent = False
 
     async def send(self, data: bytes) -> None:
@@ -121,10 +177,8 @@ class _GrpcPortStream:
             await self._out.put(pb.StreamFrame(eof=True))
 
     async def receive(self) -> bytes | None:
-        try:
+        with _translated(self._target):
             frame = await self._call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc) from None
         if frame is grpc.aio.EOF or frame.eof:
             return None
         return bytes(frame.data)
@@ -134,17 +188,15 @@ class _GrpcPortStream:
 
 
 class _GrpcAttachment:
-    def __init__(self, call: Any, outgoing: _Queue) -> None:
-        self._call, self._out = call, outgoing
+    def __init__(self, call: Any, outgoing: _Queue, target: str) -> None:
+        self._call, self._out, self._target = call, outgoing, target
 
     async def detach(self) -> None:
         await self._out.put(pb.AttachRequest(detach=True))
-        try:
+        with _translated(self._target):
             while (event := await self._call.read()) is not grpc.aio.EOF:
                 if event.event == "detached":
                     break
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc) from None
 
     async def aclose(self) -> None:
         self._call.cancel()
@@ -162,6 +214,7 @@ class GrpcTransport:
         max_message: int = 32 * 1024 * 1024,
     ) -> None:
         options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message)]
+        self.target = target
         self.channel = (
             grpc.aio.secure_channel(target, credentials, options=options)
             if credentials is not None
@@ -197,28 +250,25 @@ class GrpcTransport:
         self, method: str, args: dict[str, Any], session: str | None, call_id: str | None = None
     ) -> dict[str, Any]:
         r = route(method)
-        try:
-            reply = await self._stub(r)(from_dict(r.input, args), metadata=self._metadata(session, call_id))
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc) from None
+        request = from_dict(r.input, args)
+        with _translated(self.target):
+            reply = await self._stub(r)(request, metadata=self._metadata(session, call_id))
         return to_dict(reply)
 
     async def attach(self, session: str) -> _GrpcAttachment:
         outgoing = _Queue()
         call = self._stub(route("Sessions.Attach"))(outgoing, metadata=self._metadata(session))
-        try:
+        with _translated(self.target):
             first = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc) from None
         if first is grpc.aio.EOF:
             raise UnauthenticatedError("the attachment ended at once")
-        return _GrpcAttachment(call, outgoing)
+        return _GrpcAttachment(call, outgoing, self.target)
 
     async def port_stream(self, session: str, port: str) -> _GrpcPortStream:
         outgoing = _Queue()
         await outgoing.put(pb.StreamFrame(port=port))
         call = self._stub(route("Ports.Stream"))(outgoing, metadata=self._metadata(session))
-        return _GrpcPortStream(call, outgoing)
+        return _GrpcPortStream(call, outgoing, self.target)
 
     async def receive_datagrams(
         self, session: str, udp: str, max_bytes: int | None
@@ -230,26 +280,23 @@ class GrpcTransport:
         )
         call = self._stub(route("Udp.ReceiveStream"))(request, metadata=self._metadata(session))
         try:
-            async for batch in call:
-                for datagram in batch.datagrams:
-                    yield bytes(datagram.data), datagram.host, datagram.port
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc) from None
+            with _translated(self.target):
+                async for batch in call:
+                    for datagram in batch.datagrams:
+                        yield bytes(datagram.data), datagram.host, datagram.port
         finally:
             call.cancel()
 
-    async def send_datagrams(self, session: str, udp: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int:
+    async def send_datagrams(self, session: str, udp: str, datagrams: AsyncIterator[tuple[bytes, str, int]]) -> int:
         async def requests() -> AsyncIterator[pb.DatagramBatch]:
             first = True
-            async for data, host, port in frames:
+            async for data, host, port in datagrams:
                 datagram = pb.Datagram(data=data, host=host, port=port)
                 yield pb.DatagramBatch(udp=udp if first else "", datagrams=[datagram])
                 first = False
 
-        try:
+        with _translated(self.target):
             reply = await self._stub(route("Udp.SendStream"))(requests(), metadata=self._metadata(session))
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc) from None
         return int(reply.sent)
 
     async def aclose(self) -> None:
@@ -259,55 +306,49 @@ class GrpcTransport:
 # ═════════════════════════════ REST ═════════════════════════════
 
 
-def _rest_error(response: httpx.Response) -> BrokerError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    return error_for(
-        str(body.get("kind", "")),
-        str(body.get("detail", response.text)),
-        errno=body.get("errno"),
-        errno_family=body.get("errno_family"),
-        status=response.status_code,
-    )
-
-
-def _ws_error(text: str) -> BrokerError | None:
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return None
-    return error_for(
-        str(error.get("kind", "")),
-        str(error.get("detail", "")),
-        errno=error.get("errno"),
-        errno_family=error.get("errno_family"),
-        status=error.get("status"),
-    )
-
-
 class _WsPortStream:
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
+    def __init__(self, ws: Any, target: str) -> None:
+        self._ws, self._target = ws, target
+
+    async def _send(self, message: str | bytes) -> None:
+        try:
+            await self._ws.send(message)
+        except websockets.ConnectionClosed as exc:
+            raise await self._closed(exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise _broker_error(exc, self._target) from None
+
+    async def _closed(self, exc: websockets.ConnectionClosed) -> BrokerError:
+        """Why sending failed: the daemon's error frame (it arrives before the close that reports
+        it, so it may still be queued), else its close code; a stream that ended normally is a
+        closed port, as in Racket."""
+        if from_ws_close(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else None) is None:
+            return _broker_error(WireError("exn:fail", f"the stream to {self._target} is closed ({exc})"), self._target)
+        with contextlib.suppress(*_TRANSPORT_ERRORS):  # TimeoutError included
+            async with asyncio.timeout(1.0):  # recv raises once the queue is empty and the TCP closed
+                while True:
+                    message = await self._ws.recv()
+                    error = _error_frame(message, self._target) if isinstance(message, str) else None
+                    if error is not None:
+                        return error
+        return _broker_error(exc, self._target)
 
     async def send(self, data: bytes) -> None:
-        await self._ws.send(data)
+        await self._send(data)
 
     async def send_eof(self) -> None:
-        await self._ws.send('{"eof": true}')
+        await self._send(frames.encode_text(frames.Eof()))
 
     async def receive(self) -> bytes | None:
         try:
             message = await self._ws.recv()
-        except websockets.ConnectionClosed:
+        except websockets.ConnectionClosedOK:
             return None
+        except _TRANSPORT_ERRORS as exc:
+            raise _broker_error(exc, self._target) from None
         if isinstance(message, bytes):
             return message
-        error = _ws_error(message)
+        error = _error_frame(message, self._target)
         if error is not None:
             raise error
         return None
@@ -317,14 +358,21 @@ class _WsPortStream:
 
 
 class _WsAttachment:
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
+    def __init__(self, ws: Any, target: str) -> None:
+        self._ws, self._target = ws, target
 
     async def detach(self) -> None:
-        await self._ws.send('{"detach": true}')
-        async for message in self._ws:
-            if isinstance(message, str) and json.loads(message).get("event") == "detached":
-                break
+        with _translated(self._target):
+            await self._ws.send(frames.encode_text(frames.Detach()))
+            async for message in self._ws:
+                if not isinstance(message, str):
+                    continue
+                error = _error_frame(message, self._target)
+                if error is not None:
+                    raise error
+                event = frames.decode_text(message)
+                if isinstance(event, frames.AttachEvent) and event.event == "detached":
+                    break
 
     async def aclose(self) -> None:
         await self._ws.close()
@@ -335,6 +383,7 @@ class RestTransport:
 
     def __init__(self, base_url: str, token: str, *, verify: Any = True, timeout: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.target = self.base_url
         self._token = token
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -371,30 +420,40 @@ class RestTransport:
             request["json"] = encoded
         else:
             request["params"] = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in encoded.items()}
-        response = await self.http.request(r.verb.upper(), self._path(r, args), **request)
+        with _translated(self.target):
+            response = await self.http.request(r.verb.upper(), self._path(r, args), **request)
         if response.status_code != 200:
-            raise _rest_error(response)
-        return to_dict(from_json(r.output, response.json()))
+            raise _broker_error(response, self.target)
+        try:
+            return to_dict(from_json(r.output, response.json()))
+        except (ValueError, json_format.ParseError) as exc:
+            raise _broker_error(exc, self.target) from None
 
     def _ws_url(self, path: str) -> str:
         return "ws" + self.base_url[len("http") :] + path
 
     async def _ws(self, path: str, session: str | None) -> Any:
-        return await websockets.connect(
-            self._ws_url(path), additional_headers=self._headers(session), max_size=None, compression=None
-        )
+        with _translated(self.target):
+            return await websockets.connect(
+                self._ws_url(path), additional_headers=self._headers(session), max_size=None, compression=None
+            )
 
     async def attach(self, session: str) -> _WsAttachment:
         ws = await self._ws(f"/v1/sessions/{quote(session, safe='')}/attach", None)
-        first = await ws.recv()
-        error = _ws_error(first) if isinstance(first, str) else None
-        if error is not None:
+        try:
+            with _translated(self.target):
+                first = await ws.recv()
+            error = _error_frame(first, self.target) if isinstance(first, str) else None
+            if error is not None:
+                raise error
+        except BaseException:
             await ws.close()
-            raise error
-        return _WsAttachment(ws)
+            raise
+        return _WsAttachment(ws, self.target)
 
     async def port_stream(self, session: str, port: str) -> _WsPortStream:
-        return _WsPortStream(await self._ws(f"/v1/tcp/connections/{quote(port, safe='')}/stream", session))
+        ws = await self._ws(f"/v1/tcp/connections/{quote(port, safe='')}/stream", session)
+        return _WsPortStream(ws, self.target)
 
     async def receive_datagrams(
         self, session: str, udp: str, max_bytes: int | None
@@ -402,33 +461,52 @@ class RestTransport:
         query = "?direction=receive" + (f"&max={max_bytes}" if max_bytes is not None else "")
         ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream{query}", session)
         try:
-            async for message in ws:
+            while True:
+                try:
+                    message = await ws.recv()
+                except websockets.ConnectionClosedOK:
+                    return
+                except _TRANSPORT_ERRORS as exc:
+                    raise _broker_error(exc, self.target) from None
                 if isinstance(message, bytes):
-                    for datagram in unpack_datagrams(message):
+                    try:
+                        frame = frames.decode_datagrams(message, udp=udp)
+                    except ValueError as exc:
+                        raise _broker_error(exc, self.target) from None
+                    for datagram in frame.datagrams:
                         yield datagram
                 else:
-                    error = _ws_error(message)
+                    error = _error_frame(message, self.target)
                     if error is not None:
                         raise error
         finally:
             await ws.close()
 
-    async def send_datagrams(self, session: str, udp: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int:
+    async def send_datagrams(self, session: str, udp: str, datagrams: AsyncIterator[tuple[bytes, str, int]]) -> int:
         ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream?direction=send", session)
         try:
             try:
-                async for data, host, port in frames:
-                    await ws.send(pack_datagrams([(data, host, port)]))
-                await ws.send('{"done": true}')
+                async for data, host, port in datagrams:
+                    await ws.send(frames.encode_datagrams([(data, host, port)]))
+                await ws.send(frames.encode_text(frames.Done()))
             except websockets.ConnectionClosed:
                 pass  # the daemon ended the stream: its reason is the next message
-            async for message in ws:
-                if isinstance(message, str):
-                    error = _ws_error(message)
+            with _translated(self.target):
+                async for message in ws:
+                    if not isinstance(message, str):
+                        continue
+                    error = _error_frame(message, self.target)
                     if error is not None:
                         raise error
-                    return int(json.loads(message)["sent"])
-            raise BrokerError("the datagram stream ended without a report", kind="exn:fail:network")
+                    try:
+                        report = frames.decode_text(message)
+                    except ValueError as exc:
+                        raise _broker_error(exc, self.target) from None
+                    if isinstance(report, frames.Sent):
+                        return report.sent
+            raise _broker_error(
+                WireError("exn:fail:network", "the datagram stream ended without a report"), self.target
+            )
         finally:
             await ws.close()
 

@@ -15,21 +15,21 @@
 Each class has one meaning; the Racket kind is a class attribute, never assembled at the edge.
 Messages follow Racket: ``who: what`` then one indented ``field: value`` line per detail.
 
-The front doors convert exactly once, through :data:`WIRE_STATUS`: the name of a gRPC status
-code and an HTTP status per kind. The core names gRPC codes as strings so that it imports no
-front-door library.
+The front doors convert exactly once, through the wire package's table
+(``sockbroker_wire.errors.WIRE_STATUS``): a gRPC status and an HTTP status per kind. The core
+knows neither, so that it imports no front-door library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import ClassVar
 
 __all__ = [
-    "WIRE_STATUS",
     "BreakError",
     "BrokerError",
     "ContractError",
@@ -41,6 +41,7 @@ __all__ = [
     "UnauthenticatedError",
     "contract_violation",
     "from_os_error",
+    "os_errors",
 ]
 
 
@@ -149,19 +150,6 @@ class BreakError(BrokerError):
     kind = "exn:break"
 
 
-#: kind -> (gRPC status code name, HTTP status). The only place either mapping is written.
-WIRE_STATUS: Mapping[str, tuple[str, int]] = {
-    ContractError.kind: ("INVALID_ARGUMENT", 400),
-    NetworkError.kind: ("FAILED_PRECONDITION", 409),
-    NetworkErrnoError.kind: ("UNAVAILABLE", 502),
-    NotFoundError.kind: ("NOT_FOUND", 404),
-    PermissionDeniedError.kind: ("PERMISSION_DENIED", 403),
-    UnauthenticatedError.kind: ("UNAUTHENTICATED", 401),
-    ResourceExhaustedError.kind: ("RESOURCE_EXHAUSTED", 429),
-    BreakError.kind: ("CANCELLED", 499),
-}
-
-
 def _strerror(code: int, family: str) -> str:
     if family == "gai":
         return _GAI.get(code, "name resolution failed")
@@ -189,6 +177,16 @@ def from_os_error(who: str, what: str, exc: OSError, details: Mapping[str, objec
         )
     code = exc.errno if isinstance(exc.errno, int) else _errno.EIO
     return NetworkErrnoError(who, what, details, code=code, reason=os.strerror(code))
+
+
+@contextlib.contextmanager
+def os_errors(who: str, what: str, details: Mapping[str, object] | None = None) -> Iterator[None]:
+    """The one translation of the operating system's refusals: any OSError (or resolver error)
+    in the block leaves it as ``exn:fail:network:errno`` with the errno, ``who: what`` and details."""
+    try:
+        yield
+    except OSError as exc:
+        raise from_os_error(who, what, exc, details) from None
 
 
 def contract_violation(who: str, expected: str, given: object) -> ContractError:

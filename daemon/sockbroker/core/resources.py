@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import ClassVar, TypeVar
 
 from .errors import ContractError, NetworkError, NotFoundError, ResourceExhaustedError, contract_violation
+from .states import CUSTODIAN, CustodianState
 
 __all__ = ["Custodian", "HandleTable", "Resource", "new_handle"]
 
@@ -87,16 +88,16 @@ class Custodian(Resource):
         self.parent = parent
         self.children: OrderedDict[str, Custodian] = OrderedDict()
         self.resources: OrderedDict[str, Resource] = OrderedDict()
-        self._shut_down = False
+        self.state = CustodianState.ACTIVE
         if parent is not None:
             parent.children[self.handle] = self
 
     @property
     def closed(self) -> bool:
-        return self._shut_down
+        return self.state is CustodianState.SHUT_DOWN
 
     def check_usable(self, who: str) -> None:
-        if self._shut_down:
+        if self.closed:
             raise ContractError(who, "the custodian has been shut down", {"custodian": self.handle})
 
     def adopt(self, resource: R, who: str) -> R:
@@ -107,11 +108,18 @@ class Custodian(Resource):
         self.resources[resource.handle] = resource
         return resource
 
+    def release(self, resource: Resource) -> None:
+        """Let go of a live resource without closing it (a connection given back to its listener):
+        its handle is unknown until a custodian adopts it again."""
+        if self.resources.pop(resource.handle, None) is not None:
+            self.table.unregister(resource)
+            resource.custodian = None
+
     def force_close(self) -> None:
         """custodian-shutdown-all: children first, then own resources; never stops half way."""
-        if self._shut_down:
+        if self.closed:
             return
-        self._shut_down = True
+        self.state = CUSTODIAN.next(self.state, "shutdown")
         for child in list(self.children.values()):
             child.force_close()
         for resource in list(self.resources.values()):
@@ -128,7 +136,7 @@ class Custodian(Resource):
         return {
             "custodian": self.handle,
             "parent": self.parent.handle if self.parent else "",
-            "shut_down": self._shut_down,
+            "shut_down": self.closed,
             "handles": [{"handle": r.handle, "kind": r.kind, "closed": r.closed} for r in self.resources.values()],
             "children": list(self.children),
         }
@@ -160,6 +168,9 @@ class HandleTable:
         if len(self._live) >= self._max_handles:
             raise ResourceExhaustedError(who, "too many handles in this session", {"limit": self._max_handles})
         self._live[resource.handle] = resource
+
+    def unregister(self, resource: Resource) -> None:
+        self._live.pop(resource.handle, None)
 
     def check_room(self, count: int, who: str) -> None:
         """Raise before any socket is made if ``count`` more handles would pass the quota."""

@@ -11,43 +11,20 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from .errors import BreakError, ContractError, NotFoundError, ResourceExhaustedError, contract_violation
+from .breaks import Calls
+from .errors import ContractError, NotFoundError, ResourceExhaustedError
+from .limits import Limits
 from .resources import Custodian, HandleTable
+from .states import SESSION, SessionState
 
 if TYPE_CHECKING:
     from .policy import Policy
 
-__all__ = ["Limits", "Session", "SessionManager"]
-
-T = TypeVar("T")
-#: Cancels that came before their call, remembered so the call breaks when it starts.
-_EARLY_CANCELS = 1024
+__all__ = ["Session", "SessionManager"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Quotas and timings every session obeys."""
-
-    lease_seconds: float = 30.0
-    min_lease_seconds: float = 1.0
-    max_lease_seconds: float = 3600.0
-    sessions_per_principal: int = 64
-    handles_per_session: int = 20_000
-    #: Bytes a TCP input port buffers from its peer before the daemon stops reading the socket.
-    port_receive_buffer: int = 256 * 1024
-    #: Bytes a TCP connection queues for its peer before a writer must wait.
-    port_send_buffer: int = 256 * 1024
-    #: Racket's port buffer: block mode flushes when this many bytes wait.
-    port_buffer_size: int = 4096
-    #: Datagrams a UDP datagram stream queues for a slow reader before dropping (and counting).
-    udp_stream_queue: int = 1024
 
 
 class Session:
@@ -61,15 +38,18 @@ class Session:
         self.lease_seconds = lease_seconds
         self.table = HandleTable(max_handles=manager.limits.handles_per_session)
         self.root = Custodian(self.table, None, "sessions-open")
+        self.state = SessionState.LEASED
         self.attachments = 0
-        self.dropped = False
+        #: Running calls by id, and the effects of finished ones (``Sessions.CancelCall``).
+        self.calls = Calls()
         self._manager = manager
         self._deadline = time.monotonic() + lease_seconds
         self._timer: asyncio.TimerHandle | None = None
-        self._calls: dict[str, asyncio.Task[object]] = {}
-        self._broken: set[str] = set()
-        self._early: OrderedDict[str, None] = OrderedDict()
         self._arm()
+
+    @property
+    def dropped(self) -> bool:
+        return self.state is SessionState.DROPPED
 
     # ── lease ──────────────────────────────────────────────────────────────
     def renew(self) -> None:
@@ -84,7 +64,7 @@ class Session:
         self._timer = None
         if self.dropped:
             return
-        if self.attachments == 0 and time.monotonic() >= self._deadline:
+        if self.state is SessionState.LEASED and time.monotonic() >= self._deadline:
             log.info("session %s: lease expired", self.id)
             self._manager.drop(self, reason="lease expired")
             return
@@ -95,6 +75,7 @@ class Session:
     # ── attachments ────────────────────────────────────────────────────────
     def attach(self) -> None:
         self.attachments += 1
+        self.state = SESSION.next(self.state, "attach")
         self.renew()
 
     def detach(self, *, broken: bool) -> None:
@@ -106,45 +87,12 @@ class Session:
             log.info("session %s: attachment broke", self.id)
             self._manager.drop(self, reason="attachment broke")
         else:
+            self.state = SESSION.next(self.state, "detach" if self.attachments else "detach-last")
             self.renew()
 
-    # ── breakable calls ────────────────────────────────────────────────────
-    async def run_call(self, call_id: object, who: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run a blocking operation that :meth:`cancel_call` may break: the outcome is the
-        operation's result or :class:`BreakError`, never both (Racket's ``/enable-break``)."""
-        _check_call_id(who, call_id)
-        assert isinstance(call_id, str)
-        if call_id in self._calls:
-            raise ContractError(who, "a call with this id is already running", {"call": call_id})
-        if call_id in self._early:
-            del self._early[call_id]
-            raise BreakError(who, "cancelled by the client", {"call": call_id})
-        inner = asyncio.ensure_future(work())
-        self._calls[call_id] = inner
-        try:
-            return await inner
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            outer_cancelled = current is not None and current.cancelling() > 0
-            if inner.cancelled() and call_id in self._broken and not outer_cancelled:
-                raise BreakError(who, "cancelled by the client", {"call": call_id}) from None
-            raise
-        finally:
-            self._calls.pop(call_id, None)
-            self._broken.discard(call_id)
-
-    def cancel_call(self, call_id: object) -> None:
-        """Break the call tagged ``call_id``; a cancel ahead of its call is remembered."""
-        _check_call_id("sessions-cancel-call", call_id)
-        assert isinstance(call_id, str)
-        task = self._calls.get(call_id)
-        if task is None:
-            self._early[call_id] = None
-            while len(self._early) > _EARLY_CANCELS:
-                self._early.popitem(last=False)
-            return
-        if task.cancel():
-            self._broken.add(call_id)
+    def drop(self, reason: str) -> None:
+        """Drop this session on purpose (closed by its client, root custodian shut down)."""
+        self._manager.drop(self, reason=reason)
 
     def attach_event(self, event: str) -> dict[str, object]:
         """What an attachment stream tells its client: "attached" first, "detached" last."""
@@ -157,18 +105,12 @@ class Session:
         return custodian
 
     def _close(self) -> None:
-        self.dropped = True
-        for task in list(self._calls.values()):
-            task.cancel()
+        self.state = SESSION.next(self.state, "drop")
+        self.calls.cancel_all()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.root.force_close()
-
-
-def _check_call_id(who: str, call_id: object) -> None:
-    if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
-        raise contract_violation(who, "a call id of 1 to 128 characters", call_id)
 
 
 class SessionManager:

@@ -1,45 +1,37 @@
 """The streaming paths, independent of the transport that carries them.
 
 Each front door adapts its own framing (gRPC messages, WebSocket frames) to the iterators and
-callbacks here, so the rules of a stream (what ends it, what half-closes, where backpressure
-comes from) are written once.
+callbacks here (through :meth:`.broker.Api.port_stream` and :meth:`.broker.Api.udp_stream`), so
+the rules of a stream — what ends it, what half-closes, which directions it carries, where
+backpressure comes from, and that what the daemon took but could not send is given back — are
+written once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+from .errors import ContractError
 from .tcp import TcpInputPort
 from .udp import UdpSocket
 
-if TYPE_CHECKING:
-    from .sessions import Session
-
-__all__ = ["STREAM_CHUNK", "datagram_batches", "relay_port", "send_datagrams"]
+__all__ = ["STREAM_CHUNK", "relay_port", "udp_stream"]
 
 #: Largest frame the daemon sends on a byte stream.
 STREAM_CHUNK = 256 * 1024
 
+Datagrams = Sequence[tuple[bytes, str, int]]
+
 
 async def relay_port(
-    session: Session,
-    port_handle: str,
+    port: TcpInputPort,
     incoming: AsyncIterator[tuple[bytes, bool]],
     emit: Callable[[bytes | None], Awaitable[None]],
 ) -> None:
-    """Carry bytes both ways between a client stream and a TCP connection.
-
-    ``incoming`` yields the client's ``(data, eof)`` frames: data is written straight through
-    (no block buffering); ``eof``, or the end of ``incoming``, closes the output port (FIN).
-    Bytes from the peer go out through ``emit``; the peer's FIN is ``emit(None)``. The relay ends
-    when both directions have ended. Backpressure: ``emit`` awaiting a slow client stops the
-    reads, the input port's buffer fills, and the daemon stops reading the socket.
-    """
-    who = "tcp-stream"
-    port = session.table.lookup(port_handle, TcpInputPort, who)
-    port.ensure_open(who)
+    """Carry bytes both ways between a client stream and the connection of ``port``
+    (see :meth:`.broker.Api.port_stream`)."""
     out = port.conn.out_port
 
     async def upstream() -> None:
@@ -56,30 +48,74 @@ async def relay_port(
             if eof:
                 await emit(None)
                 return
-            await emit(data)
+            try:
+                await emit(data)
+            except BaseException:
+                port.conn.give_back(data)  # never reached the client: the next read gets it
+                raise
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(upstream())
-            group.create_task(downstream())
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-
-
-def datagram_batches(
-    session: Session, udp_handle: str, max_bytes: int | None
-) -> AsyncIterator[tuple[list[tuple[bytes, str, int]], int]]:
-    """Datagrams as they arrive on a UDP socket, in batches of whatever is queued:
-    ``([(data, host, port), …], queue_dropped)``."""
-    sock = session.table.lookup(udp_handle, UdpSocket, "udp-receive-stream")
-    return sock.stream_batches(max_bytes)
+    await _first_error([upstream(), downstream()], all_must_end=True)
 
 
-async def send_datagrams(session: Session, udp_handle: str, frames: AsyncIterator[tuple[bytes, str, int]]) -> int:
-    """Send each ``(data, host, port)``; an empty host sends to the connected peer. Returns the count."""
-    sock = session.table.lookup(udp_handle, UdpSocket, "udp-send-stream")
+async def udp_stream(
+    sock: UdpSocket,
+    direction: str,
+    incoming: AsyncIterator[Datagrams] | None,
+    emit: Callable[[Datagrams, int], Awaitable[None]] | None,
+    max_bytes: int | None,
+) -> int:
+    """Datagrams both ways on one socket; returns how many were sent (see
+    :meth:`.broker.Api.udp_stream`)."""
+    who = "udp-stream"
+    batches = None
+    if direction != "send":
+        if emit is None:
+            raise ContractError(who, "a receiving stream needs somewhere to send datagrams")
+        batches = sock.stream_batches(max_bytes)  # argument and state errors surface now
     sent = 0
-    async for data, host, port in frames:
-        await sock.send_datagram(data, host or None, port or None)
-        sent += 1
+
+    async def sending() -> None:
+        nonlocal sent
+        assert incoming is not None
+        async for batch in incoming:
+            if direction == "receive" and batch:
+                raise ContractError(who, "this stream only receives")
+            for data, host, port in batch:
+                await sock.send_datagram(data, host or None, port or None)
+                sent += 1
+
+    async def receiving() -> None:
+        assert batches is not None and emit is not None
+        async with contextlib.aclosing(batches):
+            async for batch, dropped in batches:
+                try:
+                    await emit(batch, dropped)
+                except BaseException:
+                    sock.give_back(batch)  # never reached the client: the next receive gets it
+                    raise
+
+    sides = []
+    if batches is not None:
+        sides.append(receiving())
+    if incoming is not None:
+        sides.append(sending())
+    await _first_error(sides, all_must_end=False)
     return sent
+
+
+async def _first_error(sides: Sequence[Awaitable[None]], *, all_must_end: bool) -> None:
+    """Run the sides together. The first error of any ends them all and is raised; otherwise
+    they run until all end (``all_must_end``) or until the first one ends."""
+    tasks = [asyncio.ensure_future(side) for side in sides]
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            if not all_must_end:
+                return
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,7 +11,7 @@ A connection is one non-blocking socket watched by the event loop, with two boun
 On top sit Racket's ports. The output port keeps Racket's own block buffer (4096 bytes): bytes
 wait in the daemon until a flush, a full buffer, a newline in ``line`` mode, every write in
 ``none`` mode, or close. The lifecycle of each port is :class:`PortState`; the connection's
-socket is released when neither port is :attr:`PortState.OPEN` (see :data:`_AFTER_BOTH_CLOSE`).
+socket is released when neither port is open (the table :data:`.states.CONNECTION`).
 
 Every blocking operation waits on readiness and performs its effect synchronously afterwards, so
 a cancelled wait has no effect: an accept that is cancelled accepts nothing, a read that is
@@ -27,18 +27,23 @@ import errno
 import logging
 import select
 import socket
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
-from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error
+from .breaks import took
+from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors
 from .resources import Custodian, Resource
+from .states import CONNECTION, LISTENER, PORT, ConnectionAction, ListenerState, PortState
 
 if TYPE_CHECKING:
-    from .sessions import Limits, Session
+    from .limits import Limits
+    from .sessions import Session
 
 __all__ = [
     "BufferMode",
+    "Port",
     "PortState",
     "ReadMode",
     "TcpConnection",
@@ -56,13 +61,6 @@ MAX_READ = 16 * 1024 * 1024
 #: How long a gracefully closed socket may take to hand its last bytes to a slow peer.
 LINGER_SECONDS = 30.0
 _RECV_CHUNK = 256 * 1024
-
-
-class PortState(enum.Enum):
-    OPEN = "open"
-    CLOSED = "closed"
-    #: Output ports only: closed without sending FIN until the input port closes too.
-    ABANDONED = "abandoned"
 
 
 class BufferMode(enum.Enum):
@@ -281,6 +279,11 @@ class TcpConnection:
     def force_close(self) -> None:
         self._finalize()
 
+    def force_close_ports(self) -> None:
+        """Both ports closed at once (a cancelled connect's connection: nobody will use it)."""
+        self.in_port.force_close()
+        self.out_port.force_close()
+
     def _finalize(self) -> None:
         if self.closed:
             return
@@ -299,25 +302,24 @@ class TcpConnection:
         self.writable.fire()
 
     def port_closed(self) -> None:
-        """A port changed state: apply the rule for the pair."""
-        in_state, out_state = self.in_port.state, self.out_port.state
-        action = _AFTER_BOTH_CLOSE.get((in_state, out_state))
-        if action == "fin":
+        """A port changed state: apply the rule for the pair (:data:`.states.CONNECTION`)."""
+        action = CONNECTION[(self.in_port.state, self.out_port.state)]
+        if action is ConnectionAction.FIN:
             self.shutdown_write()
-        elif action == "close":
+        elif action is ConnectionAction.CLOSE:
             self.rx.clear()
             self.close()
 
+    def give_back(self, data: bytes) -> None:
+        """Bytes a cancelled read took go back to the front of the buffer."""
+        if self.closed or self.in_port.state is not PortState.OPEN:
+            return
+        self.rx[0:0] = data
+        self.readable.fire()
 
-#: (input state, output state) → what the socket does. The one table of the pair's lifecycle.
-_AFTER_BOTH_CLOSE: dict[tuple[PortState, PortState], str] = {
-    (PortState.OPEN, PortState.OPEN): "nothing",
-    (PortState.OPEN, PortState.CLOSED): "fin",  # half-close: the peer reads EOF, may still write
-    (PortState.OPEN, PortState.ABANDONED): "nothing",  # tcp-abandon-port: no FIN yet
-    (PortState.CLOSED, PortState.OPEN): "nothing",  # TCP has no "no longer reading" state
-    (PortState.CLOSED, PortState.CLOSED): "close",
-    (PortState.CLOSED, PortState.ABANDONED): "close",  # the FIN goes now
-}
+    @property
+    def open(self) -> bool:
+        return self.in_port.state is PortState.OPEN and self.out_port.state is PortState.OPEN and not self.closed
 
 
 def _sockname(getter: object) -> tuple[str, int]:
@@ -349,17 +351,16 @@ class _Port(Resource):
             kind = "input" if isinstance(self, TcpInputPort) else "output"
             raise NetworkError(who, f"{kind} port is closed", {"port": self.handle})
 
-    def _set_state(self, state: PortState) -> None:
-        if self.state is not PortState.OPEN:
-            return
-        self.state = state
-        self._forget()
-        self.conn.port_closed()
+    def _transition(self, event: str) -> None:
+        was = self.state
+        self.state = PORT.next(was, event)
+        if was is PortState.OPEN:
+            self._forget()
+            if event != "force-close":
+                self.conn.port_closed()
 
     def force_close(self) -> None:
-        if self.state is PortState.OPEN:
-            self.state = PortState.CLOSED
-            self._forget()
+        self._transition("force-close")
         self.conn.force_close()
 
     def addresses(self, who: str) -> tuple[str, int, str, int]:
@@ -427,8 +428,15 @@ class TcpInputPort(_Port):
                 return b"", False
             await conn.readable.wait()
         if conn.rx:
-            return conn.take(amount, peek=peek), False
+            return self._take(amount, peek), False
         return b"", True
+
+    def _take(self, amount: int, peek: bool) -> bytes:
+        data = self.conn.take(amount, peek=peek)
+        if data and not peek:
+            conn = self.conn
+            took(lambda: conn.give_back(data))
+        return data
 
     async def _read_exact(self, amount: int, peek: bool, who: str) -> tuple[bytes, bool]:
         # Nothing is consumed until the whole amount (or EOF) is there: a cancelled exact read
@@ -446,12 +454,12 @@ class TcpInputPort(_Port):
         if amount == 0:
             return b"", False
         if conn.rx:
-            return conn.take(amount, peek=peek), False
+            return self._take(amount, peek), False
         return b"", True
 
     def close(self) -> None:
         """close-input-port: idempotent, as in Racket."""
-        self._set_state(PortState.CLOSED)
+        self._transition("close")
 
     def abandon(self, who: str) -> None:
         self.close()
@@ -510,22 +518,26 @@ class TcpOutputPort(_Port):
 
     def close(self) -> None:
         """close-output-port: flush, then FIN (or full close when the input port is closed)."""
-        self._close_as(PortState.CLOSED, "close-output-port")
+        self._close_as("close", "close-output-port")
 
     def abandon(self, who: str) -> None:
-        self._close_as(PortState.ABANDONED, who)
+        self._close_as("abandon", who)
 
-    def _close_as(self, state: PortState, who: str) -> None:
+    def _close_as(self, event: str, who: str) -> None:
         if self.state is not PortState.OPEN:
             return
         try:
             self._flush_buffer(who)
         finally:
-            self._set_state(state)
+            self._transition(event)
 
     def force_close(self) -> None:
         self.buffer.clear()
         super().force_close()
+
+
+#: Either port of a connection.
+Port = TcpInputPort | TcpOutputPort
 
 
 # ═════════════════════════════ listener ═════════════════════════════
@@ -543,18 +555,20 @@ class TcpListener(Resource):
         self.limits = limits
         self.host = "0.0.0.0"
         self.port = socks[0].getsockname()[1]
-        self._closed = False
+        self.state = ListenerState.LISTENING
         self._armed = False
         self._turn = 0
         self.ready = Signal()
+        #: Connections given back by cancelled accepts: the next accept takes them first.
+        self._returned: deque[TcpConnection] = deque()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.state is ListenerState.CLOSED
 
     # readiness: one reader per socket, armed while someone waits, fired once
     def arm(self) -> Signal:
-        if not self._armed and not self._closed:
+        if not self._armed and not self.closed:
             for sock in self.socks:
                 self.loop.add_reader(sock.fileno(), self._on_ready)
             self._armed = True
@@ -575,6 +589,8 @@ class TcpListener(Resource):
 
     def accept_ready(self, who: str = "tcp-accept-ready?") -> bool:
         self.ensure_open(who)
+        if self._returned:
+            return True
         poller = select.poll()
         for sock in self.socks:
             poller.register(sock, select.POLLIN)
@@ -585,6 +601,12 @@ class TcpListener(Resource):
         self.ensure_open(who)
         custodian.check_usable(who)
         custodian.table.check_room(2, who)
+        if self._returned:
+            conn = self._returned.popleft()
+            custodian.adopt(conn.in_port, who)
+            custodian.adopt(conn.out_port, who)
+            self._took(conn)
+            return conn
         count = len(self.socks)
         for i in range(count):
             sock = self.socks[(self._turn + i) % count]
@@ -595,8 +617,27 @@ class TcpListener(Resource):
             except OSError as exc:
                 raise from_os_error(who, "accept failed", exc) from None
             self._turn = (self._turn + i + 1) % count
-            return adopt_connection(client, custodian, self.limits, who)
+            conn = adopt_connection(client, custodian, self.limits, who)
+            self._took(conn)
+            return conn
         return None
+
+    def _took(self, conn: TcpConnection) -> None:
+        took(lambda: self.give_back(conn))
+
+    def give_back(self, conn: TcpConnection) -> None:
+        """A cancelled accept's connection goes back to the front of the queue, its ports out of
+        their custodian; the next accept adopts them again. Closed meanwhile: nothing to give."""
+        if not conn.open:
+            return
+        for port in (conn.in_port, conn.out_port):
+            if port.custodian is not None:
+                port.custodian.release(port)
+        if self.closed:
+            conn.force_close()
+            return
+        self._returned.appendleft(conn)
+        self.ready.fire()
 
     async def accept(
         self, custodian: Custodian, timeout: float | None, who: str = "tcp-accept"
@@ -618,7 +659,7 @@ class TcpListener(Resource):
         return (self.host, self.port, "0.0.0.0", 0)
 
     def ensure_open(self, who: str) -> None:
-        if self._closed:
+        if self.closed:
             raise NetworkError(who, "listener is closed", {"listener": self.handle})
 
     def close(self, who: str = "tcp-close") -> None:
@@ -627,9 +668,11 @@ class TcpListener(Resource):
         self.force_close()
 
     def force_close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.state = LISTENER.next(self.state, "force-close")
+        while self._returned:
+            self._returned.popleft().force_close()
         self._disarm()
         for sock in self.socks:
             try:
@@ -769,7 +812,9 @@ async def tcp_connect(
             sock = await _connect_any(session, who, hostname, port, local_hostname, local_port, details)
     except TimeoutError:
         raise NetworkErrnoError(who, "connection failed", details, code=errno.ETIMEDOUT) from None
-    return adopt_connection(sock, owner, session.limits, who)
+    conn = adopt_connection(sock, owner, session.limits, who)
+    took(conn.force_close_ports)
+    return conn
 
 
 async def _connect_any(
@@ -811,10 +856,8 @@ async def _connect_any(
     for family, sockaddr in allowed:
         if local_hostname is not None and family not in local:
             continue
-        try:
+        with os_errors(who, "connection failed", details):
             sock = socket.socket(family, socket.SOCK_STREAM)
-        except OSError as exc:
-            raise from_os_error(who, "connection failed", exc, details) from None
         try:
             sock.setblocking(False)
             if local_port is not None:

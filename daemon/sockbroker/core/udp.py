@@ -1,10 +1,10 @@
 """racket/udp on real sockets.
 
-A :class:`UdpSocket` is one non-blocking datagram socket. Its lifecycle is :class:`UdpState`
+A :class:`UdpSocket` is one non-blocking datagram socket. Its lifecycle is :data:`.states.UDP`
 (unbound, bound, connected, closed). The open states are *observed* from the kernel
 (``getsockname`` / ``getpeername``) after every call that can change them — bind, connect,
 disconnect, the first send (which binds an ephemeral port) — in :meth:`UdpSocket._settle`, the
-one place a state changes; which operation each state allows is the table :data:`_REQUIRES`.
+one place a state changes; which operation each state allows is the table :data:`.states.UDP_REQUIRES`.
 
 Every blocking operation waits for readiness and then performs its effect synchronously, so a
 cancelled wait has no effect: a cancelled receive consumes no datagram, a cancelled send sends
@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import enum
 import errno
 import ipaddress
 import logging
@@ -53,12 +52,15 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
-from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error
+from .breaks import took
+from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors
 from .resources import Resource
+from .states import UDP, UDP_REQUIRES, UdpState
 
 if TYPE_CHECKING:
+    from .limits import Limits
     from .policy import Policy
-    from .sessions import Limits, Session
+    from .sessions import Session
 
 __all__ = [
     "check_receive_max",
@@ -100,23 +102,9 @@ _MULTICAST_TTL = ((socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_
 _MULTICAST_LOOP = ((socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP))
 
 
-class UdpState(enum.Enum):
-    UNBOUND = "unbound"
-    BOUND = "bound"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
-_OPEN = frozenset({UdpState.UNBOUND, UdpState.BOUND, UdpState.CONNECTED})
-#: operation → (states that allow it, what the network error says in the others). A closed
-#: socket refuses every operation; this table holds the rules of the open states.
-_REQUIRES: dict[str, tuple[frozenset[UdpState], str]] = {
-    "bind": (frozenset({UdpState.UNBOUND}), "udp socket is already bound"),
-    "send-to": (frozenset({UdpState.UNBOUND, UdpState.BOUND}), "udp socket is connected"),
-    "send": (frozenset({UdpState.CONNECTED}), "udp socket is not connected"),
-    "receive": (frozenset({UdpState.BOUND, UdpState.CONNECTED}), "udp socket is not bound"),
-    "any": (_OPEN, ""),
-}
+#: One receive buffer for every socket: the loop runs one receive at a time, and a datagram is
+#: read whole (so a cancelled receive can give all of it back) and copied out at its size.
+_BUFFER = bytearray(MAX_RECEIVE)
 
 
 def datagram_slice(who: str, data: object, start: object, end: object) -> bytes:
@@ -214,6 +202,8 @@ class UdpSocket(Resource):
         self._reading = False
         self._writing = False
         self._stream: _Stream | None = None
+        #: Datagrams given back by cancelled receives: the next receive takes them first.
+        self._returned: deque[tuple[bytes, str, int]] = deque()
         self._settle()
 
     # ── state ──────────────────────────────────────────────────────────────
@@ -238,20 +228,20 @@ class UdpSocket(Resource):
         except OSError:
             self._peer = None
         if self._peer is not None:
-            self.state = UdpState.CONNECTED
+            self.state = UDP.next(self.state, "observe-connected")
             return
         local = tuple(self.sock.getsockname())
         if local[1] != 0:
-            self.state = UdpState.BOUND
+            self.state = UDP.next(self.state, "observe-bound")
             self._binding = local
         else:
-            self.state = UdpState.UNBOUND
+            self.state = UDP.next(self.state, "observe-unbound")
             self._binding = None
 
     def _require(self, operation: str, who: str) -> None:
         if self.state is UdpState.CLOSED:
             raise NetworkError(who, "udp socket is closed", {"udp": self.handle})
-        allowed, message = _REQUIRES[operation]
+        allowed, message = UDP_REQUIRES[operation]
         if self.state not in allowed:
             raise NetworkError(who, message, {"udp": self.handle})
 
@@ -269,10 +259,8 @@ class UdpSocket(Resource):
 
     def addresses(self, who: str = "udp-addresses") -> tuple[str, int, str, int]:
         self.ensure_open(who)
-        try:
+        with os_errors(who, "could not get address"):
             local = self.sock.getsockname()
-        except OSError as exc:  # pragma: no cover - an open socket always has a name
-            raise from_os_error(who, "could not get address", exc) from None
         local_host, local_port = (host_of(local), int(local[1])) if local[1] else ("0.0.0.0", 0)
         if self._peer is None:
             return local_host, local_port, "0.0.0.0", 0
@@ -326,7 +314,7 @@ class UdpSocket(Resource):
 
     def receive_ready(self) -> bool:
         """Would a receive not block? (True too when it would raise: closed or unbound.)"""
-        if self.state not in (UdpState.BOUND, UdpState.CONNECTED):
+        if self.state not in (UdpState.BOUND, UdpState.CONNECTED) or self._returned:
             return True
         return self._poll(select.POLLIN)
 
@@ -337,11 +325,13 @@ class UdpSocket(Resource):
         return self._poll(select.POLLOUT)
 
     # ── receiving ──────────────────────────────────────────────────────────
-    def _recv_one(self, max_bytes: int) -> tuple[bytes, str, int] | None:
-        """One datagram now (truncated to ``max_bytes``), or None when none waits. Raises OSError."""
+    def _recv_one(self) -> tuple[bytes, str, int] | None:
+        """One whole datagram now — a given-back one first — or None when none waits. Raises OSError."""
+        if self._returned:
+            return self._returned.popleft()
         for _ in range(_SKIP_LIMIT):
             try:
-                data, ancdata, _flags, address = self.sock.recvmsg(max_bytes, _CMSG_SIZE)
+                size, ancdata, _flags, address = self.sock.recvmsg_into([_BUFFER], _CMSG_SIZE)
             except (BlockingIOError, InterruptedError):
                 return None
             for level, kind, value in ancdata:
@@ -349,20 +339,31 @@ class UdpSocket(Resource):
                     self.kernel_dropped = int.from_bytes(value[:4], sys.byteorder)
             if self._peer is not None and tuple(address[:2]) != self._peer[:2]:
                 continue  # queued before the connect: a connected socket hears only its peer
-            return data, host_of(address), int(address[1])
+            return bytes(memoryview(_BUFFER)[:size]), host_of(address), int(address[1])
         return None
+
+    def give_back(self, datagrams: list[tuple[bytes, str, int]]) -> None:
+        """Datagrams a cancelled receive (or an undelivered stream batch) took go back to the
+        front of the socket's queue, in order; the next receive or stream gets them."""
+        if self.closed or not datagrams:
+            return
+        queue = self._stream.items if self._stream is not None else self._returned
+        queue.extendleft(reversed(datagrams))
+        if self._stream is not None:
+            self._stream.signal.fire()
+        self.readable.fire()
 
     def try_receive(self, max_bytes: int, who: str = "udp-receive!-evt") -> Datagram | None:
         """Receive one datagram now, or None. Never blocks."""
         amount = check_receive_max(who, max_bytes)
         self._require("receive", who)
-        try:
-            got = self._recv_one(amount)
-        except OSError as exc:
-            raise from_os_error(who, "receive failed", exc, {"udp": self.handle}) from None
+        with os_errors(who, "receive failed", {"udp": self.handle}):
+            got = self._recv_one()
         if got is None:
             return None
-        data, host, port = got
+        took(lambda: self.give_back([got]))
+        whole, host, port = got
+        data = whole[:amount]
         return data, len(data), host, port
 
     async def receive(
@@ -517,11 +518,10 @@ class UdpSocket(Resource):
         self.policy.check_listen(who, host_of(sockaddr), port)
         self._require("bind", who)  # the state may have changed while resolving
         try:
-            if reuse:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(sockaddr)
-        except OSError as exc:
-            raise from_os_error(who, "can't bind", exc, details) from None
+            with os_errors(who, "can't bind", details):
+                if reuse:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.sock.bind(sockaddr)
         finally:
             self._settle()
 
@@ -539,14 +539,13 @@ class UdpSocket(Resource):
         self.ensure_open(who)
         if hostname is None or port is None:
             try:
-                if self._peer is not None:
-                    _disconnect(self.sock)
-                    # Linux forgets an ephemeral port on disconnect; the binding stays, as Racket's
-                    # "the binding of a bound socket cannot be changed" wants.
-                    if self._binding is not None and self.sock.getsockname()[1] == 0:
-                        self.sock.bind(self._binding)
-            except OSError as exc:
-                raise from_os_error(who, "can't disconnect", exc, {"udp": self.handle}) from None
+                with os_errors(who, "can't disconnect", {"udp": self.handle}):
+                    if self._peer is not None:
+                        _disconnect(self.sock)
+                        # Linux forgets an ephemeral port on disconnect; the binding stays, as Racket's
+                        # "the binding of a bound socket cannot be changed" wants.
+                        if self._binding is not None and self.sock.getsockname()[1] == 0:
+                            self.sock.bind(self._binding)
             finally:
                 self._settle()
             return
@@ -555,26 +554,21 @@ class UdpSocket(Resource):
         self.policy.check_connect(who, host_of(sockaddr), port)
         self.ensure_open(who)
         try:
-            self.sock.connect(sockaddr)
-        except OSError as exc:
-            raise from_os_error(who, "can't connect", exc, details) from None
+            with os_errors(who, "can't connect", details):
+                self.sock.connect(sockaddr)
         finally:
             self._settle()
 
     # ── options ────────────────────────────────────────────────────────────
     def _getopt(self, who: str, level: int, option: int) -> int:
         self.ensure_open(who)
-        try:
+        with os_errors(who, "getsockopt failed", {"udp": self.handle}):
             return self.sock.getsockopt(level, option)
-        except OSError as exc:
-            raise from_os_error(who, "getsockopt failed", exc, {"udp": self.handle}) from None
 
     def _setopt(self, who: str, level: int, option: int, value: int | bytes) -> None:
         self.ensure_open(who)
-        try:
+        with os_errors(who, "setsockopt failed", {"udp": self.handle}):
             self.sock.setsockopt(level, option, value)
-        except OSError as exc:
-            raise from_os_error(who, "setsockopt failed", exc, {"udp": self.handle}) from None
 
     def _by_family(self, v4: tuple[int, int], v6: tuple[int, int]) -> tuple[int, int]:
         return v6 if self.family == socket.AF_INET6 else v4
@@ -632,10 +626,8 @@ class UdpSocket(Resource):
         """udp-multicast-interface: "0.0.0.0" when the kernel chooses."""
         who = "udp-multicast-interface"
         self._ipv4_only(who)
-        try:
+        with os_errors(who, "getsockopt failed", {"udp": self.handle}):
             raw = self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
-        except OSError as exc:
-            raise from_os_error(who, "getsockopt failed", exc, {"udp": self.handle}) from None
         return socket.inet_ntoa(raw[:4])
 
     async def _interface(self, who: str, hostname: str | None) -> bytes:
@@ -715,17 +707,21 @@ class UdpSocket(Resource):
         """Be the socket's one stream: its reader runs until the block ends, however it ends."""
         self._check_stream(who, max_bytes)
         stream = _Stream(max_bytes, max(1, self.limits.udp_stream_queue))
+        stream.items.extend(self._returned)
+        self._returned.clear()
         self._stream = stream
         try:
             self._drain_into(stream)  # what is already queued in the kernel
             self.arm_readable()
             yield stream
         finally:
-            stream.items.clear()
             if self._stream is stream:
                 self._stream = None
+                # What the stream took but never sent stays the socket's: the next receive gets it.
+                self._returned.extendleft(reversed(stream.items))
                 if not self.readable:
                     self._stop_reading()
+            stream.items.clear()
 
     async def _stream_ready(self, stream: _Stream) -> bool:
         """Wait for queued datagrams: True when some are there, False once the socket is closed."""
@@ -758,10 +754,10 @@ class UdpSocket(Resource):
 
     def _drain_into(self, stream: _Stream) -> None:
         """Move up to a batch of datagrams from the kernel into the stream's queue."""
-        took = False
+        taken = False
         for _ in range(_BATCH):
             try:
-                got = self._recv_one(stream.max_bytes)
+                got = self._recv_one()
             except OSError as exc:
                 if exc.errno in _SOFT_ERRORS:
                     continue  # an ICMP report about an earlier send: not the stream's end
@@ -770,13 +766,14 @@ class UdpSocket(Resource):
                 break
             if got is None:
                 break
-            took = True
+            taken = True
             if len(stream.items) >= stream.capacity:
                 self.queue_dropped += 1
                 stream.dropped += 1
             else:
-                stream.items.append(got)
-        if took or stream.error is not None:
+                data, host, port = got
+                stream.items.append((data[: stream.max_bytes], host, port))
+        if taken or stream.error is not None:
             stream.signal.fire()
 
     # ── closing ────────────────────────────────────────────────────────────
@@ -788,8 +785,9 @@ class UdpSocket(Resource):
     def force_close(self) -> None:
         if self.state is UdpState.CLOSED:
             return
-        self.state = UdpState.CLOSED
+        self.state = UDP.next(self.state, "close")
         self._peer = None
+        self._returned.clear()
         try:
             self._stop_reading()
             self._stop_writing()
@@ -835,10 +833,8 @@ async def udp_open(
         details = {"hostname": family_hostname or "#f", "port number": family_port or "#f"}
         infos = await resolve(who, family_hostname, family_port or 0, kind=socket.SOCK_DGRAM, details=details)
         family = infos[0][0]
-    try:
+    with os_errors(who, "creation failed"):
         sock = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise from_os_error(who, "creation failed", exc) from None
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

@@ -1,6 +1,6 @@
 """The REST front door (FastAPI): decode, one core call, encode.
 
-Routes come from the ``google.api.http`` option of each RPC (:mod:`sockbroker.wire`): GET and
+Routes come from the ``google.api.http`` option of each RPC (:mod:`sockbroker_wire.routes`): GET and
 DELETE take their arguments from the path and query string, POST and PUT from the path and a
 JSON body whose members are the proto's field names. Requests are parsed as proto JSON, so both
 doors accept exactly the same arguments. Data routes (any RPC with a ``data`` field) also take
@@ -9,9 +9,14 @@ with ``Accept: application/octet-stream``, answer raw bytes with the other membe
 ``Sockbroker-<Member>`` headers.
 
 Errors are RFC 9457 ``application/problem+json`` with ``kind``, ``errno`` and ``errno_family``,
-converted once, here, through :data:`~sockbroker.core.errors.WIRE_STATUS`. WebSocket routes
-report an error as a final text frame ``{"error": problem}`` and close with code 4000 + the
-HTTP status.
+converted once, here, through the wire package's table (:func:`sockbroker_wire.errors.problem`).
+WebSocket routes speak the frames of :mod:`sockbroker_wire.frames` (docs/wire.md) and report an
+error as a final text frame ``{"error": problem}`` and a close with code 4000 + the HTTP status.
+
+Delivery: every unary call runs while the door watches for the HTTP client leaving; a client
+gone before the reply is written (seen by the server, or pending in the kernel as a FIN or a
+reset on the connection) did not get it, and the call's effects are given back
+(:class:`_Reply`). uvicorn runs with :class:`Protocol`, which shows the door the connection.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import select
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -28,26 +34,23 @@ from fastapi.responses import JSONResponse, Response
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sockbroker_wire import errors as wire_errors
+from sockbroker_wire import frames
+from sockbroker_wire.codec import from_dict, from_json, parse_scalar, to_dict, to_json
+from sockbroker_wire.routes import Route, routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from . import __version__
-from .core.api import BLOCKING, STREAMS, Broker, Principal
-from .core.errors import (
-    WIRE_STATUS,
-    BreakError,
-    BrokerError,
-    ContractError,
-    NotFoundError,
-    ResourceExhaustedError,
-    contract_violation,
-)
-from .core.sessions import Session
-from .core.streams import datagram_batches, relay_port, send_datagrams
-from .metrics import Metrics
-from .wire import Route, from_dict, from_json, pack_datagrams, parse_scalar, routes, to_dict, to_json, unpack_datagrams
+from .. import __version__
+from ..core.breaks import Call
+from ..core.broker import Api, AttachEvent, Broker, Principal
+from ..core.errors import BreakError, BrokerError, ContractError, NotFoundError, ResourceExhaustedError
+from ..metrics import Metrics
+from . import dispatch
 
-__all__ = ["SESSION_HEADER", "create_app", "problem"]
+__all__ = ["CALL_HEADER", "SESSION_HEADER", "Protocol", "create_app", "problem"]
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +61,8 @@ PROBLEM = "application/problem+json"
 
 
 def problem(exc: BrokerError) -> tuple[int, dict[str, Any]]:
-    """The one conversion of a core error to an HTTP status and an RFC 9457 body."""
-    _, status = WIRE_STATUS[exc.kind]
-    return status, {
-        "type": f"urn:sockbroker:error:{exc.kind}",
-        "title": exc.kind,
-        "status": status,
-        "detail": exc.message,
-        "kind": exc.kind,
-        "errno": exc.errno,
-        "errno_family": exc.errno_family,
-    }
+    """A core error as an HTTP status and an RFC 9457 body (the wire package's table)."""
+    return wire_errors.problem(exc.kind, exc.message, errno=exc.errno, errno_family=exc.errno_family)
 
 
 def _problem_response(exc: BrokerError) -> JSONResponse:
@@ -141,7 +135,7 @@ class _Door:
             setattr(message, "data", raw)  # noqa: B010 - every such route has a bytes `data` field
         return to_dict(message)
 
-    def respond(self, route: Route, result: dict[str, Any], request: Request) -> Response:
+    def respond(self, route: Route, result: dict[str, Any], request: Request, call: Call | None) -> Response:
         message = from_dict(route.output, result)
         fields = route.output.DESCRIPTOR.fields_by_name
         if "data" in fields and OCTETS in request.headers.get("accept", ""):
@@ -151,26 +145,33 @@ class _Door:
                 for name, value in encoded.items()
                 if name != "data"
             }
-            return Response(message.data, media_type=OCTETS, headers=headers)  # type: ignore[attr-defined]
-        return JSONResponse(to_json(message))
+            return _Reply(call, message.data, media_type=OCTETS, headers=headers)  # type: ignore[attr-defined]
+        body = json.dumps(to_json(message), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _Reply(call, body.encode(), media_type="application/json")
 
     def unary(self, route: Route) -> Callable[[Request], Awaitable[Response]]:
-        blocking = route.name in BLOCKING
-
         async def endpoint(request: Request) -> Response:
+            call: Call | None = None
             try:
                 principal = self.principal(request.headers)
                 args = await self.arguments(route, request)
                 headers = request.headers
-                call = self.broker.call(
-                    route.name, principal, headers.get(SESSION_HEADER), args, headers.get(CALL_HEADER)
+                work = dispatch.call(
+                    self.broker, route.name, principal, headers.get(SESSION_HEADER), args, headers.get(CALL_HEADER)
                 )
-                result = await (_unless_disconnected(request, call, route.name) if blocking else call)
+                result, call = await _unless_disconnected(request, work, route.name)
+                response = self.respond(route, result, request, call)
             except BrokerError as exc:
+                if call is not None:
+                    call.finish(delivered=False)
                 self.count(route.name, exc.kind)
                 return _problem_response(exc)
+            except BaseException:
+                if call is not None:
+                    call.finish(delivered=False)
+                raise
             self.count(route.name, "ok")
-            return self.respond(route, result, request)
+            return response
 
         endpoint.__name__ = route.name.replace(".", "_")
         endpoint.__doc__ = f"{route.name} (gRPC `{route.grpc_path}`)."
@@ -178,23 +179,20 @@ class _Door:
 
     # ── WebSockets ─────────────────────────────────────────────────────────
     async def websocket(
-        self, name: str, ws: WebSocket, body: Callable[[Session], Awaitable[None]], path_session: str | None = None
+        self, name: str, ws: WebSocket, body: Callable[[Api], Awaitable[None]], path_session: str | None = None
     ) -> None:
         await ws.accept()
         try:
             principal = self.principal(ws.headers)
-            header = ws.headers.get(SESSION_HEADER)
-            if path_session and header and header != path_session:
-                raise ContractError(name, "the session in the path differs from the session header")
-            session = self.broker.session(principal, path_session or header, name)
-            await body(session)
+            api = self.broker.api(principal, ws.headers.get(SESSION_HEADER), name, named=path_session)
+            await body(api)
         except BrokerError as exc:
             self.count(name, exc.kind)
             status, payload = problem(exc)
             if ws.client_state is WebSocketState.CONNECTED:
                 try:
-                    await ws.send_text(json.dumps({"error": payload}))
-                    await ws.close(code=4000 + status, reason=exc.kind)
+                    await ws.send_text(frames.encode_text(frames.ErrorFrame(payload)))
+                    await ws.close(code=frames.error_close_code(status), reason=exc.kind)
                 except (WebSocketDisconnect, RuntimeError):
                     pass
             return
@@ -206,24 +204,21 @@ class _Door:
                 await ws.close()
 
     async def attach(self, ws: WebSocket) -> None:
-        async def body(session: Session) -> None:
-            session.attach()
-            broken = True
-            try:
-                await ws.send_text(json.dumps(session.attach_event("attached")))
+        async def body(api: Api) -> None:
+            async def detaches() -> AsyncIterator[bool]:
                 while True:
                     text = await ws.receive_text()
-                    if _json_object(text, "sessions-attach").get("detach"):
-                        broken = False
-                        await ws.send_text(json.dumps(session.attach_event("detached")))
-                        return
-            finally:
-                session.detach(broken=broken)
+                    yield isinstance(_text_frame(text, "sessions-attach"), frames.Detach)
+
+            async def emit(event: AttachEvent) -> None:
+                await ws.send_text(frames.encode_text(frames.AttachEvent(**vars(event))))
+
+            await api.attach(detaches(), emit)
 
         await self.websocket("Sessions.Attach", ws, body, ws.path_params["session"])
 
     async def port_stream(self, ws: WebSocket) -> None:
-        async def body(session: Session) -> None:
+        async def body(api: Api) -> None:
             async def incoming() -> AsyncIterator[tuple[bytes, bool]]:
                 while True:
                     message = await ws.receive()
@@ -231,100 +226,143 @@ class _Door:
                         return
                     if message.get("bytes") is not None:
                         yield message["bytes"], False
-                    elif message.get("text") is not None and _json_object(message["text"], "tcp-stream").get("eof"):
+                    elif message.get("text") is not None and isinstance(
+                        _text_frame(message["text"], "tcp-stream"), frames.Eof
+                    ):
                         yield b"", True
                         return
 
             async def emit(data: bytes | None) -> None:
                 if data is None:
-                    await ws.send_text('{"eof": true}')
+                    await ws.send_text(frames.encode_text(frames.Eof()))
                 else:
                     await ws.send_bytes(data)
 
-            await relay_port(session, ws.path_params["port"], incoming(), emit)
+            await api.port_stream(ws.path_params["port"], incoming(), emit)
 
         await self.websocket("Ports.Stream", ws, body)
 
     async def udp_stream(self, ws: WebSocket) -> None:
-        """Datagrams both ways on one WebSocket. ``?direction=receive`` only streams what the
-        socket receives (Udp.ReceiveStream); ``send`` only sends what the client sends
-        (Udp.SendStream), and answers the client's ``{"done": true}`` with ``{"sent": n}``;
-        ``both`` (the default) does both. An error on either side ends the WebSocket with it."""
+        """Datagrams both ways on one WebSocket, ``?direction=receive|send|both`` (the default):
+        the core's :meth:`Api.udp_stream`. The client's ``{"done": true}`` ends what it sends and
+        is answered with ``{"sent": n}``."""
         handle = ws.path_params["udp"]
-        max_param = ws.query_params.get("max")
-        direction = ws.query_params.get("direction", "both")
+        who = "udp-stream"
 
-        async def body(session: Session) -> None:
-            who = "udp-stream"
-            if direction not in ("receive", "send", "both"):
-                raise contract_violation(who, "(or/c 'receive 'send 'both)", direction)
-            batches = None
-            if direction != "send":  # argument and state errors surface now
-                batches = datagram_batches(session, handle, _int_param(max_param, who))
-            finished = asyncio.Event()
+        async def body(api: Api) -> None:
+            disconnected = asyncio.Event()
 
-            async def frames() -> AsyncIterator[tuple[bytes, str, int]]:
+            async def incoming() -> AsyncIterator[Sequence[tuple[bytes, str, int]]]:
                 while True:
                     message = await ws.receive()
                     if message["type"] == "websocket.disconnect":
-                        finished.set()
+                        disconnected.set()
                         return
                     if message.get("bytes") is not None:
-                        if direction == "receive":
-                            raise ContractError(who, "this stream only receives")
                         try:
-                            datagrams = unpack_datagrams(message["bytes"])
+                            frame = frames.decode_datagrams(message["bytes"], udp=handle)
                         except ValueError as exc:
                             raise ContractError(who, "malformed datagram frame", {"reason": str(exc)}) from None
-                        for datagram in datagrams:
-                            yield datagram
-                    elif message.get("text") is not None and _json_object(message["text"], who).get("done"):
+                        yield frame.datagrams
+                    elif message.get("text") is not None and isinstance(_text_frame(message["text"], who), frames.Done):
                         return
 
-            async def incoming() -> None:
-                sent = await send_datagrams(session, handle, frames())
-                if not finished.is_set():
-                    await ws.send_text(json.dumps({"sent": sent}))
+            async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
+                await ws.send_bytes(frames.encode_datagrams(batch, queue_dropped=dropped))
 
-            async def outgoing() -> None:
-                assert batches is not None
-                async for batch, _dropped in batches:
-                    await ws.send_bytes(pack_datagrams(batch))
-
-            tasks = [asyncio.ensure_future(incoming())]
-            if batches is not None:
-                tasks.append(asyncio.ensure_future(outgoing()))
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # the first error of either side ends the stream with it
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            sent = await api.udp_stream(
+                handle,
+                direction=ws.query_params.get("direction", "both"),
+                incoming=incoming(),
+                emit=emit,
+                max_bytes=_int_param(ws.query_params.get("max"), who),
+            )
+            if not disconnected.is_set():
+                await ws.send_text(frames.encode_text(frames.Sent(sent)))
 
         await self.websocket("Udp.ReceiveStream", ws, body)
 
 
-async def _unless_disconnected(request: Request, call: Awaitable[dict[str, Any]], who: str) -> dict[str, Any]:
-    """Run ``call`` but cancel it if the HTTP client goes away first (the operation then has no
-    effect: the core performs nothing after a cancelled wait)."""
+class Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, showing the door each request's connection (for :class:`_Reply`)."""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {_TRANSPORT: self.transport}  # type: ignore[dict-item]
+
+
+_TRANSPORT = "sockbroker.transport"
+_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+
+
+def _client_gone(scope: Scope) -> bool:
+    """Has the HTTP client closed or reset its connection, even if the server has not read it yet?"""
+    transport = (scope.get("extensions") or {}).get(_TRANSPORT)
+    if transport is None:
+        return False
+    if transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, _GONE)
+    return any(events & _GONE for _, events in poller.poll(0))
+
+
+class _Reply(Response):
+    """A reply whose call learns whether it was delivered: a client gone before the reply is
+    written did not get it, and the call's effects are given back. What the client's kernel
+    accepted counts as delivered."""
+
+    def __init__(self, call: Call | None, content: bytes, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call, self.call = self.call, None
+        if call is None:
+            await super().__call__(scope, receive, send)
+            return
+        if _client_gone(scope):
+            call.finish(delivered=False)  # the reply still goes out, to nobody
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException:
+            call.finish(delivered=False)
+            raise
+        call.finish(delivered=True)
+
+
+async def _unless_disconnected(
+    request: Request, work: Awaitable[tuple[dict[str, Any], Call | None]], who: str
+) -> tuple[dict[str, Any], Call | None]:
+    """Run ``work`` but cancel it if the HTTP client goes away first (a cancelled wait performed
+    nothing; what a finished call took is given back when the client is gone)."""
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    work = asyncio.ensure_future(call)
+    task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(disconnected())
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        gone = watch.done()
         watch.cancel()
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             raise BreakError(who, "the client went away")
-    return work.result()
+    result, call = task.result()
+    if gone and call is not None:
+        call.finish(delivered=False)
+        raise BreakError(who, "the client went away")
+    return result, call
 
 
 def _int_param(text: str | None, who: str) -> int | None:
@@ -336,14 +374,11 @@ def _int_param(text: str | None, who: str) -> int | None:
         raise ContractError(who, "bad query parameter", {"parameter": "max", "given": text}) from None
 
 
-def _json_object(text: str, who: str) -> dict[str, Any]:
+def _text_frame(text: str, who: str) -> frames.TextFrame | None:
     try:
-        value = json.loads(text)
-    except ValueError:
-        raise ContractError(who, "malformed JSON frame") from None
-    if not isinstance(value, dict):
-        raise ContractError(who, "a JSON frame must be an object")
-    return value
+        return frames.decode_text(text)
+    except ValueError as exc:
+        raise ContractError(who, "malformed JSON frame", {"reason": str(exc)}) from None
 
 
 # ── OpenAPI: schemas generated from the proto, not hand-copied ─────────────
@@ -420,7 +455,7 @@ def create_app(broker: Broker, metrics: Metrics | None = None, *, max_body: int 
     }
     served: set[str] = set()
     for route in routes():
-        if route.name in STREAMS:
+        if route.name in dispatch.STREAMS:
             if route.path not in served:
                 app.add_api_websocket_route(route.path, websockets[route.name], name=route.name)
                 served.add(route.path)

@@ -4,7 +4,7 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
-from sockbroker.v1 import broker_pb2 as sockbroker_dot_v1_dot_broker__pb2
+from sockbroker_wire.v1 import broker_pb2 as sockbroker_dot_v1_dot_broker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

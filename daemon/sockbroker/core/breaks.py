@@ -1,0 +1,216 @@
+"""Breaks and give-back: a cancelled call has its effect or none, and nothing is ever lost.
+
+Racket's ``/enable-break`` promise, kept by the daemon for every client (curl included):
+
+* The core waits for readiness, then performs the effect synchronously, so a call cancelled
+  while it waits performed nothing.
+* An operation that *takes* something — a datagram from a socket, a connection from a listener,
+  bytes from a port — records how to give it back with :func:`took`, in the same synchronous
+  step as the taking. The record lives on the :class:`Call` the front door runs the operation in.
+* When the door learns that the reply was not delivered (the gRPC call was cancelled, the HTTP
+  client had gone when the reply was to be written, ``Sessions.CancelCall`` arrived), it calls
+  :meth:`Call.give_back`: every effect returns to the front of where it came from, newest first,
+  and the next call gets it. A connection made by a cancelled connect is closed.
+
+``Sessions.CancelCall`` names a call by the id its client gave it (gRPC metadata
+``sockbroker-call``, HTTP header ``Sockbroker-Call``). It breaks the call if it is still running,
+and gives back the effects of a call that has already finished if they are still held: the
+caller promises, by cancelling, that it discards the reply (so a client that cancels while the
+reply is on the wire loses nothing either). Effects of finished calls are held for
+:data:`HOLD_SECONDS`, at most :data:`HOLD_CALLS` calls per session.
+
+The lifecycle of a call is the table in :mod:`.states` (``CALL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .errors import BreakError, ContractError, contract_violation
+from .states import CALL, CallState
+
+__all__ = ["HOLD_CALLS", "HOLD_SECONDS", "Call", "Calls", "took"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Undo = Callable[[], None]
+
+#: How long the effects of a finished call stay available to a late ``CancelCall``.
+HOLD_SECONDS = 10.0
+#: How many finished calls per session keep their effects for a late ``CancelCall``.
+HOLD_CALLS = 256
+#: Cancels that came before their call, remembered so the call breaks when it starts.
+EARLY_CANCELS = 1024
+
+_CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("sockbroker_call", default=None)
+
+
+def took(undo: Undo) -> None:
+    """Record how to give back what the running operation just took (no-op outside a call)."""
+    call = _CURRENT.get()
+    if call is not None:
+        call.took(undo)
+
+
+class Call:
+    """One operation run by a front door: its effects, until the reply is known to be delivered."""
+
+    def __init__(self, calls: Calls | None, call_id: str | None, who: str) -> None:
+        self.calls = calls
+        self.id = call_id
+        self.who = who
+        self.state = CallState.RUNNING
+        self.finished_at = 0.0
+        self._undo: list[Undo] = []
+        self._task: asyncio.Future[object] | None = None
+        self._broken = False
+
+    def took(self, undo: Undo) -> None:
+        self._undo.append(undo)
+
+    @property
+    def holds(self) -> int:
+        """How many effects could still be given back."""
+        return len(self._undo)
+
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` as this call: :meth:`cancel` breaks it (``exn:break``), and if the caller
+        itself is cancelled whatever the work took is given back before the cancellation goes on."""
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, self)
+
+        async def body() -> T:
+            return await work()
+
+        inner: asyncio.Task[T] = asyncio.get_running_loop().create_task(body(), context=context)
+        self._task = inner  # type: ignore[assignment]
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if not inner.done():
+                inner.cancel()
+                await asyncio.gather(inner, return_exceptions=True)
+            current = asyncio.current_task()
+            outer_cancelled = current is not None and current.cancelling() > 0
+            if outer_cancelled or not self._broken:
+                self.give_back()
+                raise
+            self.give_back()
+            raise BreakError(self.who, "cancelled by the client", {"call": self.id}) from None
+        except BaseException:
+            self.give_back()
+            raise
+        finally:
+            self._task = None
+
+    def cancel(self) -> None:
+        """``Sessions.CancelCall``: break the call if it runs, give back its effects if it is done."""
+        if self.state is CallState.RUNNING and self._task is not None and not self._task.done():
+            self._broken = True
+            self._task.cancel()
+            return
+        self.give_back()
+
+    def give_back(self) -> None:
+        """The reply was not delivered: return every effect, newest first. Idempotent."""
+        undo, self._undo = self._undo, []
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:  # one failing give-back must not keep the others
+                log.exception("%s: giving back an effect failed", self.who)
+        if self.state is not CallState.GIVEN_BACK and undo:
+            self.state = CALL.next(self.state, "give-back")
+
+    def finish(self, *, delivered: bool) -> None:
+        """The door knows the reply's fate: effects stand (delivered) or go back; the call ends."""
+        if delivered:
+            self.delivered()
+        else:
+            self.give_back()
+        if self.calls is not None:
+            self.calls.end(self)
+
+    def delivered(self) -> None:
+        """The reply was written for the client: the effects stand. A call with an id keeps them a
+        little while, in case its client cancels with the reply already on the wire."""
+        if self.state is CallState.RUNNING:
+            self.state = CALL.next(self.state, "deliver")
+        self.finished_at = time.monotonic()
+        if self.calls is not None and self.id is not None and self._undo:
+            self.calls.hold(self)
+        else:
+            self._undo.clear()
+
+
+class Calls:
+    """One session's calls by id, for ``Sessions.CancelCall``."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, Call] = {}
+        self._held: OrderedDict[str, Call] = OrderedDict()
+        self._early: OrderedDict[str, None] = OrderedDict()
+
+    def start(self, call_id: str | None, who: str) -> Call:
+        """A new call. Raises ``exn:break`` at once if its cancel came first."""
+        if call_id is None:
+            return Call(None, None, who)
+        _check_call_id(who, call_id)
+        if call_id in self._running:
+            raise ContractError(who, "a call with this id is already running", {"call": call_id})
+        if call_id in self._early:
+            del self._early[call_id]
+            raise BreakError(who, "cancelled by the client", {"call": call_id})
+        self._held.pop(call_id, None)
+        call = Call(self, call_id, who)
+        self._running[call_id] = call
+        return call
+
+    def end(self, call: Call) -> None:
+        """The door is done with ``call`` (delivered, given back, or failed)."""
+        if call.id is not None and self._running.get(call.id) is call:
+            del self._running[call.id]
+
+    def hold(self, call: Call) -> None:
+        assert call.id is not None
+        self._held[call.id] = call
+        self._expire()
+
+    def cancel(self, call_id: object) -> None:
+        """Break the call tagged ``call_id``; give back a finished one's effects; remember an early one."""
+        _check_call_id("sessions-cancel-call", call_id)
+        assert isinstance(call_id, str)
+        self._expire()
+        call = self._running.get(call_id) or self._held.pop(call_id, None)
+        if call is not None:
+            call.cancel()
+            return
+        self._early[call_id] = None
+        while len(self._early) > EARLY_CANCELS:
+            self._early.popitem(last=False)
+
+    def cancel_all(self) -> None:
+        """The session drops: break every running call."""
+        for call in list(self._running.values()):
+            call.cancel()
+        self._held.clear()
+
+    def _expire(self) -> None:
+        horizon = time.monotonic() - HOLD_SECONDS
+        while self._held:
+            oldest = next(iter(self._held.values()))
+            if len(self._held) <= HOLD_CALLS and oldest.finished_at >= horizon:
+                break
+            self._held.popitem(last=False)
+
+
+def _check_call_id(who: str, call_id: object) -> None:
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
+        raise contract_violation(who, "a call id of 1 to 128 characters", call_id)

@@ -1,0 +1,253 @@
+"""RPC ↔ typed core method, written once for every door.
+
+A front door decodes a request into the proto's field names (:func:`sockbroker_wire.codec.to_dict`),
+and :func:`call` finds the RPC in :data:`UNARY`, calls the one :class:`~sockbroker.core.broker.Api`
+method it names inside a :class:`~sockbroker.core.breaks.Call`, and encodes the typed result as the
+reply message's fields. The door then writes the reply and tells the call whether the reply was
+delivered (:meth:`~sockbroker.core.breaks.Call.finish`): an undelivered reply's effects are given
+back. Streams and attachment are served by the doors with :meth:`Api.attach`,
+:meth:`Api.port_stream` and :meth:`Api.udp_stream` directly (see :data:`STREAMS`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.breaks import Call
+from ..core.broker import Addresses, Api, AttachEvent, Broker, Datagram, Principal, ReadResult, SyncResult
+from ..core.errors import ContractError, contract_violation
+from ..core.sync import EVENTS, Event
+from ..core.tcp import TcpConnection
+
+__all__ = ["STREAMS", "UNARY", "Unary", "call", "events", "opened"]
+
+Args = Mapping[str, Any]
+Fields = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Unary:
+    """One unary RPC: how to call its core method, and how to encode what the method returns."""
+
+    method: Callable[[Api, Args], Any]
+    encode: Callable[[Any], Fields]
+
+
+def _nothing(_: object) -> Fields:
+    return {}
+
+
+def _handle(field: str) -> Callable[[Any], Fields]:
+    return lambda resource: {field: resource.handle}
+
+
+def _connection(conn: TcpConnection | None) -> Fields:
+    return {} if conn is None else {"in": conn.in_port.handle, "out": conn.out_port.handle}
+
+
+def _datagram(got: Datagram | None) -> Fields:
+    return {} if got is None else {"data": got.data, "count": got.count, "host": got.host, "port": got.port}
+
+
+def _addresses(got: Addresses) -> Fields:
+    return {k: v for k, v in vars(got).items() if v is not None}
+
+
+def _read(got: ReadResult) -> Fields:
+    return {"data": got.data, "eof": got.eof}
+
+
+def _synced(got: SyncResult | None) -> Fields:
+    if got is None:
+        return {}
+    value = got.value
+    if isinstance(value, TcpConnection):
+        result: Fields = {"connection": _connection(value)}
+    elif isinstance(value, Datagram):
+        result = {"datagram": _datagram(value)}
+    elif isinstance(value, bool):
+        result = {"sent": value}
+    else:
+        result = {"ready": value}
+    return {"index": got.index, "result": result}
+
+
+def events(specs: object) -> list[Event]:
+    """``Events.Sync``'s ``events``: each a proto ``Event`` (one oneof member) as a typed event."""
+    if not isinstance(specs, list):
+        raise contract_violation("sync", "a list of events", specs)
+    found = []
+    for spec in specs:
+        if not isinstance(spec, Mapping) or len(spec) != 1:
+            raise contract_violation("sync", "an event with exactly one kind", spec)
+        ((kind, args),) = spec.items()
+        cls = EVENTS.get(kind)
+        if cls is None:
+            raise ContractError("sync", "unknown event kind", {"event": kind})
+        found.append(cls(**(args or {})))
+    return found
+
+
+#: Every unary RPC but ``Sessions.Open`` (which makes the session: :func:`opened`).
+UNARY: dict[str, Unary] = {
+    # sessions
+    "Sessions.KeepAlive": Unary(lambda api, a: api.keep_alive(), lambda lease: {"lease_seconds": lease}),
+    "Sessions.CancelCall": Unary(lambda api, a: api.cancel_call(a["call"]), _nothing),
+    "Sessions.Close": Unary(lambda api, a: api.close_session(), _nothing),
+    # custodians and handles
+    "Custodians.Create": Unary(lambda api, a: api.make_custodian(parent=a.get("parent")), _handle("custodian")),
+    "Custodians.Shutdown": Unary(lambda api, a: api.custodian_shutdown_all(a["custodian"]), _nothing),
+    "Custodians.Describe": Unary(lambda api, a: api.describe_custodian(a["custodian"]), dict),
+    "Handles.Describe": Unary(lambda api, a: api.describe(a["handle"]), dict),
+    "Handles.Addresses": Unary(lambda api, a: api.addresses(a["handle"], port_numbers=a["port_numbers"]), _addresses),
+    # tcp
+    "Tcp.Listen": Unary(
+        lambda api, a: api.tcp_listen(
+            a["port"],
+            backlog=a.get("backlog"),
+            reuse=a["reuse"],
+            hostname=a.get("hostname"),
+            custodian=a.get("custodian"),
+        ),
+        _handle("listener"),
+    ),
+    "Tcp.Connect": Unary(
+        lambda api, a: api.tcp_connect(
+            a["hostname"],
+            a["port"],
+            local_hostname=a.get("local_hostname"),
+            local_port=a.get("local_port"),
+            custodian=a.get("custodian"),
+            timeout=a.get("timeout"),
+        ),
+        _connection,
+    ),
+    "Tcp.Accept": Unary(
+        lambda api, a: api.tcp_accept(a["listener"], custodian=a.get("custodian"), timeout=a.get("timeout")),
+        _connection,
+    ),
+    "Tcp.AcceptReady": Unary(lambda api, a: api.tcp_accept_ready(a["listener"]), lambda ready: {"ready": ready}),
+    "Tcp.Close": Unary(lambda api, a: api.tcp_close(a["listener"]), _nothing),
+    "Tcp.AbandonPort": Unary(lambda api, a: api.tcp_abandon_port(a["port"]), _nothing),
+    # ports
+    "Ports.Read": Unary(
+        lambda api, a: api.read(
+            a["port"], max_bytes=a.get("max"), mode=a["mode"], peek=a["peek"], timeout=a.get("timeout")
+        ),
+        _read,
+    ),
+    "Ports.Write": Unary(lambda api, a: api.write(a["port"], a["data"], flush=a["flush"]), lambda n: {"written": n}),
+    "Ports.Flush": Unary(lambda api, a: api.flush(a["port"]), _nothing),
+    "Ports.SetBufferMode": Unary(lambda api, a: api.set_buffer_mode(a["port"], a["mode"]), _nothing),
+    "Ports.Close": Unary(lambda api, a: api.close_port(a["port"]), _nothing),
+    # udp
+    "Udp.Open": Unary(
+        lambda api, a: api.udp_open(
+            family_hostname=a.get("family_hostname"), family_port=a.get("family_port"), custodian=a.get("custodian")
+        ),
+        _handle("udp"),
+    ),
+    "Udp.Bind": Unary(lambda api, a: api.udp_bind(a["udp"], a.get("hostname"), a["port"], reuse=a["reuse"]), _nothing),
+    "Udp.Connect": Unary(lambda api, a: api.udp_connect(a["udp"], a.get("hostname"), a.get("port")), _nothing),
+    "Udp.SendTo": Unary(
+        lambda api, a: api.udp_send_to(
+            a["udp"],
+            a["hostname"],
+            a["port"],
+            a["data"],
+            start=a.get("start"),
+            end=a.get("end"),
+            wait=a.get("wait", True),
+            timeout=a.get("timeout"),
+        ),
+        lambda sent: {"sent": sent},
+    ),
+    "Udp.Send": Unary(
+        lambda api, a: api.udp_send(
+            a["udp"],
+            a["data"],
+            start=a.get("start"),
+            end=a.get("end"),
+            wait=a.get("wait", True),
+            timeout=a.get("timeout"),
+        ),
+        lambda sent: {"sent": sent},
+    ),
+    "Udp.Receive": Unary(
+        lambda api, a: api.udp_receive(
+            a["udp"], max_bytes=a.get("max"), wait=a.get("wait", True), timeout=a.get("timeout")
+        ),
+        _datagram,
+    ),
+    "Udp.SetReceiveBufferSize": Unary(lambda api, a: api.udp_set_receive_buffer_size(a["udp"], a["size"]), _nothing),
+    "Udp.Close": Unary(lambda api, a: api.udp_close(a["udp"]), _nothing),
+    "Udp.GetTtl": Unary(lambda api, a: api.udp_ttl(a["udp"]), lambda ttl: {"ttl": ttl}),
+    "Udp.SetTtl": Unary(lambda api, a: api.udp_set_ttl(a["udp"], a["ttl"]), _nothing),
+    "Udp.MulticastJoin": Unary(
+        lambda api, a: api.udp_multicast_join_group(a["udp"], a["group"], a.get("interface")), _nothing
+    ),
+    "Udp.MulticastLeave": Unary(
+        lambda api, a: api.udp_multicast_leave_group(a["udp"], a["group"], a.get("interface")), _nothing
+    ),
+    "Udp.GetMulticastInterface": Unary(
+        lambda api, a: api.udp_multicast_interface(a["udp"]), lambda interface: {"interface": interface}
+    ),
+    "Udp.SetMulticastInterface": Unary(
+        lambda api, a: api.udp_multicast_set_interface(a["udp"], a.get("interface")), _nothing
+    ),
+    "Udp.GetMulticastLoopback": Unary(
+        lambda api, a: api.udp_multicast_loopback(a["udp"]), lambda loopback: {"loopback": loopback}
+    ),
+    "Udp.SetMulticastLoopback": Unary(lambda api, a: api.udp_multicast_set_loopback(a["udp"], a["loopback"]), _nothing),
+    "Udp.GetMulticastTtl": Unary(lambda api, a: api.udp_multicast_ttl(a["udp"]), lambda ttl: {"ttl": ttl}),
+    "Udp.SetMulticastTtl": Unary(lambda api, a: api.udp_multicast_set_ttl(a["udp"], a["ttl"]), _nothing),
+    # events
+    "Events.Sync": Unary(lambda api, a: api.sync(events(a.get("events", [])), timeout=a.get("timeout")), _synced),
+}
+
+#: The streaming RPCs; each door serves them with the core's stream methods.
+STREAMS: dict[str, str] = {
+    "Sessions.Attach": "attach",
+    "Ports.Stream": "port_stream",
+    "Udp.ReceiveStream": "udp_stream",
+    "Udp.SendStream": "udp_stream",
+}
+
+
+def opened(event: AttachEvent) -> Fields:
+    """``Sessions.Open``'s reply (and an attachment event's fields)."""
+    fields: Fields = {"session": event.session, "custodian": event.custodian, "lease_seconds": event.lease_seconds}
+    if event.event != "opened":
+        fields["event"] = event.event
+    return fields
+
+
+async def call(
+    broker: Broker, rpc: str, principal: Principal, session_id: str | None, args: Args, call_id: str | None
+) -> tuple[Fields, Call | None]:
+    """Run one unary RPC for ``principal`` in the named session: the reply's fields, and the
+    :class:`Call` the door settles once it knows whether the reply was delivered."""
+    if rpc == "Sessions.Open":
+        return opened(broker.open_session(principal, lease_seconds=args.get("lease_seconds")).opened()), None
+    entry = UNARY.get(rpc)
+    if entry is None:
+        raise ContractError("sockbroker", "unknown operation", {"method": rpc})
+    named = args.get("session") if rpc.startswith("Sessions.") else None
+    api = broker.api(principal, session_id, rpc, named=named)
+    running = api.session.calls.start(call_id, rpc)
+    pending = None
+    try:
+        value = entry.method(api, args)
+        if inspect.isawaitable(value):
+            pending = value
+            value = await running.run(lambda: pending)
+        fields = entry.encode(value)
+    except BaseException:
+        running.finish(delivered=False)
+        if inspect.iscoroutine(pending):
+            pending.close()  # cancelled before it ever ran: nothing to warn about
+        raise
+    return fields, running
