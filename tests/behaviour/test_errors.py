@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from helpers import PeerServer, target
+from racket.scenarios import Ctx
 from sockbroker.server import Daemon
 from sockbroker_client import (
     AsyncBroker,
+    BreakError,
     ContractError,
+    FailError,
     NetworkError,
     NotFoundError,
     PermissionDeniedError,
@@ -20,12 +24,14 @@ from sockbroker_client import (
 #: The contract (DESIGN.md §4), written out independently of the daemon's table.
 STATUS = {
     "exn:fail:contract": ("INVALID_ARGUMENT", 400),
+    "exn:fail": ("FAILED_PRECONDITION", 409),
     "exn:fail:network": ("FAILED_PRECONDITION", 409),
     "exn:fail:network:errno": ("UNAVAILABLE", 502),
     "not-found": ("NOT_FOUND", 404),
     "permission-denied": ("PERMISSION_DENIED", 403),
     "unauthenticated": ("UNAUTHENTICATED", 401),
     "resource-exhausted": ("RESOURCE_EXHAUSTED", 429),
+    "exn:break": ("CANCELLED", 499),
 }
 
 
@@ -75,6 +81,32 @@ async def test_local_hostname_without_local_port(broker: AsyncBroker) -> None:
         await broker.tcp_connect("127.0.0.1", 80, local_hostname="127.0.0.1")
     assert info.value.status == expected_status(broker, "exn:fail:contract")
     assert info.value.message.startswith("tcp-connect: no local port number supplied")
+
+
+async def test_an_operation_on_a_closed_port_is_plain_exn_fail(broker: AsyncBroker, peer: PeerServer) -> None:
+    # Racket's own kind for it ("write-bytes: output port is closed"), not a network error.
+    _, o = await broker.tcp_connect("127.0.0.1", peer.port)
+    await o.close()
+    with pytest.raises(FailError) as info:
+        await o.write(b"x")
+    assert info.value.kind == "exn:fail" and not isinstance(info.value, NetworkError)
+    assert info.value.status == expected_status(broker, "exn:fail")
+    assert info.value.message == f"write-bytes: output port is closed\n  output port: {o.handle}"
+
+
+async def test_a_call_broken_by_cancel_call_is_exn_break(broker: AsyncBroker) -> None:
+    # Sessions.CancelCall breaks a waiting accept: its caller gets Racket's "user break".
+    listener = await broker.tcp_listen(0, hostname="127.0.0.1")
+    ctx = Ctx(broker)
+    accepting = asyncio.ensure_future(ctx.call_with_id("Tcp.Accept", {"listener": listener.handle}, "accept-1"))
+    await asyncio.sleep(0.2)
+    await broker.call("Sessions.CancelCall", call="accept-1")
+    with pytest.raises(BreakError) as info:
+        await asyncio.wait_for(accepting, 5)
+    assert info.value.kind == "exn:break"
+    assert info.value.status == expected_status(broker, "exn:break")
+    assert info.value.message == "user break\n  operation: Tcp.Accept\n  call: accept-1"
+    assert await listener.accept_ready() is False  # it accepted nothing
 
 
 async def test_refused_connection_status(broker: AsyncBroker, peer: PeerServer) -> None:

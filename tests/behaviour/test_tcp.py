@@ -15,6 +15,7 @@ from sockbroker_client import (
     EOF,
     AsyncBroker,
     ContractError,
+    FailError,
     InputPort,
     NetworkErrnoError,
     NetworkError,
@@ -461,8 +462,12 @@ async def test_bad_buffer_mode_is_a_contract_error(broker: AsyncBroker, peer: Pe
     i, o, _ = await connected(broker, peer)
     with pytest.raises(ContractError):
         await o.set_buffer_mode("sometimes")
-    with pytest.raises(ContractError):
+    with pytest.raises(ContractError) as info:
         await i.set_buffer_mode("line")
+    assert (
+        info.value.message
+        == f"file-stream-buffer-mode: 'line buffering not supported for an input port\n  port: {i.handle}"
+    )
 
 
 # ───────────────────────────── closing, half-close, abandon ─────────────────────────────
@@ -507,18 +512,27 @@ async def test_abandon_of_an_input_port_closes_it(broker: AsyncBroker, peer: Pee
 async def test_closed_ports_refuse_reads_and_writes_but_close_again_quietly(
     broker: AsyncBroker, peer: PeerServer
 ) -> None:
+    # Racket's plain exn:fail, naming the port; tcp-addresses is exn:fail:network, as its docs say.
     i, o, _ = await connected(broker, peer)
     await i.close()
     await o.close()
-    with pytest.raises(NetworkError) as info:
-        await i.read()
-    assert "input port is closed" in info.value.message
-    with pytest.raises(NetworkError):
-        await o.write(b"x")
-    with pytest.raises(NetworkError):
-        await o.flush()
-    with pytest.raises(NetworkError):
-        await i.addresses()
+    refusals = [
+        (i.read(), f"read-bytes-avail!: input port is closed\n  input port: {i.handle}"),
+        (i.set_buffer_mode("none"), f"file-stream-buffer-mode: input port is closed\n  input port: {i.handle}"),
+        (o.write(b"x"), f"write-bytes: output port is closed\n  output port: {o.handle}"),
+        (o.flush(), f"flush-output: output port is closed\n  output port: {o.handle}"),
+    ]
+    for attempt, message in refusals:
+        with pytest.raises(FailError) as failed:
+            await attempt
+        assert (failed.value.kind, failed.value.message) == ("exn:fail", message)
+    for port in (i, o):
+        with pytest.raises(NetworkError) as info:
+            await port.addresses()
+        assert (info.value.kind, info.value.message) == (
+            "exn:fail:network",
+            f"tcp-addresses: port is closed\n  port: {port.handle}",
+        )
     await i.close()
     await o.close()
 

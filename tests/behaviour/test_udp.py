@@ -183,8 +183,42 @@ async def test_an_ipv6_socket_talks_ipv6(broker: AsyncBroker) -> None:
     await sock.bind("::1", 0)
     host, port, _, _ = await sock.addresses(port_numbers=True)
     assert host == "::1" and port > 0
-    with pytest.raises(NetworkError):  # an IPv4 address has no place on an IPv6 socket here
+    with pytest.raises(NetworkErrnoError) as info:  # bound to ::1, it has no IPv4 address to send from
         await sock.send_to("127.0.0.1", port, b"x")
+    assert info.value.message.startswith("udp-send-to: send failed\n")
+
+
+async def test_an_ipv6_socket_reaches_ipv4_as_the_kernel_allows(broker: AsyncBroker) -> None:
+    # Racket resolves with any family and lets the kernel decide: an unbound IPv6 socket sends
+    # IPv4 (as ::ffff:127.0.0.1), and a v4-mapped destination is IPv4 to the policy too.
+    receiver = await bound(broker)
+    port = await port_of(receiver)
+    sock = await opened(broker, "::1")
+    await sock.send_to("127.0.0.1", port, b"plain")
+    await sock.send_to("::ffff:127.0.0.1", port, b"mapped")
+    for expected in (b"plain", b"mapped"):
+        _, host, _, data = await received(receiver)
+        assert (host, data) == ("127.0.0.1", expected)
+    await sock.connect("127.0.0.1", port)
+    assert (await sock.addresses(port_numbers=True))[2:] == ("::ffff:127.0.0.1", port)
+    with pytest.raises(PermissionDeniedError):  # 10.0.0.1 is outside allow_connect, mapped or not
+        await (await opened(broker, "::1")).send_to("::ffff:10.0.0.1", 9, b"x")
+    with pytest.raises(NetworkErrnoError) as info:  # an IPv4 address cannot be bound on an IPv6 socket
+        await (await opened(broker, "::1")).bind("127.0.0.1", 0)
+    assert (info.value.errno, info.value.message.split("\n")[0]) == (errno.EINVAL, "udp-bind!: can't bind")
+
+
+async def test_an_ipv4_socket_refuses_ipv6_addresses_as_the_kernel_does(broker: AsyncBroker) -> None:
+    uses: list[tuple[Callable[[UdpSocket], Awaitable[Any]], str]] = [
+        (lambda sock: sock.bind("::1", 0), "udp-bind!: can't bind"),
+        (lambda sock: sock.connect("::1", 9), "udp-connect!: can't connect"),
+        (lambda sock: sock.send_to("::1", 9, b"x"), "udp-send-to: send failed"),
+    ]
+    for use, first_line in uses:
+        with pytest.raises(NetworkErrnoError) as info:
+            await use(await opened(broker))
+        assert (info.value.errno, info.value.errno_family) == (errno.EAFNOSUPPORT, "posix")
+        assert info.value.message.split("\n")[0] == first_line
 
 
 @pytest.mark.parametrize("family_port", [0, -1, 65536])
@@ -803,29 +837,44 @@ async def test_multicast_interface_of_an_unknown_name_is_a_gai_error(broker: Asy
     assert await sock.multicast_interface() == "0.0.0.0"
 
 
-async def test_ipv4_only_multicast_operations_on_an_ipv6_socket_are_network_errors(broker: AsyncBroker) -> None:
-    # The daemon's documented choice (core/udp.py): join, leave and the interface need IPv4.
+async def test_ipv4_multicast_options_on_an_ipv6_socket_work_as_in_racket(broker: AsyncBroker) -> None:
+    # Racket sets the IPv4 options on any socket, and Linux takes them on an IPv6 one.
     sock = await bound(broker, "::1")
     group = next(GROUPS)
-    calls: list[Callable[[], Awaitable[Any]]] = [
-        lambda: sock.multicast_join_group(group, "127.0.0.1"),
-        lambda: sock.multicast_leave_group(group, "127.0.0.1"),
-        sock.multicast_interface,
-        lambda: sock.multicast_set_interface("127.0.0.1"),
-    ]
-    for call in calls:
-        with pytest.raises(NetworkError) as info:
-            await call()
-        assert "IPv4" in info.value.message
+    assert await sock.multicast_interface() == "0.0.0.0"
+    await sock.multicast_set_interface("127.0.0.1")
+    assert await sock.multicast_interface() == "127.0.0.1"
+    await sock.multicast_join_group(group, "127.0.0.1")
+    await sock.multicast_leave_group(group, "127.0.0.1")
 
 
-@pytest.mark.parametrize("group", ["10.0.0.1", "127.0.0.1", "240.0.0.1", "255.255.255.255", "ff02::1", "not-a-group"])
-async def test_a_group_that_is_not_ipv4_multicast_is_a_contract_error(broker: AsyncBroker, group: str) -> None:
+@pytest.mark.parametrize("group", ["10.0.0.1", "127.0.0.1", "240.0.0.1", "255.255.255.255", "localhost"])
+async def test_a_group_that_is_not_ipv4_multicast_is_refused_by_the_kernel(broker: AsyncBroker, group: str) -> None:
+    # As in Racket: the group resolves, then the kernel refuses it (EINVAL to join, EADDRNOTAVAIL
+    # to leave); no contract error, and no policy denial (the policy names groups: these are none).
     sock = await bound(broker, reuse=True)
-    for call in (sock.multicast_join_group, sock.multicast_leave_group):
-        with pytest.raises(ContractError) as info:
+    for call, code, who in [
+        (sock.multicast_join_group, errno.EINVAL, "udp-multicast-join-group!"),
+        (sock.multicast_leave_group, errno.EADDRNOTAVAIL, "udp-multicast-leave-group!"),
+    ]:
+        with pytest.raises(NetworkErrnoError) as info:
             await call(group, "127.0.0.1")
-        assert "multicast" in info.value.message
+        assert (info.value.errno, info.value.message.split("\n")[0]) == (code, f"{who}: setsockopt failed")
+
+
+async def test_an_ipv6_group_or_interface_does_not_resolve_as_ipv4(broker: AsyncBroker) -> None:
+    sock = await bound(broker, reuse=True)
+    uses: list[tuple[Callable[[], Awaitable[Any]], str]] = [
+        (lambda: sock.multicast_join_group("ff02::1", "127.0.0.1"), "join-group!: can't resolve multicast address"),
+        (lambda: sock.multicast_leave_group("ff02::1", "127.0.0.1"), "leave-group!: can't resolve multicast address"),
+        (lambda: sock.multicast_join_group(next(GROUPS), "::1"), "join-group!: can't resolve interface address"),
+        (lambda: sock.multicast_set_interface("::1"), "set-interface!: can't resolve address"),
+    ]
+    for use, first_line in uses:
+        with pytest.raises(NetworkErrnoError) as info:
+            await use()
+        assert (info.value.errno, info.value.errno_family) == (-9, "gai")  # EAI_ADDRFAMILY: no lookup was made
+        assert info.value.message.split("\n")[0] == f"udp-multicast-{first_line}"
 
 
 async def test_a_group_outside_the_policy_is_permission_denied(broker: AsyncBroker) -> None:

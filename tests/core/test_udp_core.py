@@ -16,7 +16,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -577,13 +577,13 @@ async def test_close_discards_and_a_second_close_fails(session: Session) -> None
     await sender.send_to("127.0.0.1", port, b"never read")
     receiver.close()
     assert receiver.closed and receiver.state is UdpState.CLOSED
-    with pytest.raises(NetworkError, match="udp-close: udp socket is closed"):
+    with pytest.raises(NetworkError, match="udp-close: udp socket was already closed"):
         receiver.close()
     with pytest.raises(NetworkError, match="closed"):
         await receiver.receive(None, wait=False)
     with pytest.raises(NetworkError, match="closed"):
         await receiver.send_to("127.0.0.1", port, b"x")
-    with pytest.raises(NetworkError, match="udp-addresses: udp socket is closed"):
+    with pytest.raises(NetworkError, match="tcp-addresses: udp socket is closed"):  # Racket's udp-addresses
         receiver.addresses()
     receiver.force_close()  # idempotent, never raises
     info = receiver.describe()
@@ -717,16 +717,22 @@ async def test_ipv6_options_use_hop_limits(session: Session) -> None:
     assert sock.multicast_loopback() is False
     sock.set_multicast_loopback(True)
     assert sock.multicast_loopback() is True
-    for op in (
-        sock.multicast_join(GROUP, None),
-        sock.multicast_leave(GROUP, None),
-        sock.set_multicast_interface("127.0.0.1"),
-    ):
-        with pytest.raises(NetworkError, match="IPv4") as info:
-            await op
-        assert type(info.value) is NetworkError
-    with pytest.raises(NetworkError, match="IPv4"):
-        sock.multicast_interface()
+
+
+async def test_ipv4_multicast_options_on_an_ipv6_socket_are_the_kernels_to_judge(session: Session) -> None:
+    # Racket sets the IPv4 options on any socket; Linux takes them on an IPv6 one (IPv4-mapped traffic).
+    sock = await bound(session, "::1")
+    assert sock.multicast_interface() == "0.0.0.0"
+    await sock.set_multicast_interface("127.0.0.1")
+    assert sock.multicast_interface() == "127.0.0.1"
+    await sock.multicast_join(GROUP, "127.0.0.1")
+    with pytest.raises(NetworkErrnoError) as info:
+        await sock.multicast_join(GROUP, "127.0.0.1")
+    assert (info.value.errno, str(info.value).split("\n")[0]) == (
+        errno.EADDRINUSE,
+        "udp-multicast-join-group!: setsockopt failed",
+    )
+    await sock.multicast_leave(GROUP, "127.0.0.1")
 
 
 async def test_multicast_options(session: Session) -> None:
@@ -755,8 +761,48 @@ async def test_multicast_options(session: Session) -> None:
         await sock.set_multicast_interface(7)
 
 
-@pytest.mark.parametrize("group", ["10.0.0.1", "127.0.0.1", "ff02::1", "not an address", "240.0.0.1", "", 3])
-async def test_multicast_group_must_be_an_ipv4_multicast_address(session: Session, group: object) -> None:
+@pytest.mark.parametrize("group", ["10.0.0.1", "127.0.0.1", "localhost", "240.0.0.1", "255.255.255.255"])
+async def test_a_unicast_group_is_the_kernels_refusal(manager: SessionManager, group: str) -> None:
+    # As in Racket: the group resolves (IPv4), then the kernel refuses it (EINVAL to join,
+    # EADDRNOTAVAIL to leave). A policy that allows no group at all does not get in the way:
+    # it names groups, and these are none.
+    sock = await bound(manager.open("no groups", Policy(), None))
+    with pytest.raises(NetworkErrnoError) as info:
+        await sock.multicast_join(group, "127.0.0.1")
+    assert (info.value.errno, str(info.value).split("\n")[0]) == (
+        errno.EINVAL,
+        "udp-multicast-join-group!: setsockopt failed",
+    )
+    with pytest.raises(NetworkErrnoError) as info:
+        await sock.multicast_leave(group, None)
+    assert (info.value.errno, str(info.value).split("\n")[0]) == (
+        errno.EADDRNOTAVAIL,
+        "udp-multicast-leave-group!: setsockopt failed",
+    )
+
+
+async def test_a_group_or_interface_that_is_no_ipv4_address_is_a_resolution_error(session: Session) -> None:
+    # An IPv6 literal asked for as IPv4: getaddrinfo's EAI_ADDRFAMILY (-9), without a lookup.
+    sock = await bound(session)
+    cases: list[tuple[Callable[[], Awaitable[None]], str, str]] = [
+        (
+            lambda: sock.multicast_join("ff02::1", "127.0.0.1"),
+            "join-group!: can't resolve multicast address",
+            "ff02::1",
+        ),
+        (lambda: sock.multicast_leave("ff02::1", None), "leave-group!: can't resolve multicast address", "ff02::1"),
+        (lambda: sock.multicast_join(GROUP, "::1"), "join-group!: can't resolve interface address", "::1"),
+        (lambda: sock.set_multicast_interface("::1"), "set-interface!: can't resolve address", "::1"),
+    ]
+    for op, first_line, address in cases:
+        with pytest.raises(NetworkErrnoError) as info:
+            await op()
+        assert (info.value.errno, info.value.errno_family) == (-9, "gai")
+        assert str(info.value).split("\n")[:2] == [f"udp-multicast-{first_line}", f"  address: {address}"]
+
+
+@pytest.mark.parametrize("group", ["", 3, None])
+async def test_a_group_that_is_no_hostname_is_a_contract_error(session: Session, group: object) -> None:
     sock = await bound(session)
     with pytest.raises(ContractError):
         await sock.multicast_join(group, "127.0.0.1")
@@ -961,10 +1007,41 @@ async def test_ipv6_round_trip(session: Session) -> None:
 
 
 async def test_an_ipv4_socket_cannot_send_to_an_ipv6_address(session: Session) -> None:
+    # Resolved with any family, as Racket does; the kernel refuses the IPv6 address.
     sender = await opened(session)
     with pytest.raises(NetworkErrnoError) as info:
+        await sender.bind("::1", 0)
+    assert (info.value.errno, str(info.value).split("\n")[0]) == (errno.EAFNOSUPPORT, "udp-bind!: can't bind")
+    assert not sender.bound
+    with pytest.raises(NetworkErrnoError) as info:
+        await sender.connect("::1", 9)
+    assert (info.value.errno, str(info.value).split("\n")[0]) == (errno.EAFNOSUPPORT, "udp-connect!: can't connect")
+    with pytest.raises(NetworkErrnoError) as info:
         await sender.send_to("::1", 9, b"x")
-    assert info.value.errno_family == "gai"
+    assert (info.value.errno, info.value.errno_family) == (errno.EAFNOSUPPORT, "posix")
+    assert str(info.value).startswith("udp-send-to: send failed\n")
+    # Linux binds a socket on its first connect or send before it looks at the address: the
+    # daemon reports the binding the kernel made.
+    assert sender.bound and not sender.connected
+
+
+async def test_an_ipv6_socket_reaches_an_ipv4_address_through_the_kernel(session: Session) -> None:
+    # Linux sends IPv4 from a dual-stack IPv6 socket (as ::ffff:a.b.c.d); it cannot bind one.
+    receiver = await bound(session)
+    sender = await opened(session, "::1")
+    with pytest.raises(NetworkErrnoError) as info:
+        await sender.bind("127.0.0.1", 0)
+    assert (info.value.errno, str(info.value).split("\n")[0]) == (errno.EINVAL, "udp-bind!: can't bind")
+    await sender.send_to("127.0.0.1", port_of(receiver), b"mapped")
+    data, _, host, port = await recv(receiver)
+    assert (data, host, port) == (b"mapped", "127.0.0.1", port_of(sender))
+    await sender.connect("127.0.0.1", port_of(receiver))
+    assert sender.connected and sender.addresses()[2:] == ("::ffff:127.0.0.1", port_of(receiver))
+    await sender.send(b"connected")
+    assert (await recv(receiver))[0] == b"connected"
+    await receiver.send_to("127.0.0.1", port_of(sender), b"back")
+    data, _, host, _ = await recv(sender)
+    assert (data, host) == (b"back", "::ffff:127.0.0.1")
 
 
 # ───────────────────────────── a full send queue (private namespace) ─────────────────────────────

@@ -3,7 +3,8 @@
 ;;
 ;; DESIGN.md §4: where Racket raises for an operation and the documentation is silent, the daemon
 ;; copies Racket's kind, errno and first message line byte for byte. This program is the reference
-;; side of that comparison (tests/racket/compare.py runs the same scenarios against the daemon).
+;; side of that comparison (tests/racket/scenarios.py runs the same scenarios against the daemon;
+;; tests/behaviour/test_racket_errors.py compares with the recorded racket-8.7.jsonl).
 ;; It prints one JSON object per line:
 ;;   {"scenario": id, "kind": "exn:fail:network:errno" | "exn:fail:network" | "exn:fail:contract"
 ;;    | "exn:fail" | "exn:break" | null (nothing raised) | "timeout" | "setup-failed" | "crash",
@@ -19,6 +20,7 @@
 ;; bounded by `limit` seconds (see the runner at the end).
 ;;
 ;; Usage: racket tests/racket/errors.rkt [scenario-id ...]     (all scenarios when none is named)
+;; Re-record: racket tests/racket/errors.rkt > tests/racket/racket-8.7.jsonl   (see README.md)
 
 (require ffi/unsafe
          ffi/unsafe/port

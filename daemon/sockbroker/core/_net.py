@@ -59,8 +59,12 @@ async def resolve(
     family: int = socket.AF_UNSPEC,
     passive: bool = False,
     details: Mapping[str, object] | None = None,
+    what: str = "host not found",
 ) -> list[AddrInfo]:
-    """getaddrinfo on the loop's resolver, with errors as ``exn:fail:network:errno`` (``gai``)."""
+    """getaddrinfo on the loop's resolver, with errors as ``exn:fail:network:errno`` (``gai``):
+    ``who: what``, in Racket's words: ``host not found`` (``tcp-connect``), ``address-resolution
+    error`` (``tcp-listen``), ``can't resolve address`` (UDP; ``can't resolve multicast address``
+    and ``can't resolve interface address`` for a multicast group and its interface)."""
     loop = asyncio.get_running_loop()
     flags = socket.AI_PASSIVE if passive else 0
     try:
@@ -68,7 +72,7 @@ async def resolve(
     except UnicodeError as exc:
         raise ContractError(who, "bad hostname", {"hostname": host, "reason": str(exc)}) from None
     except OSError as exc:
-        raise from_os_error(who, "host not found", exc, details or {"hostname": host}) from None
+        raise from_os_error(who, what, exc, details or {"hostname": host}) from None
     return infos  # type: ignore[return-value]
 
 

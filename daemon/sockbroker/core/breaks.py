@@ -103,7 +103,7 @@ class Call:
                 self.give_back()
                 raise
             self.give_back()
-            raise BreakError(self.who, "cancelled by the client", {"call": self.id}) from None
+            raise _user_break(self.who, self.id) from None
         except BaseException:
             self.give_back()
             raise
@@ -167,7 +167,7 @@ class Calls:
             raise ContractError(who, "a call with this id is already running", {"call": call_id})
         if call_id in self._early:
             del self._early[call_id]
-            raise BreakError(who, "cancelled by the client", {"call": call_id})
+            raise _user_break(who, call_id)
         self._held.pop(call_id, None)
         call = Call(self, call_id, who)
         self._running[call_id] = call
@@ -209,6 +209,12 @@ class Calls:
             if len(self._held) <= HOLD_CALLS and oldest.finished_at >= horizon:
                 break
             self._held.popitem(last=False)
+
+
+def _user_break(operation: str, call_id: str | None) -> BreakError:
+    """Racket's break, ``user break`` (raised without a ``who``), with the operation and the call
+    it broke as the detail lines."""
+    return BreakError(None, "user break", {"operation": operation, "call": call_id})
 
 
 def _check_call_id(who: str, call_id: object) -> None:

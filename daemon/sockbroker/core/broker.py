@@ -229,10 +229,8 @@ class Api:
         resource: Resource = self._lookup(
             handle, (TcpListener, TcpInputPort, TcpOutputPort, UdpSocket), "tcp-addresses"
         )
-        if isinstance(resource, UdpSocket):
-            local_host, local_port, remote_host, remote_port = resource.addresses("udp-addresses")
-        else:
-            local_host, local_port, remote_host, remote_port = resource.addresses("tcp-addresses")  # type: ignore[attr-defined]
+        # Racket's udp-addresses *is* tcp-addresses: its errors say so for a UDP socket too.
+        local_host, local_port, remote_host, remote_port = resource.addresses("tcp-addresses")  # type: ignore[attr-defined]
         if port_numbers:
             return Addresses(local_host, remote_host, local_port, remote_port)
         return Addresses(local_host, remote_host)

@@ -3,6 +3,7 @@
 ::
 
     BrokerError                      (root; never raised itself)
+    ├── FailError                    exn:fail                 an operation on a closed TCP port
     ├── ContractError                exn:fail:contract        bad argument, range, shut-down custodian
     ├── NetworkError                 exn:fail:network         state: closed, already bound, not connected
     │   └── NetworkErrnoError        exn:fail:network:errno   the OS refused (carries errno + family)
@@ -13,7 +14,14 @@
     └── BreakError                   exn:break                the client cancelled
 
 Each class has one meaning; the Racket kind is a class attribute, never assembled at the edge.
-Messages follow Racket: ``who: what`` then one indented ``field: value`` line per detail.
+Messages follow Racket: ``who: what`` then one indented ``field: value`` line per detail. Where
+Racket raises without a ``who`` (a stream port's read and write errors, a break), ``who`` is
+None and the first line is ``what`` alone (``error reading from stream port``, ``user break``).
+
+:class:`FailError` stands beside the others rather than above them: in Racket ``exn:fail`` is
+the parent of every failure, but here each class names one meaning, and the plain kind means
+only what Racket raises as plain ``exn:fail`` for the operations offered — a read, write, flush
+or buffer-mode change on a closed TCP port.
 
 The front doors convert exactly once, through the wire package's table
 (``sockbroker_wire.errors.WIRE_STATUS``): a gRPC status and an HTTP status per kind. The core
@@ -33,6 +41,7 @@ __all__ = [
     "BreakError",
     "BrokerError",
     "ContractError",
+    "FailError",
     "NetworkErrnoError",
     "NetworkError",
     "NotFoundError",
@@ -42,11 +51,12 @@ __all__ = [
     "contract_violation",
     "from_os_error",
     "os_errors",
+    "show",
 ]
 
 
-def _format(who: str, what: str, details: Mapping[str, object] | None) -> str:
-    lines = [f"{who}: {what}"]
+def _format(who: str | None, what: str, details: Mapping[str, object] | None) -> str:
+    lines = [what if who is None else f"{who}: {what}"]
     for key, value in (details or {}).items():
         lines.append(f"  {key}: {value}")
     return "\n".join(lines)
@@ -57,7 +67,7 @@ class BrokerError(Exception):
 
     kind: ClassVar[str] = "broker-error"
 
-    def __init__(self, who: str, what: str, details: Mapping[str, object] | None = None) -> None:
+    def __init__(self, who: str | None, what: str, details: Mapping[str, object] | None = None) -> None:
         self.who = who
         self.what = what
         self.details = dict(details or {})
@@ -74,6 +84,13 @@ class BrokerError(Exception):
     @property
     def errno_family(self) -> str | None:
         return None
+
+
+class FailError(BrokerError):
+    """Racket's plain ``exn:fail``: an operation on a closed TCP port (``write-bytes: output port
+    is closed``). ``tcp-addresses`` on a closed port is not one: its docs name ``exn:fail:network``."""
+
+    kind = "exn:fail"
 
 
 class ContractError(BrokerError):
@@ -95,7 +112,7 @@ class NetworkErrnoError(NetworkError):
 
     def __init__(
         self,
-        who: str,
+        who: str | None,
         what: str,
         details: Mapping[str, object] | None = None,
         *,
@@ -168,7 +185,9 @@ if _NODATA is not None:
     _GAI[_NODATA] = "No address associated with hostname"
 
 
-def from_os_error(who: str, what: str, exc: OSError, details: Mapping[str, object] | None = None) -> NetworkErrnoError:
+def from_os_error(
+    who: str | None, what: str, exc: OSError, details: Mapping[str, object] | None = None
+) -> NetworkErrnoError:
     """Turn an OSError (or socket.gaierror) into the errno-carrying network error."""
     if isinstance(exc, socket.gaierror):
         code = exc.errno if isinstance(exc.errno, int) else socket.EAI_FAIL
@@ -191,10 +210,11 @@ def os_errors(who: str, what: str, details: Mapping[str, object] | None = None) 
 
 def contract_violation(who: str, expected: str, given: object) -> ContractError:
     """Racket's ``who: contract violation / expected: … / given: …``."""
-    return ContractError(who, "contract violation", {"expected": expected, "given": _show(given)})
+    return ContractError(who, "contract violation", {"expected": expected, "given": show(given)})
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
+    """A value printed the Racket way in a detail line: ``#f``, ``#t``, strings in quotes."""
     if value is None:
         return "#f"
     if value is True:

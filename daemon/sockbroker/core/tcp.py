@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING
 
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
 from .breaks import took
-from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors
+from .errors import (
+    ContractError,
+    FailError,
+    NetworkErrnoError,
+    NetworkError,
+    contract_violation,
+    from_os_error,
+    os_errors,
+)
 from .resources import Custodian, Resource
 from .states import CONNECTION, LISTENER, PORT, ConnectionAction, ListenerState, PortState
 
@@ -114,6 +122,9 @@ class TcpConnection:
         self.rx = bytearray()
         self.rx_eof = False
         self.rx_error: OSError | None = None
+        #: The reader took the peer's reset (ECONNRESET) and no read has reported it yet: a
+        #: writer that now gets EPIPE is told ECONNRESET, as it would be had nobody read.
+        self.reset_unreported = False
         self.rx_high = limits.port_receive_buffer
         #: An exact read of more than rx_high bytes raises the bar while it waits.
         self.rx_want = 0
@@ -150,6 +161,7 @@ class TcpConnection:
             return
         except OSError as exc:
             self.rx_error = exc
+            self.reset_unreported = exc.errno == errno.ECONNRESET
             self._stop_reading()
         else:
             if data:
@@ -192,8 +204,7 @@ class TcpConnection:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
-                self._tx_failed(exc)
-                raise from_os_error(who, "error writing to stream port", exc) from None
+                raise self._write_error(self._tx_failed(exc)) from None
             view = view[sent:]
         if view:
             self.tx += view
@@ -203,9 +214,13 @@ class TcpConnection:
 
     def _check_tx(self, who: str) -> None:
         if self.tx_error is not None:
-            raise from_os_error(who, "error writing to stream port", self.tx_error)
+            raise self._write_error(self.tx_error)
         if self.closed:
-            raise NetworkError(who, "output port is closed")
+            raise FailError(who, "output port is closed", {"output port": self.out_port.handle})
+
+    def _write_error(self, exc: OSError) -> NetworkErrnoError:
+        # Racket's fd ports raise this without a ``who`` (``error writing to stream port``).
+        return from_os_error(None, "error writing to stream port", exc, {"port": self.out_port.handle})
 
     def _on_writable(self) -> None:
         try:
@@ -227,12 +242,17 @@ class TcpConnection:
             self.loop.remove_writer(self.fd)
             self._writing = False
 
-    def _tx_failed(self, exc: OSError) -> None:
+    def _tx_failed(self, exc: OSError) -> OSError:
+        """The socket refused a send: the connection can send no more. Returns the error to report."""
+        if exc.errno == errno.EPIPE and self.reset_unreported:
+            self.reset_unreported = False
+            exc = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
         self.tx_error = exc
         self.tx.clear()
         self._stop_writing()
         self.writable.fire()
         self._after_drain()
+        return exc
 
     def _after_drain(self) -> None:
         if self._shut_wr_pending:
@@ -347,9 +367,10 @@ class _Port(Resource):
         return self.state is not PortState.OPEN
 
     def ensure_open(self, who: str) -> None:
+        """Racket's plain ``exn:fail`` for an operation on a closed port (``input port is closed``)."""
         if self.state is not PortState.OPEN:
-            kind = "input" if isinstance(self, TcpInputPort) else "output"
-            raise NetworkError(who, f"{kind} port is closed", {"port": self.handle})
+            kind = "input port" if isinstance(self, TcpInputPort) else "output port"
+            raise FailError(who, f"{kind} is closed", {kind: self.handle})
 
     def _transition(self, event: str) -> None:
         was = self.state
@@ -364,7 +385,9 @@ class _Port(Resource):
         self.conn.force_close()
 
     def addresses(self, who: str) -> tuple[str, int, str, int]:
-        self.ensure_open(who)
+        # The docs of tcp-addresses name exn:fail:network for a closed port (8.7: a contract error).
+        if self.state is not PortState.OPEN:
+            raise NetworkError(who, "port is closed", {"port": self.handle})
         return (*self.conn.local, *self.conn.remote)
 
     @property
@@ -391,7 +414,7 @@ class TcpInputPort(_Port):
         self.ensure_open(who)
         parsed = _parse_enum(BufferMode, mode, who)
         if parsed is BufferMode.LINE:
-            raise contract_violation(who, "(or/c 'block 'none) for an input port", mode)
+            raise ContractError(who, "'line buffering not supported for an input port", {"port": self.handle})
         self._mode = parsed  # type: ignore[assignment]
 
     async def read(self, max_bytes: int | None, mode: str, *, peek: bool, timeout: float | None) -> tuple[bytes, bool]:
@@ -418,7 +441,9 @@ class TcpInputPort(_Port):
         if conn.rx:
             return True
         if conn.rx_error is not None:
-            raise from_os_error(who, "error reading from stream port", conn.rx_error, {"port": self.handle})
+            conn.reset_unreported = False
+            # Racket's fd ports raise this without a ``who`` (``error reading from stream port``).
+            raise from_os_error(None, "error reading from stream port", conn.rx_error, {"port": self.handle})
         return conn.rx_eof
 
     async def _read_avail(self, amount: int, peek: bool, nowait: bool, who: str) -> tuple[bytes, bool]:
@@ -719,8 +744,10 @@ async def tcp_listen(
     check_hostname(who, hostname, optional=True)
     owner = session.custodian(custodian, who)
     owner.table.check_room(1, who)
-    details = {"port number": port, "hostname": hostname or "#f"}
-    infos = await resolve(who, hostname, port, kind=socket.SOCK_STREAM, passive=True, details=details)
+    details = {"hostname": hostname or "#f", "port number": port}
+    infos = await resolve(
+        who, hostname, port, kind=socket.SOCK_STREAM, passive=True, details=details, what="address-resolution error"
+    )
     seen: set[tuple[int, str]] = set()
     addresses = []
     for family, _, _, _, sockaddr in infos:

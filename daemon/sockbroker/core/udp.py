@@ -21,8 +21,15 @@ Decisions where Racket's documentation is silent or the kernel differs:
   clamp; the docs require ``exn:fail:network``, so the daemon raises it as
   :class:`NetworkErrnoError` ``ENOBUFS`` — what BSD and macOS kernels return in that case.
 * IPv6 sockets: TTL, multicast TTL and multicast loopback map to ``IPV6_UNICAST_HOPS``,
-  ``IPV6_MULTICAST_HOPS`` and ``IPV6_MULTICAST_LOOP``; the IPv4-only operations (join, leave,
-  multicast interface) are a :class:`NetworkError` naming the family.
+  ``IPV6_MULTICAST_HOPS`` and ``IPV6_MULTICAST_LOOP``; join, leave and the multicast interface
+  are Racket's IPv4 options on every socket, and the kernel answers (Linux accepts them on an
+  IPv6 socket, for its IPv4-mapped traffic).
+* Addresses resolve as Racket resolves them: a hostname with any family, a multicast group and
+  its interface as IPv4. The kernel then decides: an IPv6 address on an IPv4 socket is
+  ``EAFNOSUPPORT``, an IPv4 address bound on an IPv6 socket ``EINVAL``, and an IPv6 socket
+  connects and sends to an IPv4 address (as ``::ffff:a.b.c.d``). A name with answers of both
+  families takes the first one of the socket's family (Racket takes the very first, so a
+  ``localhost`` that lists ``::1`` first would fail on an IPv4 socket there).
 * Largest datagram: 65,507 bytes on IPv4, 65,527 on IPv6; above is ``EMSGSIZE``, nothing sent.
   ``max`` of a receive is 0–65,535.
 * Disconnecting keeps the socket's binding (bind's, or the one a send made): Linux drops an
@@ -53,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
 from .breaks import took
-from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors
+from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors, show
 from .resources import Resource
 from .states import UDP, UDP_REQUIRES, UdpState
 
@@ -91,6 +98,10 @@ _RMEM_MAX = "/proc/sys/net/core/rmem_max"
 #: Errors a UDP socket reports from ICMP: a datagram stream skips them, a receive raises them.
 _SOFT_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
 _FAMILY_NAME = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+#: Racket's words for a resolver error, by what was resolved.
+_CANT_RESOLVE = "can't resolve address"
+_CANT_RESOLVE_GROUP = "can't resolve multicast address"
+_CANT_RESOLVE_INTERFACE = "can't resolve interface address"
 
 Datagram = tuple[bytes, int, str, int]
 SockAddr = tuple[Any, ...]
@@ -148,15 +159,57 @@ def _check_byte(who: str, value: object) -> int:
 _libc: Any = None
 
 
-def _disconnect(sock: socket.socket) -> None:
-    """connect(fd, {AF_UNSPEC}): dissolve a UDP association (Python's connect cannot say it)."""
+def _syscall(name: str, *args: object) -> int:
+    """A libc socket call on raw arguments; a failure is the OSError of its errno."""
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    address = ctypes.create_string_buffer(struct.pack("=H14x", socket.AF_UNSPEC), 16)
-    if _libc.connect(sock.fileno(), address, 16) != 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # (fd, const struct sockaddr *, socklen_t); sendto adds the buffer, its length and flags.
+        libc.bind.argtypes = libc.connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]
+        libc.sendto.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+        ]
+        libc.sendto.restype = ctypes.c_ssize_t
+        _libc = libc
+    result = int(getattr(_libc, name)(*args))
+    if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+    return result
+
+
+def _disconnect(sock: socket.socket) -> None:
+    """connect(fd, {AF_UNSPEC}): dissolve a UDP association (Python's connect cannot say it)."""
+    address = ctypes.create_string_buffer(struct.pack("=H14x", socket.AF_UNSPEC), 16)
+    _syscall("connect", sock.fileno(), address, 16)
+
+
+def _family_of(sockaddr: SockAddr) -> int:
+    return socket.AF_INET6 if len(sockaddr) == 4 else socket.AF_INET
+
+
+def _raw_sockaddr(sockaddr: SockAddr) -> Any:
+    """``struct sockaddr_in`` / ``sockaddr_in6`` of a resolved address, whatever the socket's family:
+    Python builds a socket address from the socket's own family, Racket hands the kernel the
+    resolved one, so the kernel (not a resolver) says what it thinks of an address of the other family."""
+    if len(sockaddr) == 4:
+        host, port, flowinfo, scope = sockaddr
+        packed = (
+            struct.pack("=H", socket.AF_INET6)
+            + struct.pack("!HI", port, flowinfo)
+            + socket.inet_pton(socket.AF_INET6, host)
+            + struct.pack("=I", scope)
+        )
+    else:
+        host, port = sockaddr
+        packed = struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_pton(socket.AF_INET, host)
+        packed += bytes(16 - len(packed))
+    return ctypes.create_string_buffer(packed, len(packed))
 
 
 class _Stream:
@@ -240,10 +293,10 @@ class UdpSocket(Resource):
 
     def _require(self, operation: str, who: str) -> None:
         if self.state is UdpState.CLOSED:
-            raise NetworkError(who, "udp socket is closed", {"udp": self.handle})
+            raise NetworkError(who, "udp socket is closed", {"socket": self.handle})
         allowed, message = UDP_REQUIRES[operation]
         if self.state not in allowed:
-            raise NetworkError(who, message, {"udp": self.handle})
+            raise NetworkError(who, message, {"socket": self.handle})
 
     def ensure_open(self, who: str) -> None:
         self._require("any", who)
@@ -257,7 +310,8 @@ class UdpSocket(Resource):
         info["kernel_dropped"] = min(self.kernel_dropped, 2**32 - 1)
         return info
 
-    def addresses(self, who: str = "udp-addresses") -> tuple[str, int, str, int]:
+    def addresses(self, who: str = "tcp-addresses") -> tuple[str, int, str, int]:
+        """udp-addresses, which Racket defines as tcp-addresses (its errors name that)."""
         self.ensure_open(who)
         with os_errors(who, "could not get address"):
             local = self.sock.getsockname()
@@ -357,7 +411,7 @@ class UdpSocket(Resource):
         """Receive one datagram now, or None. Never blocks."""
         amount = check_receive_max(who, max_bytes)
         self._require("receive", who)
-        with os_errors(who, "receive failed", {"udp": self.handle}):
+        with os_errors(who, "receive failed", {"socket": self.handle}):
             got = self._recv_one()
         if got is None:
             return None
@@ -392,7 +446,7 @@ class UdpSocket(Resource):
 
     def perform_send(self, sockaddr: SockAddr | None, data: bytes, who: str = "udp-send-evt") -> bool:
         """Send now to ``sockaddr`` (resolved) or, when None, to the peer. False when it would block."""
-        details: dict[str, object] = {"udp": self.handle}
+        details: dict[str, object] = {"socket": self.handle}
         if sockaddr is None:
             self._require("send", who)
         else:
@@ -402,14 +456,18 @@ class UdpSocket(Resource):
         try:
             if sockaddr is None:
                 self.sock.send(data)
-            else:
+            elif _family_of(sockaddr) == self.family:
                 self.sock.sendto(data, sockaddr)
+            else:
+                address = _raw_sockaddr(sockaddr)
+                _syscall("sendto", self.fd, data, len(data), 0, address, len(address))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             raise from_os_error(who, "send failed", exc, details) from None
-        if self.state is UdpState.UNBOUND:
-            self._settle()  # the kernel bound an ephemeral port
+        finally:
+            if self.state is UdpState.UNBOUND:
+                self._settle()  # the kernel bound an ephemeral port (even for a send it then refused)
         return True
 
     async def _send_loop(
@@ -444,17 +502,16 @@ class UdpSocket(Resource):
         payload = datagram_slice(who, data, start, end)
         check_timeout(who, timeout)
         self._require("send-to", who)
-        self._check_size(who, payload, {"hostname": hostname, "port number": port})
+        self._check_size(who, payload, {"address": hostname, "port number": port})
         sockaddr = await self.destination(who, hostname, port)
         return await self._send_loop(who, sockaddr, payload, wait, timeout)
 
     async def destination(self, who: str, hostname: object, port: object) -> SockAddr:
-        """Where a send-to goes: checked, resolved in this socket's family, allowed by policy."""
+        """Where a send-to goes: checked, resolved (any family), allowed by policy."""
         name = check_hostname(who, hostname)
         number = check_port(who, port)
         assert name is not None and number is not None
-        details: dict[str, object] = {"hostname": name, "port number": number}
-        sockaddr = await self._resolve_one(who, name, number, passive=False, details=details)
+        sockaddr = await self._resolve_one(who, name, number, passive=False)
         self.policy.check_connect(who, host_of(sockaddr), number)
         return sockaddr
 
@@ -473,7 +530,7 @@ class UdpSocket(Resource):
         payload = datagram_slice(who, data, start, end)
         check_timeout(who, timeout)
         self._require("send", who)
-        self._check_size(who, payload, {"udp": self.handle})
+        self._check_size(who, payload, {"socket": self.handle})
         return await self._send_loop(who, None, payload, wait, timeout)
 
     async def send_datagram(self, data: bytes, hostname: str | None, port: int | None) -> None:
@@ -485,26 +542,35 @@ class UdpSocket(Resource):
             await self.send_to(hostname, port, data, wait=True, who=who)
 
     # ── binding and association ────────────────────────────────────────────
-    async def _resolve_one(
-        self, who: str, hostname: str | None, port: int, *, passive: bool, details: dict[str, object]
-    ) -> SockAddr:
-        """The first address of this socket's family; IP literals skip the resolver."""
-        if hostname is not None and "%" not in hostname:
+    async def _resolve_one(self, who: str, hostname: str | None, port: int, *, passive: bool) -> SockAddr:
+        """Where ``hostname`` is, in any family (Racket's lookup), for the kernel to judge: IP
+        literals skip the resolver, no hostname is this socket's wildcard, and of a name's answers
+        the first of this socket's family wins, else the very first."""
+        if hostname is None:
+            return ("::", port, 0, 0) if self.family == socket.AF_INET6 else ("0.0.0.0", port)
+        if "%" not in hostname:
             try:
                 literal = ipaddress.ip_address(hostname)
             except ValueError:
                 pass
             else:
-                if literal.version == 4 and self.family == socket.AF_INET:
-                    return (str(literal), port)
-                if literal.version == 6 and self.family == socket.AF_INET6:
-                    return (str(literal), port, 0, 0)
+                return (str(literal), port) if literal.version == 4 else (str(literal), port, 0, 0)
+        details = {"address": hostname, "port number": port}
         infos = await resolve(
-            who, hostname, port, kind=socket.SOCK_DGRAM, family=self.family, passive=passive, details=details
+            who, hostname, port, kind=socket.SOCK_DGRAM, passive=passive, details=details, what=_CANT_RESOLVE
         )
         if not infos:  # pragma: no cover - getaddrinfo never answers an empty list
-            raise NetworkErrnoError(who, "host not found", details, code=socket.EAI_NONAME, family="gai")
-        return tuple(infos[0][4])
+            raise NetworkErrnoError(who, _CANT_RESOLVE, details, code=socket.EAI_NONAME, family="gai")
+        chosen = next((info for info in infos if info[0] == self.family), infos[0])
+        return tuple(chosen[4])
+
+    def _to_kernel(self, call: str, sockaddr: SockAddr) -> None:
+        """``bind`` or ``connect`` to a resolved address, of either family."""
+        if _family_of(sockaddr) == self.family:
+            getattr(self.sock, call)(sockaddr)
+        else:
+            address = _raw_sockaddr(sockaddr)
+            _syscall(call, self.fd, address, len(address))
 
     async def bind(self, hostname: object, port: object, reuse: object = False) -> None:
         """udp-bind!: only once; ``reuse`` sets SO_REUSEADDR."""
@@ -514,14 +580,14 @@ class UdpSocket(Resource):
         assert port is not None
         self._require("bind", who)
         details: dict[str, object] = {"address": hostname or "#f", "port number": port}
-        sockaddr = await self._resolve_one(who, hostname, port, passive=True, details=details)
+        sockaddr = await self._resolve_one(who, hostname, port, passive=True)
         self.policy.check_listen(who, host_of(sockaddr), port)
         self._require("bind", who)  # the state may have changed while resolving
         try:
-            with os_errors(who, "can't bind", details):
+            with os_errors(who, "can't bind as reusable" if reuse else "can't bind", details):
                 if reuse:
                     self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self.sock.bind(sockaddr)
+                self._to_kernel("bind", sockaddr)
         finally:
             self._settle()
 
@@ -533,13 +599,13 @@ class UdpSocket(Resource):
         if (hostname is None) != (port is None):
             raise ContractError(
                 who,
-                "last two arguments must be both #f or both non-#f",
-                {"hostname": hostname if hostname is not None else "#f", "port": port if port is not None else "#f"},
+                "last second and third arguments must be both #f or both non-#f",
+                {"second argument": show(hostname), "third argument": show(port)},
             )
         self.ensure_open(who)
         if hostname is None or port is None:
             try:
-                with os_errors(who, "can't disconnect", {"udp": self.handle}):
+                with os_errors(who, "can't disconnect", {"socket": self.handle}):
                     if self._peer is not None:
                         _disconnect(self.sock)
                         # Linux forgets an ephemeral port on disconnect; the binding stays, as Racket's
@@ -549,36 +615,29 @@ class UdpSocket(Resource):
             finally:
                 self._settle()
             return
-        details: dict[str, object] = {"hostname": hostname, "port number": port}
-        sockaddr = await self._resolve_one(who, hostname, port, passive=False, details=details)
+        details: dict[str, object] = {"address": hostname, "port number": port}
+        sockaddr = await self._resolve_one(who, hostname, port, passive=False)
         self.policy.check_connect(who, host_of(sockaddr), port)
         self.ensure_open(who)
         try:
             with os_errors(who, "can't connect", details):
-                self.sock.connect(sockaddr)
+                self._to_kernel("connect", sockaddr)
         finally:
             self._settle()
 
     # ── options ────────────────────────────────────────────────────────────
     def _getopt(self, who: str, level: int, option: int) -> int:
         self.ensure_open(who)
-        with os_errors(who, "getsockopt failed", {"udp": self.handle}):
+        with os_errors(who, "getsockopt failed", {"socket": self.handle}):
             return self.sock.getsockopt(level, option)
 
     def _setopt(self, who: str, level: int, option: int, value: int | bytes) -> None:
         self.ensure_open(who)
-        with os_errors(who, "setsockopt failed", {"udp": self.handle}):
+        with os_errors(who, "setsockopt failed", {"socket": self.handle}):
             self.sock.setsockopt(level, option, value)
 
     def _by_family(self, v4: tuple[int, int], v6: tuple[int, int]) -> tuple[int, int]:
         return v6 if self.family == socket.AF_INET6 else v4
-
-    def _ipv4_only(self, who: str) -> None:
-        self.ensure_open(who)
-        if self.family != socket.AF_INET:
-            raise NetworkError(
-                who, "operation needs an IPv4 udp socket", {"udp": self.handle, "family": _FAMILY_NAME[self.family]}
-            )
 
     def set_receive_buffer_size(self, size: object) -> None:
         """udp-set-receive-buffer-size!: above the system's maximum is ENOBUFS (Linux would clamp)."""
@@ -625,23 +684,28 @@ class UdpSocket(Resource):
     def multicast_interface(self) -> str:
         """udp-multicast-interface: "0.0.0.0" when the kernel chooses."""
         who = "udp-multicast-interface"
-        self._ipv4_only(who)
-        with os_errors(who, "getsockopt failed", {"udp": self.handle}):
+        self.ensure_open(who)
+        with os_errors(who, "getsockopt failed", {"socket": self.handle}):
             raw = self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
         return socket.inet_ntoa(raw[:4])
 
-    async def _interface(self, who: str, hostname: str | None) -> bytes:
-        """The in_addr of an interface hostname; None or "0.0.0.0" is INADDR_ANY."""
-        if hostname is None or hostname == "0.0.0.0":
-            return socket.inet_aton("0.0.0.0")
-        sockaddr = await self._resolve_one(who, hostname, 0, passive=False, details={"hostname": hostname})
-        return socket.inet_aton(host_of(sockaddr))
+    @staticmethod
+    async def _in_addr(who: str, hostname: str | None, what: str) -> bytes:
+        """The ``in_addr`` of a multicast group or interface: Racket resolves both as IPv4 whatever
+        the socket's family (an IPv6 one is ``gai_err=-9``, no lookup made); None is INADDR_ANY."""
+        if hostname is None:
+            return bytes(4)
+        with contextlib.suppress(ValueError):
+            return ipaddress.IPv4Address(hostname).packed
+        infos = await resolve(
+            who, hostname, 0, kind=socket.SOCK_DGRAM, family=socket.AF_INET, details={"address": hostname}, what=what
+        )
+        return socket.inet_aton(host_of(infos[0][4]))
 
     async def set_multicast_interface(self, hostname: object) -> None:
         who = "udp-multicast-set-interface!"
         hostname = check_hostname(who, hostname, optional=True)
-        self._ipv4_only(who)
-        address = await self._interface(who, hostname)
+        address = await self._in_addr(who, hostname, _CANT_RESOLVE)
         self._setopt(who, socket.IPPROTO_IP, socket.IP_MULTICAST_IF, address)
 
     async def multicast_join(self, group: object, interface: object) -> None:
@@ -651,24 +715,20 @@ class UdpSocket(Resource):
         await self._membership("udp-multicast-leave-group!", socket.IP_DROP_MEMBERSHIP, group, interface)
 
     async def _membership(self, who: str, option: int, group: object, interface: object) -> None:
-        if not isinstance(group, str):
-            raise contract_violation(who, "string?", group)
-        try:
-            address = ipaddress.IPv4Address(group)
-        except ValueError:
-            address = None
-        if address is None or not address.is_multicast:
-            raise ContractError(who, "expected a valid IPv4 multicast address", {"given": group})
+        """Join or leave as Racket does: resolve the group and the interface (IPv4), then the
+        kernel answers. The policy names the groups that may be joined, so it judges multicast
+        addresses; any other address is no group, and the kernel refuses it without effect
+        (``EINVAL`` to join, ``EADDRNOTAVAIL`` to leave)."""
+        name = check_hostname(who, group)
         interface = check_hostname(who, interface, optional=True)
-        self._ipv4_only(who)
-        self.policy.check_multicast(who, str(address))
-        local = await self._interface(who, interface)
+        address = await self._in_addr(who, name, _CANT_RESOLVE_GROUP)
+        local = await self._in_addr(who, interface, _CANT_RESOLVE_INTERFACE)
         self.ensure_open(who)
-        try:
-            self.sock.setsockopt(socket.IPPROTO_IP, option, address.packed + local)
-        except OSError as exc:
-            what = "can't join group" if option == socket.IP_ADD_MEMBERSHIP else "can't leave group"
-            raise from_os_error(who, what, exc, {"group": group, "interface": interface or "#f"}) from None
+        if ipaddress.IPv4Address(address).is_multicast:
+            self.policy.check_multicast(who, socket.inet_ntoa(address))
+        details = {"socket": self.handle, "group": group, "interface": interface or "#f"}
+        with os_errors(who, "setsockopt failed", details):
+            self.sock.setsockopt(socket.IPPROTO_IP, option, address + local)
 
     # ── datagram streams ───────────────────────────────────────────────────
     def stream(self, max_bytes: object = None) -> AsyncGenerator[tuple[bytes, str, int], None]:
@@ -699,7 +759,7 @@ class UdpSocket(Resource):
         amount = check_receive_max(who, max_bytes)
         self._require("receive", who)
         if self._stream is not None:
-            raise NetworkError(who, "a datagram stream is already open", {"udp": self.handle})
+            raise NetworkError(who, "a datagram stream is already open", {"socket": self.handle})
         return amount
 
     @contextlib.contextmanager
@@ -761,7 +821,7 @@ class UdpSocket(Resource):
             except OSError as exc:
                 if exc.errno in _SOFT_ERRORS:
                     continue  # an ICMP report about an earlier send: not the stream's end
-                stream.error = from_os_error("udp-receive-stream", "receive failed", exc, {"udp": self.handle})
+                stream.error = from_os_error("udp-receive-stream", "receive failed", exc, {"socket": self.handle})
                 self._stop_reading()
                 break
             if got is None:
@@ -779,7 +839,8 @@ class UdpSocket(Resource):
     # ── closing ────────────────────────────────────────────────────────────
     def close(self, who: str = "udp-close") -> None:
         """udp-close: discards unreceived datagrams; a second close is a network error."""
-        self.ensure_open(who)
+        if self.closed:
+            raise NetworkError(who, "udp socket was already closed", {"socket": self.handle})
         self.force_close()
 
     def force_close(self) -> None:
@@ -830,8 +891,10 @@ async def udp_open(
     owner.table.check_room(1, who)
     family = socket.AF_INET
     if family_hostname is not None or family_port is not None:
-        details = {"hostname": family_hostname or "#f", "port number": family_port or "#f"}
-        infos = await resolve(who, family_hostname, family_port or 0, kind=socket.SOCK_DGRAM, details=details)
+        details = {"address": family_hostname or "#f", "port number": family_port or "#f"}
+        infos = await resolve(
+            who, family_hostname, family_port or 0, kind=socket.SOCK_DGRAM, details=details, what=_CANT_RESOLVE
+        )
         family = infos[0][0]
     with os_errors(who, "creation failed"):
         sock = socket.socket(family, socket.SOCK_DGRAM)

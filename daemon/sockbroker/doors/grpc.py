@@ -12,6 +12,10 @@ or its deadline passed, before the reply reached it); then the call's effects ar
 from __future__ import annotations
 
 import logging
+import os
+import select
+import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeAlias
 
@@ -70,10 +74,81 @@ async def _frames(requests: AsyncIterator[Any], who: str) -> AsyncIterator[Any]:
         yield _checked(message, who)
 
 
+_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+
+
+def _peer_address(peer: str) -> tuple[str, int] | None:
+    """``ipv4:127.0.0.1:5000`` / ``ipv6:[::1]:5000`` (``context.peer()``) as (host, port)."""
+    scheme, _, rest = peer.partition(":")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("ipv4", "ipv6") or not port.isdigit():
+        return None
+    return urllib.parse.unquote(host).strip("[]"), int(port)
+
+
+def _peer_of(fd: int) -> tuple[str, int] | None:
+    """The peer of socket ``fd`` (borrowed, never closed), or None."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+    if not isinstance(address, tuple):
+        return None
+    host = str(address[0])
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:") :]  # gRPC listens dual-stack; context.peer() names the IPv4 address
+    return host, int(address[1])
+
+
+class _Connections:
+    """The daemon's socket of each gRPC client connection, found from ``context.peer()``, so the
+    door can look at it as the REST door looks at its own: a FIN or a reset already waiting
+    there means the client has gone. gRPC itself tells a handler of a client's cancel or close
+    only some 50-100 µs later (and never once the reply is written), so without this look a
+    reply written at once after the client left would count as delivered."""
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[str, int], int] = {}
+
+    def gone(self, peer: str) -> bool:
+        address = _peer_address(peer)
+        if address is None:
+            return False  # a Unix socket peer has no address to find it by
+        fd = self._fds.get(address)
+        if fd is None or _peer_of(fd) != address:
+            fd = self._find(address)
+        if fd is None:
+            return True  # the connection's socket is gone already
+        poller = select.poll()
+        poller.register(fd, _GONE)
+        return any(events & _GONE for _, events in poller.poll(0))
+
+    def _find(self, address: tuple[str, int]) -> int | None:
+        self._fds = {a: fd for a, fd in self._fds.items() if _peer_of(fd) == a}
+        for name in reversed(os.listdir("/proc/self/fd")):
+            fd = int(name)
+            try:
+                if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            if _peer_of(fd) == address:
+                self._fds[address] = fd
+                return fd
+        return None
+
+
 class _Door:
     def __init__(self, broker: Broker, metrics: Metrics | None) -> None:
         self.broker = broker
         self.metrics = metrics
+        self.connections = _Connections()
 
     def _metadata(self, context: Context) -> dict[str, str]:
         return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
@@ -104,11 +179,12 @@ class _Door:
 
     # ── unary ──────────────────────────────────────────────────────────────
     def unary(self, route: Route) -> grpc.RpcMethodHandler:
-        """A unary RPC, served as a server stream of exactly one message (the same bytes on the
-        wire, so every unary client is served alike): writing the reply ourselves tells us whether
-        the call was cancelled before it went out, and then its effects are given back."""
+        """A unary RPC. Its reply goes out with its status in one write; right before, the door
+        looks at the client's connection (:class:`_Connections`): a client already gone did not
+        get the reply, and the call's effects are given back. A cancel that gRPC reports while the
+        call runs (the handler is cancelled) gives them back too."""
 
-        async def body(request: Any, context: Context) -> None:
+        async def body(request: Any, context: Context) -> Message:
             message = _checked(request, route.name)
             metadata = self._metadata(context)
             principal = self.broker.authenticate_header(metadata.get("authorization"))
@@ -121,18 +197,19 @@ class _Door:
                 metadata.get(CALL_METADATA),
             )
             try:
-                await context.write(from_dict(route.output, fields))
+                reply = from_dict(route.output, fields)
             except BaseException:
                 if call is not None:
                     call.finish(delivered=False)
                 raise
             if call is not None:
-                call.finish(delivered=True)
+                call.finish(delivered=not (call.holds and self.connections.gone(context.peer())))
+            return reply
 
-        async def handler(request: Any, context: Context) -> None:
-            await self.guard(route.name, context, body(request, context))
+        async def handler(request: Any, context: Context) -> Message:
+            return await self.guard(route.name, context, body(request, context))  # type: ignore[no-any-return]
 
-        return grpc.unary_stream_rpc_method_handler(
+        return grpc.unary_unary_rpc_method_handler(
             handler, request_deserializer=_decoder(route.input), response_serializer=route.output.SerializeToString
         )
 
