@@ -7,7 +7,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
 ruff check daemon proto/python clients tests bench scripts
 ruff format --check daemon proto/python clients tests bench scripts
-echo "== mypy (strict, daemon and wire package)"
+echo "== mypy (strict: daemon, wire package, clients, tests, bench)"
 mypy
 echo "== pytest"
 pytest "$@"

@@ -35,7 +35,7 @@ async def rest(daemon: Daemon, token_file: pathlib.Path) -> Any:
 
 
 def _path(r: Any, value: str = "x") -> str:
-    path = r.path
+    path = str(r.path)
     for name in r.path_fields:
         path = path.replace("{" + name + "}", value)
     return path

@@ -19,7 +19,7 @@ def test_every_grpc_method_has_a_rest_route_and_back(daemon: Daemon) -> None:
     served: dict[tuple[str, str], str] = {}
     for r in app.routes:
         if isinstance(r, APIRoute) and r.path not in NOT_RPCS:
-            for verb in r.methods:
+            for verb in r.methods or ():
                 served[(verb, r.path)] = r.name
         elif isinstance(r, APIWebSocketRoute):
             served[("WS", r.path)] = r.name

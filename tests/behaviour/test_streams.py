@@ -7,6 +7,7 @@ import os
 import socket
 
 from helpers import PeerServer, read_until_eof
+from sockbroker.core.tcp import TcpInputPort
 from sockbroker.server import Daemon
 from sockbroker_client import EOF, AsyncBroker
 
@@ -82,6 +83,7 @@ async def test_a_client_that_does_not_read_gets_backpressure(
         bound = daemon.settings.port_receive_buffer + 64 * 1024 * 1024
         assert accepted < bound, accepted
         port = next(r for s in daemon.broker.sessions._sessions.values() if (r := s.table.find(i.handle)))
+        assert isinstance(port, TcpInputPort)
         assert len(port.conn.rx) <= daemon.settings.port_receive_buffer + 256 * 1024
     finally:
         await stream.aclose()

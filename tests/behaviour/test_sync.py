@@ -177,7 +177,7 @@ async def test_bad_events_are_refused_before_waiting(broker: AsyncBroker, peer: 
     with pytest.raises(ContractError):
         await broker.call("Events.Sync", events=[{"port_write_ready": {"port": i.handle}}])
     with pytest.raises(ContractError):
-        await broker.sync(tcp_accept_evt(i))
+        await broker.sync(tcp_accept_evt(i))  # type: ignore[arg-type]  # the wrong kind, on purpose
     with pytest.raises(ContractError):
         await broker.sync(port_read_ready_evt(i), timeout=-1)
 

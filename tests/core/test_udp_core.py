@@ -28,9 +28,10 @@ from sockbroker.core.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
 )
+from sockbroker.core.limits import Limits
 from sockbroker.core.policy import Policy
 from sockbroker.core.resources import Custodian
-from sockbroker.core.sessions import Limits, Session, SessionManager
+from sockbroker.core.sessions import Session, SessionManager
 from sockbroker.core.udp import MAX_DATAGRAM, UdpSocket, UdpState, datagram_slice, udp_open
 
 POLICY = Policy(

@@ -30,7 +30,7 @@ FORBIDDEN = (
 
 
 def _imports(path: pathlib.Path) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

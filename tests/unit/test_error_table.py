@@ -103,9 +103,11 @@ def test_an_errno_without_family_is_posix_on_grpc() -> None:
 
 def test_a_real_core_error_crosses_both_ways() -> None:
     exc = errors.from_os_error("udp-bind!", "can't bind", OSError(errno.EADDRINUSE, "in use"))
-    values = {"errno": exc.errno, "errno_family": exc.errno_family}
-    grpc_side = wire.from_grpc_error(_as_received(wire.grpc_status(exc.kind, exc.message, **values)))
-    http, body = wire.problem(exc.kind, exc.message, **values)
+    errno_, family = exc.errno, exc.errno_family
+    grpc_side = wire.from_grpc_error(
+        _as_received(wire.grpc_status(exc.kind, exc.message, errno=errno_, errno_family=family))
+    )
+    http, body = wire.problem(exc.kind, exc.message, errno=errno_, errno_family=family)
     for decoded in (grpc_side, wire.from_problem(http, body)):
         assert (decoded.kind, decoded.message, decoded.errno, decoded.errno_family) == (
             "exn:fail:network:errno",

@@ -18,7 +18,7 @@ WIRE = ROOT / "proto" / "python" / "sockbroker_wire"
 
 def _imported_modules(path: pathlib.Path) -> set[str]:
     """Every absolute module an import statement names (``from a.b import c`` → a.b and a.b.c)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

@@ -509,6 +509,124 @@ class AsyncBroker:
 
         return await self.channel.send_datagrams(self.session, sock.handle, frames())
 
+    # ── udp, by the naming rule: every UdpSocket method is also ``udp_<method>`` here ──
+    def _udp(self, sock: UdpSocket | str) -> UdpSocket:
+        return sock if isinstance(sock, UdpSocket) else UdpSocket(self, sock)
+
+    async def udp_bind(self, sock: UdpSocket | str, hostname: str | None, port: int, reuse: bool = False) -> None:
+        """``udp-bind!``: :meth:`UdpSocket.bind`."""
+        return await self._udp(sock).bind(hostname, port, reuse)
+
+    async def udp_connect(self, sock: UdpSocket | str, hostname: str | None, port: int | None) -> None:
+        """``udp-connect!``: :meth:`UdpSocket.connect`."""
+        return await self._udp(sock).connect(hostname, port)
+
+    async def udp_send_to(
+        self,
+        sock: UdpSocket | str,
+        hostname: str,
+        port: int,
+        data: bytes,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """``udp-send-to``: :meth:`UdpSocket.send_to`."""
+        return await self._udp(sock).send_to(hostname, port, data, start, end, wait=wait, timeout=timeout)
+
+    async def udp_send_to_nowait(
+        self, sock: UdpSocket | str, hostname: str, port: int, data: bytes, start: int = 0, end: int | None = None
+    ) -> bool:
+        """``udp-send-to*``: :meth:`UdpSocket.send_to_nowait`."""
+        return await self._udp(sock).send_to_nowait(hostname, port, data, start, end)
+
+    async def udp_send(
+        self,
+        sock: UdpSocket | str,
+        data: bytes,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """``udp-send``: :meth:`UdpSocket.send`."""
+        return await self._udp(sock).send(data, start, end, wait=wait, timeout=timeout)
+
+    async def udp_send_nowait(self, sock: UdpSocket | str, data: bytes, start: int = 0, end: int | None = None) -> bool:
+        """``udp-send*``: :meth:`UdpSocket.send_nowait`."""
+        return await self._udp(sock).send_nowait(data, start, end)
+
+    async def udp_receive(
+        self, sock: UdpSocket | str, max_bytes: int = 65535, *, wait: bool = True, timeout: float | None = None
+    ) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:
+        """``udp-receive!``: :meth:`UdpSocket.receive`."""
+        return await self._udp(sock).receive(max_bytes, wait=wait, timeout=timeout)
+
+    async def udp_receive_nowait(
+        self, sock: UdpSocket | str, max_bytes: int = 65535
+    ) -> tuple[int, str, int, bytes] | tuple[None, None, None, None]:
+        """``udp-receive!*``: :meth:`UdpSocket.receive_nowait`."""
+        return await self._udp(sock).receive_nowait(max_bytes)
+
+    async def udp_set_receive_buffer_size(self, sock: UdpSocket | str, size: int) -> None:
+        """``udp-set-receive-buffer-size!``: :meth:`UdpSocket.set_receive_buffer_size`."""
+        return await self._udp(sock).set_receive_buffer_size(size)
+
+    async def udp_close(self, sock: UdpSocket | str) -> None:
+        """``udp-close``: :meth:`UdpSocket.close`."""
+        return await self._udp(sock).close()
+
+    async def udp_bound(self, sock: UdpSocket | str) -> bool:
+        """``udp-bound?``: :meth:`UdpSocket.bound`."""
+        return await self._udp(sock).bound()
+
+    async def udp_connected(self, sock: UdpSocket | str) -> bool:
+        """``udp-connected?``: :meth:`UdpSocket.connected`."""
+        return await self._udp(sock).connected()
+
+    async def udp_ttl(self, sock: UdpSocket | str) -> int:
+        """``udp-ttl``: :meth:`UdpSocket.ttl`."""
+        return await self._udp(sock).ttl()
+
+    async def udp_set_ttl(self, sock: UdpSocket | str, ttl: int) -> None:
+        """``udp-set-ttl!``: :meth:`UdpSocket.set_ttl`."""
+        return await self._udp(sock).set_ttl(ttl)
+
+    async def udp_multicast_join_group(self, sock: UdpSocket | str, group: str, interface: str | None = None) -> None:
+        """``udp-multicast-join-group!``: :meth:`UdpSocket.multicast_join_group`."""
+        return await self._udp(sock).multicast_join_group(group, interface)
+
+    async def udp_multicast_leave_group(self, sock: UdpSocket | str, group: str, interface: str | None = None) -> None:
+        """``udp-multicast-leave-group!``: :meth:`UdpSocket.multicast_leave_group`."""
+        return await self._udp(sock).multicast_leave_group(group, interface)
+
+    async def udp_multicast_interface(self, sock: UdpSocket | str) -> str:
+        """``udp-multicast-interface``: :meth:`UdpSocket.multicast_interface`."""
+        return await self._udp(sock).multicast_interface()
+
+    async def udp_multicast_set_interface(self, sock: UdpSocket | str, interface: str | None) -> None:
+        """``udp-multicast-set-interface!``: :meth:`UdpSocket.multicast_set_interface`."""
+        return await self._udp(sock).multicast_set_interface(interface)
+
+    async def udp_multicast_loopback(self, sock: UdpSocket | str) -> bool:
+        """``udp-multicast-loopback?``: :meth:`UdpSocket.multicast_loopback`."""
+        return await self._udp(sock).multicast_loopback()
+
+    async def udp_multicast_set_loopback(self, sock: UdpSocket | str, loopback: bool) -> None:
+        """``udp-multicast-set-loopback!``: :meth:`UdpSocket.multicast_set_loopback`."""
+        return await self._udp(sock).multicast_set_loopback(loopback)
+
+    async def udp_multicast_ttl(self, sock: UdpSocket | str) -> int:
+        """``udp-multicast-ttl``: :meth:`UdpSocket.multicast_ttl`."""
+        return await self._udp(sock).multicast_ttl()
+
+    async def udp_multicast_set_ttl(self, sock: UdpSocket | str, ttl: int) -> None:
+        """``udp-multicast-set-ttl!``: :meth:`UdpSocket.multicast_set_ttl`."""
+        return await self._udp(sock).multicast_set_ttl(ttl)
+
     # ── events ─────────────────────────────────────────────────────────────
     async def sync(self, *events: dict[str, Any], timeout: float | None = None) -> tuple[int, Any] | None:
         """sync / sync/timeout: (index, result) of the one event performed; None on timeout."""
@@ -586,41 +704,3 @@ EVENTS = (
 )
 
 __all__ += [f.__name__ for f in EVENTS]
-
-
-def _udp_function(method: str) -> Any:
-    async def function(self: AsyncBroker, sock: UdpSocket | str, *args: Any, **kwargs: Any) -> Any:
-        target = sock if isinstance(sock, UdpSocket) else UdpSocket(self, sock)
-        return await getattr(target, method)(*args, **kwargs)
-
-    function.__name__ = f"udp_{method}"
-    function.__doc__ = f"udp-{method.replace('_', '-')}: see :meth:`UdpSocket.{method}`."
-    return function
-
-
-# The naming rule, applied once: every UdpSocket method is also ``AsyncBroker.udp_<method>``.
-for _method in (
-    "bind",
-    "connect",
-    "send_to",
-    "send_to_nowait",
-    "send",
-    "send_nowait",
-    "receive",
-    "receive_nowait",
-    "set_receive_buffer_size",
-    "close",
-    "bound",
-    "connected",
-    "ttl",
-    "set_ttl",
-    "multicast_join_group",
-    "multicast_leave_group",
-    "multicast_interface",
-    "multicast_set_interface",
-    "multicast_loopback",
-    "multicast_set_loopback",
-    "multicast_ttl",
-    "multicast_set_ttl",
-):
-    setattr(AsyncBroker, f"udp_{_method}", _udp_function(_method))

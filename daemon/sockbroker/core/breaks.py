@@ -35,7 +35,7 @@ from typing import TypeVar
 from .errors import BreakError, ContractError, contract_violation
 from .states import CALL, CallState
 
-__all__ = ["HOLD_CALLS", "HOLD_SECONDS", "Call", "Calls", "took"]
+__all__ = ["HOLD_CALLS", "HOLD_SECONDS", "Call", "Calls", "Source", "took"]
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,44 @@ EARLY_CANCELS = 1024
 _CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("sockbroker_call", default=None)
 
 
-def took(undo: Undo) -> None:
-    """Record how to give back what the running operation just took (no-op outside a call)."""
+class Source:
+    """Where a call takes from in order (a port's bytes): while a take is unsettled — its reply
+    neither known delivered nor given back — the next take waits, so a give-back can never land
+    behind bytes a later call already took."""
+
+    __slots__ = ("_settled", "_unsettled")
+
+    def __init__(self) -> None:
+        self._unsettled = 0
+        self._settled: asyncio.Event | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._unsettled > 0
+
+    def hold(self) -> None:
+        self._unsettled += 1
+
+    def release(self) -> None:
+        self._unsettled -= 1
+        if self._unsettled == 0 and self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
+    async def settled(self) -> None:
+        """Wait until no take from here is unsettled."""
+        while self._unsettled:
+            if self._settled is None:
+                self._settled = asyncio.Event()
+            await self._settled.wait()
+
+
+def took(undo: Undo, source: Source | None = None) -> None:
+    """Record how to give back what the running operation just took (no-op outside a call).
+    A ``source`` stays held — its next take waits — until the call is settled."""
     call = _CURRENT.get()
     if call is not None:
-        call.took(undo)
+        call.took(undo, source)
 
 
 class Call:
@@ -69,11 +102,21 @@ class Call:
         self.state = CallState.RUNNING
         self.finished_at = 0.0
         self._undo: list[Undo] = []
+        self._holding: list[Source] = []
+        self._finished = False
         self._task: asyncio.Future[object] | None = None
         self._broken = False
 
-    def took(self, undo: Undo) -> None:
+    def took(self, undo: Undo, source: Source | None = None) -> None:
         self._undo.append(undo)
+        if source is not None:
+            source.hold()
+            self._holding.append(source)
+
+    def _settle(self) -> None:
+        holding, self._holding = self._holding, []
+        for source in holding:
+            source.release()
 
     @property
     def holds(self) -> int:
@@ -130,13 +173,20 @@ class Call:
             self.state = CALL.next(self.state, "give-back")
 
     def finish(self, *, delivered: bool) -> None:
-        """The door knows the reply's fate: effects stand (delivered) or go back; the call ends."""
-        if delivered:
-            self.delivered()
-        else:
-            self.give_back()
-        if self.calls is not None:
-            self.calls.end(self)
+        """The door knows the reply's fate: effects stand (delivered) or go back; the call ends.
+        Only the first word counts (a door may say it again on its way out)."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if delivered:
+                self.delivered()
+            else:
+                self.give_back()
+        finally:
+            self._settle()
+            if self.calls is not None:
+                self.calls.end(self)
 
     def delivered(self) -> None:
         """The reply was written for the client: the effects stand. A call with an id keeps them a

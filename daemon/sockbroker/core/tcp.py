@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
-from .breaks import took
+from .breaks import Source, took
 from .errors import (
     ContractError,
     FailError,
@@ -133,6 +133,8 @@ class TcpConnection:
         self.tx_error: OSError | None = None
         self.readable = Signal()
         self.writable = Signal()
+        #: Bytes a read took whose reply is not settled yet: the next read waits (``.breaks``).
+        self.unsettled = Source()
         self.closed = False
         self._reading = False
         self._writing = False
@@ -428,6 +430,10 @@ class TcpInputPort(_Port):
         self.ensure_open(who)
         try:
             async with asyncio.timeout(timeout):
+                if self.conn.unsettled.busy:  # bytes in limbo come first: wait until they are settled
+                    if parsed is ReadMode.NOWAIT:
+                        return b"", False
+                    await self.conn.unsettled.settled()
                 if parsed is ReadMode.EXACT:
                     return await self._read_exact(amount, peek, who)
                 return await self._read_avail(amount, peek, parsed is ReadMode.NOWAIT, who)
@@ -460,7 +466,7 @@ class TcpInputPort(_Port):
         data = self.conn.take(amount, peek=peek)
         if data and not peek:
             conn = self.conn
-            took(lambda: conn.give_back(data))
+            took(lambda: conn.give_back(data), conn.unsettled)
         return data
 
     async def _read_exact(self, amount: int, peek: bool, who: str) -> tuple[bytes, bool]:

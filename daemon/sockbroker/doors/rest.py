@@ -26,7 +26,8 @@ import contextlib
 import json
 import logging
 import select
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -39,7 +40,7 @@ from sockbroker_wire import frames
 from sockbroker_wire.codec import from_dict, from_json, parse_scalar, to_dict, to_json
 from sockbroker_wire.routes import Route, routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -295,20 +296,38 @@ _TRANSPORT = "sockbroker.transport"
 _GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
 
-def _client_gone(scope: Scope) -> bool:
-    """Has the HTTP client closed or reset its connection, even if the server has not read it yet?"""
+def _connection(scope: Scope) -> Any:
+    """The socket of the request's connection (uvicorn's transport, shown by :class:`Protocol`)."""
     transport = (scope.get("extensions") or {}).get(_TRANSPORT)
-    if transport is None:
-        return False
-    if transport.is_closing():
-        return True
-    sock = transport.get_extra_info("socket")
+    if transport is None or transport.is_closing():
+        return None
+    return transport.get_extra_info("socket")
+
+
+def _client_gone(sock: Any) -> bool:
+    """Has the HTTP client closed or reset its connection, even if the server has not read it yet?"""
     fd = sock.fileno() if sock is not None else -1
     if fd < 0:
         return True
     poller = select.poll()
     poller.register(fd, _GONE)
     return any(events & _GONE for _, events in poller.poll(0))
+
+
+@contextlib.contextmanager
+def _corked(sock: Any) -> Iterator[None]:
+    """Hold the reply's status line, headers and body in the kernel until all are written, so
+    they leave in one segment: a client that reads between two writes would see half a reply."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    except (OSError, AttributeError):
+        yield  # not a TCP socket (a Unix socket sends each write whole)
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
 
 class _Reply(Response):
@@ -325,16 +344,29 @@ class _Reply(Response):
         if call is None:
             await super().__call__(scope, receive, send)
             return
-        if _client_gone(scope):
-            call.finish(delivered=False)  # the reply still goes out, to nobody
+        sock = _connection(scope)
+        if sock is None or call.holds == 0:
+            call.finish(delivered=sock is not None)
             await super().__call__(scope, receive, send)
             return
+        held: list[Message] = []
+
+        async def deliver(message: Message) -> None:
+            # The status line waits for the body: right before both leave, in one segment, the
+            # door looks at the connection one last time, and the call learns the reply's fate.
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            call.finish(delivered=not _client_gone(sock))
+            with _corked(sock):
+                for pending in (*held, message):
+                    await send(pending)
+            held.clear()
+
         try:
-            await super().__call__(scope, receive, send)
-        except BaseException:
-            call.finish(delivered=False)
-            raise
-        call.finish(delivered=True)
+            await super().__call__(scope, receive, deliver)
+        finally:
+            call.finish(delivered=False)  # a no-op once settled; gives back if nothing was sent
 
 
 async def _unless_disconnected(
