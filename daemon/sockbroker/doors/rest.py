@@ -50,6 +50,7 @@ from ..core.broker import Api, AttachEvent, Broker, Principal
 from ..core.errors import BreakError, BrokerError, ContractError, NotFoundError, ResourceExhaustedError
 from ..metrics import Metrics
 from . import dispatch
+from ._delivery import Delivery, settle_later
 
 __all__ = ["CALL_HEADER", "SESSION_HEADER", "Protocol", "create_app", "problem"]
 
@@ -350,23 +351,38 @@ class _Reply(Response):
             await super().__call__(scope, receive, send)
             return
         held: list[Message] = []
+        handed_off = False
 
         async def deliver(message: Message) -> None:
             # The status line waits for the body: right before both leave, in one segment, the
-            # door looks at the connection one last time, and the call learns the reply's fate.
+            # door looks at the connection one last time; then the call waits, in a task of its
+            # own, for the client's kernel to acknowledge the reply (``_delivery``).
+            nonlocal handed_off
             if message["type"] == "http.response.start":
                 held.append(message)
                 return
-            call.finish(delivered=not _client_gone(sock))
+            if _client_gone(sock):
+                call.finish(delivered=False)
+                for pending in (*held, message):
+                    await send(pending)  # to nobody
+                return
             with _corked(sock):
                 for pending in (*held, message):
                     await send(pending)
             held.clear()
+            transport = (scope.get("extensions") or {}).get(_TRANSPORT)
+            settle_later(
+                Delivery.of(sock.fileno()),
+                lambda delivered: call.finish(delivered=delivered),
+                ready=None if transport is None else lambda: transport.get_write_buffer_size() == 0,
+            )
+            handed_off = True
 
         try:
             await super().__call__(scope, receive, deliver)
         finally:
-            call.finish(delivered=False)  # a no-op once settled; gives back if nothing was sent
+            if not handed_off:
+                call.finish(delivered=False)  # a no-op once settled; gives back if nothing was sent
 
 
 async def _unless_disconnected(
