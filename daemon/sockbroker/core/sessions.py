@@ -94,10 +94,6 @@ class Session:
         """Drop this session on purpose (closed by its client, root custodian shut down)."""
         self._manager.drop(self, reason=reason)
 
-    def attach_event(self, event: str) -> dict[str, object]:
-        """What an attachment stream tells its client: "attached" first, "detached" last."""
-        return {"session": self.id, "custodian": self.root.handle, "lease_seconds": self.lease_seconds, "event": event}
-
     def custodian(self, handle: object, who: str) -> Custodian:
         """The custodian a new handle goes under: the named one, or the session's root."""
         custodian = self.root if handle is None or handle == "" else self.table.lookup(handle, Custodian, who)

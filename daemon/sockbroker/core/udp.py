@@ -731,22 +731,16 @@ class UdpSocket(Resource):
             self.sock.setsockopt(socket.IPPROTO_IP, option, address + local)
 
     # ── datagram streams ───────────────────────────────────────────────────
-    def stream(self, max_bytes: object = None) -> AsyncGenerator[tuple[bytes, str, int], None]:
-        """Datagrams as they arrive, ``(data, host, port)``, until the socket closes.
+    def stream_batches(
+        self, max_bytes: object = None, *, max_batch_bytes: int = MAX_BATCH_BYTES
+    ) -> AsyncGenerator[tuple[list[tuple[bytes, str, int]], int], None]:
+        """Datagrams as they arrive, in batches of whatever is queued: ``(datagrams, dropped)``,
+        until the socket closes.
 
         A reader drains the socket into a queue of ``limits.udp_stream_queue`` datagrams; when
         the consumer lags and the queue is full, new datagrams are dropped and counted
         (``queue_dropped``). One stream per socket at a time. Argument and state errors are
         raised here, at the call; the stream itself starts on the first iteration.
-        """
-        who = "udp-receive-stream"
-        amount = self._check_stream(who, max_bytes)
-        return self._stream_items(amount, who)
-
-    def stream_batches(
-        self, max_bytes: object = None, *, max_batch_bytes: int = MAX_BATCH_BYTES
-    ) -> AsyncGenerator[tuple[list[tuple[bytes, str, int]], int], None]:
-        """Like :meth:`stream`, in batches of whatever is queued: ``(datagrams, dropped)``.
 
         ``dropped`` counts the datagrams this stream has dropped so far. A batch holds at least
         one datagram and, past the first, no more than ``max_batch_bytes`` of payload.
@@ -792,12 +786,6 @@ class UdpSocket(Resource):
                 return False
             await stream.signal.wait()
         return True
-
-    async def _stream_items(self, max_bytes: int, who: str) -> AsyncGenerator[tuple[bytes, str, int], None]:
-        with self._claim_stream(max_bytes, who) as stream:
-            while await self._stream_ready(stream):
-                while stream.items:
-                    yield stream.items.popleft()
 
     async def _stream_batches(
         self, max_bytes: int, max_batch_bytes: int, who: str
