@@ -6,7 +6,7 @@ method it names inside a :class:`~sockbroker.core.breaks.Call`, and encodes the 
 reply message's fields. The door then writes the reply and tells the call whether the reply was
 delivered (:meth:`~sockbroker.core.breaks.Call.finish`): an undelivered reply's effects are given
 back. Streams and attachment are served by the doors with :meth:`Api.attach`,
-:meth:`Api.port_stream` and :meth:`Api.udp_stream` directly (see :data:`STREAMS`).
+:meth:`Api.port_stream` and :meth:`Api.udp_stream` directly (every RPC the proto declares streaming).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..core.errors import ContractError, contract_violation
 from ..core.sync import EVENTS, Event
 from ..core.tcp import TcpConnection
 
-__all__ = ["STREAMS", "UNARY", "Unary", "call", "events", "opened"]
+__all__ = ["UNARY", "Unary", "call", "events", "opened"]
 
 Args = Mapping[str, Any]
 Fields = dict[str, Any]
@@ -206,14 +206,6 @@ UNARY: dict[str, Unary] = {
     "Udp.SetMulticastTtl": Unary(lambda api, a: api.udp_multicast_set_ttl(a["udp"], a["ttl"]), _nothing),
     # events
     "Events.Sync": Unary(lambda api, a: api.sync(events(a.get("events", [])), timeout=a.get("timeout")), _synced),
-}
-
-#: The streaming RPCs; each door serves them with the core's stream methods.
-STREAMS: dict[str, str] = {
-    "Sessions.Attach": "attach",
-    "Ports.Stream": "port_stream",
-    "Udp.ReceiveStream": "udp_stream",
-    "Udp.SendStream": "udp_stream",
 }
 
 

@@ -304,7 +304,7 @@ class _Door:
             return grpc.unary_stream_rpc_method_handler(self.receive_stream, decode, encode)
         if route.name == "Udp.SendStream":
             return grpc.stream_unary_rpc_method_handler(self.send_stream, decode, encode)
-        raise LookupError(route.name)  # pragma: no cover - dispatch.STREAMS names exactly these four
+        raise LookupError(route.name)  # pragma: no cover - the proto streams exactly these four
 
 
 def generic_handlers(broker: Broker, metrics: Metrics | None = None) -> list[grpc.GenericRpcHandler]:
@@ -312,7 +312,7 @@ def generic_handlers(broker: Broker, metrics: Metrics | None = None) -> list[grp
     door = _Door(broker, metrics)
     by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for route in routes():
-        handler = door.stream(route) if route.name in dispatch.STREAMS else door.unary(route)
+        handler = door.stream(route) if route.streaming else door.unary(route)
         by_service.setdefault(route.service, {})[route.method] = handler
     return [
         grpc.method_handlers_generic_handler(f"{PACKAGE}.{service}", methods) for service, methods in by_service.items()

@@ -503,7 +503,7 @@ def create_app(broker: Broker, metrics: Metrics | None = None, *, max_body: int 
     }
     served: set[str] = set()
     for route in routes():
-        if route.name in dispatch.STREAMS:
+        if route.streaming:
             if route.path not in served:
                 app.add_api_websocket_route(route.path, websockets[route.name], name=route.name)
                 served.add(route.path)
