@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with sockbroker installed (editable) and, with
 # --test, everything the test suite needs. Works on a fresh Debian with Python 3.11 as root
-# (installs python3-venv, and with --test iproute2 and racket, with apt when they are missing;
-# racket 8.7 is the reference the error comparison in tests/racket runs against) and on any
+# (installs python3-venv, and with --test util-linux, mount, iproute2 and racket, with apt when
+# they are missing; racket 8.7 is the reference the error comparison in tests/racket runs against) and on any
 # machine that already has them. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,9 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 if [ "$want_test" = 1 ]; then
+  # The suite's private network namespace (tests/netns.py): unshare and mount, and ip to bring lo up.
+  command -v unshare >/dev/null 2>&1 || apt_install util-linux
+  command -v mount >/dev/null 2>&1 || apt_install mount
   command -v ip >/dev/null 2>&1 || apt_install iproute2
   command -v racket >/dev/null 2>&1 || apt_install racket
   extras='.[test]'

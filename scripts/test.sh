@@ -9,5 +9,5 @@ ruff check daemon proto/python clients tests bench scripts
 ruff format --check daemon proto/python clients tests bench scripts
 echo "== mypy (strict: daemon, wire package, clients, tests, bench)"
 mypy
-echo "== pytest"
-pytest "$@"
+echo "== pytest (in a private network namespace: lo only, its own hosts file; tests/README.md)"
+python tests/netns.py -- pytest "$@"

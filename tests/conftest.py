@@ -13,13 +13,21 @@ import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import netns
 import pytest
 from blocking_adapter import AdaptedBroker
 from core_channel import CoreChannel
-from helpers import target
-from sockbroker.config import Settings
+from helpers import daemon_settings, target
 from sockbroker.server import Daemon
 from sockbroker_client import AsyncBroker
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite runs in a private network namespace (DESIGN §10): a bare ``pytest`` re-runs itself
+    in one, through tests/netns.py, before any test; where none can be made, it stops with one line."""
+    netns.rerun_pytest_inside(config)
+
 
 #: The doors every behavioural test runs through: the core in process, gRPC and REST through the
 #: async client, and the blocking client (over gRPC) through an adapter that awaits it in threads.
@@ -39,18 +47,7 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
-    settings = Settings.load(
-        None,
-        grpc_address="127.0.0.1:0",
-        rest_address="127.0.0.1:0",
-        token_file=token_file,
-        # Tests listen on every address (IPv4 and IPv6 wildcards) and on loopback; they
-        # connect and send to loopback only.
-        allow_listen=["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128"],
-        allow_connect=["127.0.0.0/8", "::1/128", "239.255.0.0/16"],
-        allow_multicast=["239.255.0.0/16"],
-        max_handles_per_session=5000,
-    )
+    settings = daemon_settings(token_file)
     d = Daemon(settings)
     await d.start()
     try:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pathlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Peer", "PeerServer", "eventually", "fd_count", "read_until_eof", "silent_for", "target"]
+from sockbroker.config import Settings
+
+__all__ = ["Peer", "PeerServer", "daemon_settings", "eventually", "fd_count", "read_until_eof", "silent_for", "target"]
 
 Peer = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -87,3 +90,22 @@ class PeerServer:
 def target(daemon: Any, door: str) -> str:
     """The address a client of ``door`` dials for the test daemon."""
     return f"127.0.0.1:{daemon.grpc_port}" if door == "grpc" else f"http://127.0.0.1:{daemon.rest_port}"
+
+
+def daemon_settings(token_file: pathlib.Path, **overrides: Any) -> Settings:
+    """The test daemon's settings: both doors on 127.0.0.1 port 0, the test policy."""
+    return Settings.load(
+        None,
+        **{
+            "grpc_address": "127.0.0.1:0",
+            "rest_address": "127.0.0.1:0",
+            "token_file": token_file,
+            # Tests listen on every address (IPv4 and IPv6 wildcards) and on loopback; they
+            # connect and send to loopback only.
+            "allow_listen": ["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128"],
+            "allow_connect": ["127.0.0.0/8", "::1/128", "239.255.0.0/16"],
+            "allow_multicast": ["239.255.0.0/16"],
+            "max_handles_per_session": 5000,
+            **overrides,
+        },
+    )

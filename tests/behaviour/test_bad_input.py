@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import pathlib
 from typing import Any
 
 import grpc
 import httpx
+import netns
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sockbroker.server import Daemon
-from sockbroker_wire.routes import routes
+from sockbroker_wire.routes import Route, routes
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -20,6 +24,65 @@ JSON = st.recursive(
     max_leaves=10,
 )
 FIELDS = sorted({f.name for r in routes() for f in r.input.DESCRIPTOR.fields})
+#: The fields the daemon resolves (getaddrinfo). What the fuzzer puts there never reaches a resolver
+#: off this machine (DESIGN §10), even outside the suite's namespace: IP literals, the names of its
+#: hosts file (tests/netns.py), names under ``.invalid`` (RFC 6761), or no string at all.
+HOST_FIELDS = frozenset({"hostname", "family_hostname", "local_hostname", "group", "interface"})
+HOSTS = (
+    st.sampled_from(["", "0", "::", "0.0.0.0", "255.255.255.255", "::ffff:127.0.0.1", "fe80::1%lo", "::1%99"])
+    | st.sampled_from(sorted({name for names in netns.HOSTS.values() for name in names}))
+    | st.ip_addresses(network="127.0.0.0/8").map(str)
+    | st.ip_addresses(network="239.255.0.0/16").map(str)
+    | st.just("::1")
+    | st.text(max_size=20).map(lambda name: name + ".invalid")
+    | JSON.filter(lambda value: not isinstance(value, str))
+)
+
+
+def _stays_here(host: str) -> bool:
+    """Whether looking ``host`` up asks no resolver: a literal, a name in the suite's hosts file, ``.invalid``."""
+    if not host or host.endswith(".invalid") or any(host in names for names in netns.HOSTS.values()):
+        return True
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _safe_json(value: Any) -> Any:
+    """``value`` with each host member :func:`_stays_here` refuses, at any depth (a sync event's), made ``.invalid``."""
+    if isinstance(value, list):
+        return [_safe_json(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            k: v + ".invalid" if k in HOST_FIELDS and isinstance(v, str) and not _stays_here(v) else _safe_json(v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _make_safe(message: Message) -> bool:
+    """Make each host field of ``message`` :func:`_stays_here` refuses, at any depth, ``.invalid``: changed any?"""
+    changed = False
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            for child in [value] if isinstance(value, Message) else value:
+                changed |= _make_safe(child)
+        elif field.name in HOST_FIELDS and isinstance(value, str) and not _stays_here(value):
+            setattr(message, field.name, value + ".invalid")
+            changed = True
+    return changed
+
+
+def _safe_payload(r: Route, payload: bytes) -> bytes:
+    """``payload``, or the same request with its host fields made safe (:func:`_make_safe`)."""
+    message = r.input()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        return payload  # the daemon cannot decode it either: nothing is looked up
+    return message.SerializeToString() if _make_safe(message) else payload
 
 
 @pytest.fixture
@@ -97,7 +160,9 @@ async def test_raw_octet_stream_write_and_read(rest: httpx.AsyncClient) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     route_index=st.integers(0, len(routes()) - 1),
-    body=st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=5),
+    body=st.lists(st.sampled_from(FIELDS), unique=True, max_size=5).flatmap(
+        lambda names: st.fixed_dictionaries({name: HOSTS if name in HOST_FIELDS else JSON for name in names})
+    ),
     handle=st.text(
         st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/?#%\\"), min_size=1, max_size=40
     ),
@@ -108,6 +173,7 @@ async def test_no_json_body_makes_a_server_error(
     r = routes()[route_index]
     if r.streaming or r.name in ("Sessions.Close", "Custodians.Shutdown"):
         return
+    body = _safe_json(body)  # a host member nested in a sync event too
     if r.body:
         response = await rest.request(
             r.verb.upper(),
@@ -132,6 +198,7 @@ async def test_no_grpc_request_bytes_make_internal(
     r = routes()[route_index]
     if r.streaming or r.name in ("Sessions.Close", "Custodians.Shutdown"):
         return
+    payload = _safe_payload(r, payload)
     token = token_file.read_text().strip()  # noqa: ASYNC240 - a tiny local file
     async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.grpc_port}") as channel:
         call = channel.unary_unary(r.grpc_path, request_serializer=lambda b: b, response_deserializer=lambda b: b)

@@ -17,7 +17,6 @@ from sockbroker_client import (
     NetworkError,
     NotFoundError,
     PermissionDeniedError,
-    ResourceExhaustedError,
     UnauthenticatedError,
 )
 
@@ -123,12 +122,3 @@ async def test_policy_denial_is_permission_denied(broker: AsyncBroker, peer: Pee
         await broker.tcp_connect("0.0.0.0", peer.port)
     assert info.value.status == expected_status(broker, "permission-denied")
     assert "policy forbids connecting to this address" in info.value.message
-
-
-async def test_quota_is_resource_exhausted(door: Any, daemon: Daemon) -> None:
-    broker = await door()
-    limit = daemon.settings.max_handles_per_session
-    with pytest.raises(ResourceExhaustedError) as info:
-        for _ in range(limit + 1):
-            await broker.make_custodian()
-    assert info.value.status == expected_status(broker, "resource-exhausted")
