@@ -943,38 +943,21 @@ async def run_kind(door: Door, kind: str, n: int, seed: int) -> Tally:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _listening_ports(pid: int) -> list[int]:
-    """The TCP ports ``pid`` listens on, from its fds and /proc/PID/net/tcp (state 0A = LISTEN)."""
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return sorted(ports)
-
-
-def _answers_http(port: int) -> bool:
-    """Whether ``port`` answers ``GET /healthz`` with HTTP/1.1 200 (the REST door; gRPC does not)."""
-    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=2) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        return sock.recv(64).startswith(b"HTTP/1.1 200")
-    return False
+def _runtime_ports(runtime_file: Path) -> tuple[int, int] | None:
+    """(REST port, gRPC port) from the daemon's runtime file (DESIGN §6), once it is written."""
+    try:
+        runtime = json.loads(runtime_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return int(runtime["rest_address"].rpartition(":")[2]), int(runtime["grpc_address"].rpartition(":")[2])
 
 
 @contextlib.contextmanager
 def daemon_process(*flags: str, within: float = 30.0) -> Iterator[tuple[int, int, str]]:
     """``python -m sockbroker serve`` in a process (and session) of its own, both doors on 127.0.0.1
-    port 0, a fresh token file: yields (REST port, gRPC port, token), read from /proc and the token
-    file. When the block ends its process group gets SIGTERM, then SIGKILL after 5 s.
+    port 0, a fresh token file: yields (REST port, gRPC port, token), read from the runtime file
+    the daemon writes once it serves, and the token file. When the block ends its process group
+    gets SIGTERM, then SIGKILL after 5 s.
 
     A daemon in its own process is the real race: in the suite's in-process daemon, the client and
     the daemon take turns on one thread, so a client never goes away while the daemon is mid-step.
@@ -993,16 +976,12 @@ def daemon_process(*flags: str, within: float = 30.0) -> Iterator[tuple[int, int
             )
         try:
             end = time.monotonic() + within
-            while True:
-                ports = _listening_ports(proc.pid)
-                rest = [p for p in ports if _answers_http(p)] if len(ports) == 2 else []
-                if token_file.exists() and rest:
-                    break
+            while (ports := _runtime_ports(Path(tmp) / "runtime.json")) is None:
                 if proc.poll() is not None or time.monotonic() > end:
                     tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                    raise RuntimeError(f"the daemon (pid {proc.pid}) is not serving (ports {ports}):\n{tail}")
+                    raise RuntimeError(f"the daemon (pid {proc.pid}) is not serving:\n{tail}")
                 time.sleep(0.1)
-            yield rest[0], next(p for p in ports if p != rest[0]), token_file.read_text().strip()
+            yield *ports, token_file.read_text().strip()
         finally:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 with contextlib.suppress(ProcessLookupError):

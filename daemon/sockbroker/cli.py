@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .config import Settings
+from .files import StartupError
 
 __all__ = ["main"]
 
@@ -91,5 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> None:
         await Daemon(settings).run()
 
-    runner(run())
+    try:
+        runner(run())
+    except StartupError as exc:  # a busy address, an unsafe token file...: one line, no traceback
+        print(f"sockbroker: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         default_factory=default_token_file,
         description="bearer token file (mode 0600); read if it exists, otherwise a new token is written there",
     )
+    runtime_file: pathlib.Path | None = Field(
+        None,
+        description="JSON file (mode 0600) where the daemon writes its pid, the addresses it really bound and "
+        "its token file; default: runtime.json beside the token file",
+    )
     tls_cert: pathlib.Path | None = Field(None, description="TLS certificate (PEM) for both front doors")
     tls_key: pathlib.Path | None = Field(None, description="TLS private key (PEM)")
     tls_client_ca: pathlib.Path | None = Field(None, description="CA bundle: require client certificates (mTLS)")
@@ -79,11 +84,61 @@ class Settings(BaseSettings):
     port_send_buffer: int = Field(
         _LIMITS.port_send_buffer, ge=4096, description="bytes queued for a TCP peer before writers wait"
     )
-    udp_stream_queue: int = Field(
-        _LIMITS.udp_stream_queue, ge=1, description="datagrams queued for a slow datagram-stream reader"
+    udp_stream_buffer: int = Field(
+        _LIMITS.udp_stream_buffer, ge=4096, description="bytes queued for a slow datagram-stream reader"
+    )
+    session_buffer: int = Field(
+        _LIMITS.session_buffer,
+        ge=1 << 20,
+        description="bytes one session's ports and streams may buffer in all before they wait or drop",
+    )
+    daemon_buffer: int = Field(
+        _LIMITS.daemon_buffer,
+        ge=1 << 20,
+        description="bytes every session's ports and streams may buffer together before they wait or drop",
     )
     max_request_bytes: int = Field(
         _LIMITS.max_request_bytes, ge=65536, description="largest request (gRPC message, REST body)"
+    )
+    connections_per_door: int = Field(
+        _LIMITS.connections_per_door,
+        ge=16,
+        description="open connections per front door; past it the oldest unauthenticated one is closed",
+    )
+    header_timeout: float = Field(
+        _LIMITS.header_timeout, gt=0, description="seconds a new connection may take to send its request headers"
+    )
+    unauthenticated_timeout: float = Field(
+        _LIMITS.unauthenticated_timeout, gt=0, description="seconds a connection may stay open without a valid token"
+    )
+    idle_timeout: float = Field(
+        _LIMITS.idle_timeout, gt=0, description="seconds an idle keep-alive connection is kept open"
+    )
+    grpc_keepalive_interval: float = Field(
+        _LIMITS.grpc_keepalive_interval,
+        ge=1,
+        description="seconds without traffic from a gRPC client before it is pinged",
+    )
+    grpc_keepalive_timeout: float = Field(
+        _LIMITS.grpc_keepalive_timeout,
+        ge=1,
+        description="seconds to wait for a gRPC client's ping ack before dropping it (and its attachment)",
+    )
+    json_max_depth: int = Field(
+        _LIMITS.json_max_depth, ge=2, le=512, description="deepest JSON nesting of a REST body or WebSocket text frame"
+    )
+    request_bytes_in_flight: int = Field(
+        _LIMITS.request_bytes_in_flight,
+        ge=65536,
+        description="bytes of REST bodies and WebSocket messages being received at once (raised to max_request_bytes)",
+    )
+    allowed_hosts: list[str] = Field(
+        [],
+        description="REST Host header values accepted besides the daemon's own addresses, localhost, 127.0.0.1 "
+        "and [::1] (DNS-rebinding defence); NAME matches NAME with the REST port, NAME:PORT exactly",
+    )
+    allowed_origins: list[str] = Field(
+        [], description="WebSocket Origin values accepted (scheme://host[:port]); a WebSocket without Origin is fine"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error")
 
@@ -164,8 +219,18 @@ class Settings(BaseSettings):
             handles_per_session=self.max_handles_per_session,
             port_receive_buffer=self.port_receive_buffer,
             port_send_buffer=self.port_send_buffer,
-            udp_stream_queue=self.udp_stream_queue,
+            udp_stream_buffer=self.udp_stream_buffer,
+            session_buffer=self.session_buffer,
+            daemon_buffer=self.daemon_buffer,
             max_request_bytes=self.max_request_bytes,
+            connections_per_door=self.connections_per_door,
+            header_timeout=self.header_timeout,
+            unauthenticated_timeout=self.unauthenticated_timeout,
+            idle_timeout=self.idle_timeout,
+            grpc_keepalive_interval=self.grpc_keepalive_interval,
+            grpc_keepalive_timeout=self.grpc_keepalive_timeout,
+            json_max_depth=self.json_max_depth,
+            request_bytes_in_flight=max(self.request_bytes_in_flight, self.max_request_bytes),
         )
 
     def insecure_remote_doors(self) -> list[str]:

@@ -10,8 +10,9 @@ import contextlib
 import logging
 import os
 import pathlib
-import secrets
+import resource
 import signal
+import socket
 import ssl
 from collections.abc import Generator
 
@@ -19,38 +20,48 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sockbroker_wire.paths import default_runtime_file
 from sockbroker_wire.routes import PACKAGE
 from sockbroker_wire.v1 import broker_pb2
 
+from . import __version__, files
 from .config import Settings, split_address
 from .core.broker import Broker, Principal
-from .doors.grpc import generic_handlers
-from .doors.rest import Protocol, create_app
+from .doors.grpc import GrpcDoor
+from .doors.rest import Protocol, WebSocketProtocol, create_app
 from .metrics import Metrics
 
-__all__ = ["Daemon", "load_or_create_token"]
+__all__ = ["Daemon"]
 
 log = logging.getLogger(__name__)
 
 
-def load_or_create_token(path: pathlib.Path) -> str:
-    """The token in ``path``; a new one, written with mode 0600, when there is none."""
+def _read(setting: str, path: pathlib.Path) -> bytes:
     try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning("token file %s is readable by others (mode %o)", path, mode)
-        return existing
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(token + "\n")
-    return token
+        return path.read_bytes()
+    except OSError as exc:
+        raise files.StartupError(f"{setting} {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _grpc_bind(setting: str, address: str) -> Generator[None, None, None]:
+    """gRPC's bind failure (a RuntimeError, checked for beforehand) as our one line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise files.StartupError(f"{setting} {address}: cannot bind it ({exc})") from None
+
+
+def _raise_fd_limit() -> None:
+    """Raise the soft limit on open descriptors to the hard limit: every socket the daemon lends
+    and every front-door connection is one (DESIGN §7 P6: 100,000 idle connections)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # 1 << 20: the kernel's default nr_open
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -66,7 +77,7 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        token = load_or_create_token(settings.token_file)
+        token = files.load_or_create_token(settings.token_file)
         self.broker = Broker(settings.limits(), [Principal("default", token, settings.policy())])
         self.metrics = Metrics(self.broker)
         self.stopping = asyncio.Event()
@@ -76,48 +87,72 @@ class Daemon:
         self._rest: _Uvicorn | None = None
         self._rest_task: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
+        self.grpc_door = GrpcDoor(self.broker, self.metrics)
+        self._runtime: tuple[pathlib.Path, dict[str, object]] | None = None
 
     async def start(self) -> None:
+        """Bind and start both doors, then write the runtime file; a failure stops what started.
+
+        Raises :class:`~sockbroker.files.StartupError` (one line naming the setting) when an address
+        or a file is unusable.
+        """
+        _raise_fd_limit()
+        rest_host, rest_port = split_address(self.settings.rest_address)
+        rest_sockets = files.bind_tcp("--rest-address", rest_host, rest_port)  # first: ours to close if gRPC fails
+        try:
+            await self._start(rest_sockets)
+        except BaseException:
+            for sock in rest_sockets:
+                sock.close()
+            with contextlib.suppress(Exception):  # the first failure is the one to report
+                await self.stop()
+            raise
+
+    async def _start(self, rest_sockets: list[socket.socket]) -> None:
         settings = self.settings
         limit = settings.max_request_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.keepalive_time_ms", 20_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ]
-        )
-        server.add_generic_rpc_handlers(generic_handlers(self.broker, self.metrics))
+        # Options from the limits (doors/grpc.py server_options), "grpc.so_reuseport" 0 among them.
+        server = grpc.aio.server(options=self.grpc_door.options())
+        server.add_generic_rpc_handlers(self.grpc_door.handlers())
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         services = [f"{PACKAGE}.{name}" for name in broker_pb2.DESCRIPTOR.services_by_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        self._grpc = server
+        grpc_host, grpc_port = split_address(settings.grpc_address)
+        files.check_tcp_free("--grpc-address", grpc_host, grpc_port)
         credentials = self._grpc_credentials()
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(settings.grpc_address)
-        else:
-            self.grpc_port = server.add_secure_port(settings.grpc_address, credentials)
+        grpc_address = files.format_address(grpc_host, grpc_port)
+        with _grpc_bind("--grpc-address", grpc_address):
+            if credentials is None:
+                self.grpc_port = server.add_insecure_port(grpc_address)
+            else:
+                self.grpc_port = server.add_secure_port(grpc_address, credentials)
         previous = os.umask(0o177)  # the Unix socket is born 0600: no window where others may connect
         try:
             if settings.grpc_unix_socket is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    settings.grpc_unix_socket.unlink()
-                server.add_insecure_port(f"unix:{settings.grpc_unix_socket}")
+                files.prepare_unix_socket(settings.grpc_unix_socket)
+                with _grpc_bind("--grpc-unix-socket", str(settings.grpc_unix_socket)):
+                    server.add_insecure_port(f"unix:{settings.grpc_unix_socket}")
             await server.start()
         finally:
             os.umask(previous)
-        self._grpc = server
+        self.grpc_door.watch(self.grpc_port)  # unauthenticated connections and the cap (DESIGN §5)
         for service in services:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
 
         host, port = split_address(settings.rest_address)
-        app = create_app(self.broker, self.metrics, max_body=limit)
+        app = create_app(
+            self.broker,
+            self.metrics,
+            max_body=limit,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+        )
         config = uvicorn.Config(
             app,
             http=Protocol,
+            ws=WebSocketProtocol,  # both keep the door's connections to account (doors/_rest_connections.py)
             host=host,
             port=port,
             loop="none",
@@ -127,28 +162,69 @@ class Daemon:
             ws_max_size=limit,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
+            ws_per_message_deflate=False,  # a compressed frame would cost its decompressed size, unaccounted
+            timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]  # a float works (call_later)
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             ssl_ca_certs=str(settings.tls_client_ca) if settings.tls_client_ca else None,
             ssl_cert_reqs=ssl.CERT_REQUIRED if settings.tls_client_ca else ssl.CERT_NONE,
         )
         self._rest = _Uvicorn(config)
-        self._rest_task = asyncio.create_task(self._rest.serve())
+        self._rest_task = asyncio.create_task(self._rest.serve(sockets=rest_sockets))
         while not self._rest.started:
             if self._rest_task.done():
-                self._rest_task.result()
-                raise RuntimeError("the REST front door stopped while starting")
+                failure = None if self._rest_task.cancelled() else self._rest_task.exception()
+                raise files.StartupError(
+                    f"--rest-address {settings.rest_address}: stopped while starting ({failure!r})"
+                )
             await asyncio.sleep(0.01)
-        self.rest_port = self._rest.servers[0].sockets[0].getsockname()[1]
-        log.info("sockbroker serving gRPC on %s and REST on %s:%s", settings.grpc_address, host, self.rest_port)
+        self.rest_port = rest_sockets[0].getsockname()[1]
+        self._write_runtime_file(
+            files.format_address(grpc_host, self.grpc_port), files.format_address(host, self.rest_port)
+        )
+
+    def _write_runtime_file(self, grpc_address: str, rest_address: str) -> None:
+        """Log the addresses really bound (port 0 resolved) and write them to the runtime file (DESIGN §6)."""
+        settings = self.settings
+        unix = settings.grpc_unix_socket
+        content: dict[str, object] = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "grpc_address": grpc_address,
+            "grpc_unix_socket": str(unix.absolute()) if unix is not None else None,
+            "rest_address": rest_address,
+            "rest_url": f"{'https' if settings.tls_cert else 'http'}://{rest_address}",
+            "tls": settings.tls_cert is not None,
+            "token_file": str(settings.token_file.absolute()),
+        }
+        path = settings.runtime_file or default_runtime_file(settings.token_file)
+        try:
+            files.write_runtime_file(path, content)
+        except files.StartupError as exc:
+            if settings.runtime_file is not None:
+                raise
+            log.warning("%s (running without a runtime file: give --runtime-file)", exc)  # e.g. a read-only Secret
+            path_note = "none"
+        else:
+            self._runtime = (path, content)
+            path_note = str(path)
+        log.info(
+            "sockbroker %s serving gRPC on %s%s and REST on %s (pid %d, runtime file %s)",
+            __version__,
+            grpc_address,
+            f" and unix:{unix}" if unix is not None else "",
+            rest_address,
+            os.getpid(),
+            path_note,
+        )
 
     def _grpc_credentials(self) -> grpc.ServerCredentials | None:
         settings = self.settings
         if settings.tls_cert is None or settings.tls_key is None:
             return None
-        client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+        client_ca = _read("--tls-client-ca", settings.tls_client_ca) if settings.tls_client_ca else None
         return grpc.ssl_server_credentials(
-            [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+            [(_read("--tls-key", settings.tls_key), _read("--tls-cert", settings.tls_cert))],
             root_certificates=client_ca,
             require_client_auth=client_ca is not None,
         )
@@ -159,12 +235,16 @@ class Daemon:
         await self._health.enter_graceful_shutdown()
         if self._rest is not None:
             self._rest.should_exit = True
+        await self.grpc_door.close()
         grpc_stopped = self._grpc.stop(grace=1.0) if self._grpc is not None else None
         self.broker.close()
         if grpc_stopped is not None:
             await grpc_stopped
         if self._rest_task is not None:
             await self._rest_task
+        if self._runtime is not None:
+            files.remove_runtime_file(*self._runtime)
+            self._runtime = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

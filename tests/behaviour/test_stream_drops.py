@@ -1,7 +1,7 @@
 """A datagram stream that cannot keep up says what it dropped, on both doors (docs/udp.md).
 
 Datagrams arrive in bursts larger than the stream's queue (a daemon of this module's own, with a
-queue of :data:`QUEUE` datagrams): the daemon takes each burst from the kernel at once, keeps what
+queue of :data:`QUEUE` bytes): the daemon takes each burst from the kernel at once, keeps what
 the queue holds, and drops and counts the rest. Every batch carries ``queue_dropped`` (the count
 so far), over gRPC as the message's field and over REST in the serialized ``DatagramBatch`` of the
 binary frame: what arrived plus what the last batch says was dropped is what was sent, and
@@ -30,8 +30,9 @@ PAYLOAD = b"d" * 100
 #: Datagrams sent back to back: the daemon takes them from the kernel in one go, more than the
 #: stream's queue holds, so it drops the rest at once, however fast the client reads.
 BURST = 50
-#: The stream's queue, in datagrams: small, so that a stalled stream overflows it quickly.
-QUEUE = 4
+#: The stream's queue, in bytes (each datagram costs its payload plus the daemon's per-datagram
+#: overhead): small, so that a stalled stream overflows it quickly.
+QUEUE = 4096
 #: (datagrams, queue_dropped) of each batch the stream delivered.
 Batches = Callable[[], AsyncIterator[tuple[int, int]]]
 
@@ -43,9 +44,9 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
-    """A daemon of this module's own, with a stream queue of :data:`QUEUE` datagrams."""
+    """A daemon of this module's own, with a stream queue of :data:`QUEUE` bytes."""
     settings = Settings.load(
-        None, grpc_address="127.0.0.1:0", rest_address="127.0.0.1:0", token_file=token_file, udp_stream_queue=QUEUE
+        None, grpc_address="127.0.0.1:0", rest_address="127.0.0.1:0", token_file=token_file, udp_stream_buffer=QUEUE
     )
     d = Daemon(settings)
     await d.start()

@@ -40,6 +40,9 @@ POLICY = Policy(
     allow_multicast=["224.0.0.0/4"],
 )
 GROUP = "239.255.0.1"
+KIB = 1000
+#: A datagram stream's queue holds this many datagrams of :data:`KIB` bytes (queues count bytes).
+STREAM_QUEUE = 4
 T = TypeVar("T")
 #: A short wait for "nothing arrives": loopback delivers synchronously, so this is generous.
 QUIET = 0.2
@@ -50,7 +53,7 @@ QUIET = 0.2
 
 @pytest.fixture
 async def manager() -> AsyncIterator[SessionManager]:
-    mgr = SessionManager(Limits(udp_stream_queue=4))
+    mgr = SessionManager(Limits(udp_stream_buffer=STREAM_QUEUE * (KIB + 256), datagram_overhead=256))
     try:
         yield mgr
     finally:
@@ -884,12 +887,13 @@ async def test_stream_yields_datagrams_and_counts_what_a_full_queue_drops(sessio
     await asyncio.sleep(0.01)
     await sender.send_to("127.0.0.1", port, b"d0")
     assert await asyncio.wait_for(first, 5) == (b"d0", "127.0.0.1", port_of(sender))
-    for i in range(1, 11):  # the consumer is not reading: 4 fit the queue, 6 are dropped
-        await sender.send_to("127.0.0.1", port, b"d%d" % i)
+    sent = [(b"d%d" % i).ljust(KIB, b".") for i in range(1, 11)]
+    for data in sent:  # the consumer is not reading: 4 fit the queue's bytes, 6 are dropped
+        await sender.send_to("127.0.0.1", port, data)
     await until(lambda: receiver.queue_dropped == 6)
     assert receiver.describe()["queue_dropped"] == 6
     got = [await asyncio.wait_for(anext(stream), 5) for _ in range(4)]
-    assert [g[0] for g in got] == [b"d1", b"d2", b"d3", b"d4"]
+    assert [g[0] for g in got] == sent[:STREAM_QUEUE]
     with pytest.raises(NetworkError, match="a datagram stream is already open"):
         items(receiver)
     await stream.aclose()
@@ -911,7 +915,7 @@ async def test_stream_batches_carry_what_is_queued_and_this_streams_drops(sessio
     await sender.send_to("127.0.0.1", port, b"b0")
     assert await asyncio.wait_for(first, 5) == ([(b"b0", "127.0.0.1", port_of(sender))], 0)
     for i in range(1, 8):  # not reading: the queue (4) keeps b1..b4, b5..b7 are dropped
-        await sender.send_to("127.0.0.1", port, bytes([i]) * 1000)
+        await sender.send_to("127.0.0.1", port, bytes([i]) * KIB)
     await until(lambda: receiver.queue_dropped == 103)
     batch, dropped = await asyncio.wait_for(anext(batches), 5)
     assert dropped == 3 and [d[0][0] for d in batch] == [1, 2]  # cut at 2,500 payload bytes

@@ -36,6 +36,7 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    TokenFileError,
     UnauthenticatedError,
 )
 from ._runner import Canceller
@@ -78,6 +79,7 @@ __all__ = [
     "OutputPort",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "TokenFileError",
     "UdpSocket",
     "UnauthenticatedError",
     "default_token_file",

@@ -21,6 +21,7 @@ from sockbroker_wire.paths import default_token_file as daemon_token_file
 
 from ._breaks import breakable
 from ._errors import ContractError
+from ._files import read_token_file, runtime_file, runtime_target
 from ._transport import Channel, GrpcTransport, PortStream, RestTransport
 
 __all__ = [
@@ -55,8 +56,15 @@ def default_token_file() -> pathlib.Path:
     return pathlib.Path(configured) if configured else daemon_token_file()
 
 
-def _read_token(path: pathlib.Path) -> str:
-    return path.read_text().strip()
+#: Per transport: the environment variable naming the target, and the target when nothing names one.
+_TARGETS = {"grpc": ("SOCKBROKER_GRPC", "127.0.0.1:50051"), "rest": ("SOCKBROKER_REST", "http://127.0.0.1:8080")}
+
+
+def _default_target(transport: str, token_file: pathlib.Path) -> str:
+    """``$SOCKBROKER_GRPC`` / ``$SOCKBROKER_REST``, else what the running daemon's runtime file says
+    (``$SOCKBROKER_RUNTIME_FILE``, else ``runtime.json`` beside ``token_file``), else the default port."""
+    variable, fallback = _TARGETS[transport]
+    return os.environ.get(variable) or runtime_target(transport, runtime_file(token_file)) or fallback
 
 
 @dataclass(frozen=True)
@@ -306,27 +314,30 @@ class AsyncBroker:
         """Open a session. ``target``: ``HOST:PORT`` for gRPC, ``http://HOST:PORT`` for REST.
 
         The token defaults to ``$SOCKBROKER_TOKEN``, then the token file (``$SOCKBROKER_TOKEN_FILE``
-        or the daemon's default path). With
+        or the daemon's default path), which must be a regular file of at most 4096 bytes
+        (``TokenFileError`` otherwise). The target defaults to ``$SOCKBROKER_GRPC`` /
+        ``$SOCKBROKER_REST``, then the addresses in the running daemon's runtime file
+        (``$SOCKBROKER_RUNTIME_FILE``, or ``runtime.json`` beside the token file), then
+        ``127.0.0.1:50051`` / ``http://127.0.0.1:8080``. With
         ``attach`` (the default) the session is held by an attachment stream, so it drops
         the moment this process dies. TLS: ``credentials`` (``grpc.ssl_channel_credentials(...)``)
         for gRPC; an ``https://`` target and ``verify`` (a CA bundle path or ``ssl.SSLContext``)
         for REST.
         """
+        if transport not in _TARGETS:
+            raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
+        path = pathlib.Path(token_file) if token_file else default_token_file()
         if token is None:
             token = os.environ.get("SOCKBROKER_TOKEN")
         if token is None:
-            token = await asyncio.to_thread(_read_token, pathlib.Path(token_file or default_token_file()))
+            token = await asyncio.to_thread(read_token_file, path)
+        if not target:
+            target = await asyncio.to_thread(_default_target, transport, path)
         channel: Channel
         if transport == "grpc":
-            channel = GrpcTransport(
-                target or os.environ.get("SOCKBROKER_GRPC", "127.0.0.1:50051"), token, credentials=credentials
-            )
-        elif transport == "rest":
-            channel = RestTransport(
-                target or os.environ.get("SOCKBROKER_REST", "http://127.0.0.1:8080"), token, verify=verify
-            )
+            channel = GrpcTransport(target, token, credentials=credentials)
         else:
-            raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
+            channel = RestTransport(target, token, verify=verify)
         return await cls.over(channel, attach=attach, lease_seconds=lease_seconds)
 
     @classmethod

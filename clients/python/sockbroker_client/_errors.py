@@ -10,6 +10,7 @@
     ├── NotFoundError            not-found
     ├── PermissionDeniedError    permission-denied
     ├── UnauthenticatedError     unauthenticated
+    │   └── TokenFileError       unauthenticated          no token could be read from the token file (client side only)
     ├── ResourceExhaustedError   resource-exhausted
     ├── BreakError               exn:break
     └── BrokerUnavailableError   unavailable              no daemon answered (client side only)
@@ -35,6 +36,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "TokenFileError",
     "UnauthenticatedError",
     "error_from_wire",
 ]
@@ -90,6 +92,13 @@ class PermissionDeniedError(BrokerError):
 
 class UnauthenticatedError(BrokerError):
     kind = "unauthenticated"
+
+
+class TokenFileError(UnauthenticatedError):
+    """The client found no usable token in its token file, so it cannot authenticate: the file is
+    missing or unreadable, is not a regular file (a named pipe, a device), is larger than 4096
+    bytes, or holds no token. Raised by the client before any call; ``status`` is None, and
+    ``errno`` is the OS's when one caused it. The message names the file and the reason."""
 
 
 class ResourceExhaustedError(BrokerError):

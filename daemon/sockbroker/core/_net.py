@@ -4,20 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import socket
 from collections.abc import Mapping
 
-from .errors import ContractError, contract_violation, from_os_error
+from .errors import ContractError, ResourceExhaustedError, contract_violation, from_os_error
+from .limits import Limits
 
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple]  # type: ignore[type-arg]
 
 __all__ = [
     "Signal",
+    "can_accept",
+    "descriptor_ceiling",
+    "lendable",
     "check_port",
     "host_of",
     "resolve",
     "wait_any",
 ]
+
+
+def descriptor_ceiling(limits: Limits) -> int:
+    """Descriptors below this number may be lent to clients; the rest are the front doors'."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return soft - min(2 * limits.connections_per_door + 256, soft // 2)
+
+
+def lendable(limits: Limits, who: str, sock: socket.socket) -> None:
+    """Refuse (and close) a new socket for a client whose descriptor is in the doors' reserve.
+
+    Linux gives the lowest free descriptor, so a new one numbered N means N are open below it:
+    refusing every lent socket numbered past the ceiling keeps lent sockets under it, in O(1),
+    with no count to keep."""
+    if sock.fileno() >= descriptor_ceiling(limits):
+        sock.close()
+        raise ResourceExhaustedError(who, "too many open sockets", {"limit": descriptor_ceiling(limits)})
+
+
+def can_accept(limits: Limits, who: str, listening: socket.socket) -> None:
+    """Before an accept, which must not take a peer's connection off the queue only to drop it:
+    a duplicate of the listening socket tells the number the accepted socket would get."""
+    probe = os.dup(listening.fileno())
+    os.close(probe)
+    if probe >= descriptor_ceiling(limits):
+        raise ResourceExhaustedError(who, "too many open sockets", {"limit": descriptor_ceiling(limits)})
 
 
 def check_port(who: str, value: object, *, listen: bool = False, optional: bool = False) -> int | None:

@@ -30,7 +30,47 @@ class Limits:
     port_send_buffer: int = 256 * 1024
     #: Racket's port buffer: block mode flushes when this many bytes wait.
     port_buffer_size: int = 4096
-    #: Datagrams a UDP datagram stream queues for a slow reader before dropping (and counting).
-    udp_stream_queue: int = 1024
-    #: Largest request: a gRPC message, a REST body, a WebSocket frame (bytes).
-    max_request_bytes: int = 32 * 1024 * 1024
+    #: Bytes a UDP datagram stream queues for a slow reader before dropping (and counting); each
+    #: datagram counts its payload plus :data:`datagram_overhead`.
+    udp_stream_buffer: int = 4 * 1024 * 1024
+    #: What one queued datagram costs beyond its payload (its objects), in bytes.
+    datagram_overhead: int = 256
+    #: Bytes one session's ports and streams may hold in all (received, queued to send, queued
+    #: for a stream) before its readers pause, its writers wait and its streams drop.
+    session_buffer: int = 16 * 1024 * 1024
+    #: The same for the whole daemon, every session together (DESIGN §7 P8: RSS growth ≤ 64 MiB).
+    daemon_buffer: int = 32 * 1024 * 1024
+    #: Largest request: a gRPC message, a REST body, a WebSocket frame (bytes). 4 MiB, gRPC's own
+    #: default: decoding a body costs 3-5x its size (a JSON body is base64 and parsed twice), so a
+    #: 32 MiB body alone would pass DESIGN §7 P8's 64 MiB (bench/rest_hygiene.py, docs/security.md).
+    max_request_bytes: int = 4 * 1024 * 1024
+
+    # Front doors: connection hygiene (DESIGN §5). Shared by the gRPC and the REST door.
+    #: Open connections one front door holds; past it, the oldest connection that has not yet
+    #: authenticated is closed first, so clients holding the token are never locked out. The
+    #: doors' descriptors are kept for them: sockets lent to clients may not take the last
+    #: ``2 × connections_per_door + 256`` descriptors of the daemon's limit (at most half of it),
+    #: so no session can lock the front doors out by opening sockets (:func:`._net.lendable`).
+    connections_per_door: int = 2048
+    #: Seconds a new connection may take to send its request headers (REST) or finish its
+    #: handshake (gRPC) before it is closed.
+    header_timeout: float = 10.0
+    #: Seconds a connection may stay open without presenting a valid token.
+    unauthenticated_timeout: float = 10.0
+    #: Seconds an idle keep-alive connection (no request in progress) is kept open.
+    idle_timeout: float = 60.0
+
+    # gRPC door: liveness of its peers. A peer silent this long is pinged; one that has not
+    # answered the ping after the timeout is dropped (its attachment breaks): at most
+    # interval + timeout (40 s) after its last packet.
+    #: Seconds without traffic from a gRPC peer before the daemon pings it.
+    grpc_keepalive_interval: float = 20.0
+    #: Seconds the daemon waits for a gRPC peer's ping ack before dropping the connection.
+    grpc_keepalive_timeout: float = 20.0
+
+    # REST door: what request bodies may make the daemon hold (DESIGN §5, §7 P8).
+    #: Deepest JSON nesting a request body or WebSocket text frame may have (a top-level object is 1).
+    json_max_depth: int = 64
+    #: Bytes of request bodies and WebSocket messages being received and decoded at once, across
+    #: the door; one that does not fit waits, unread. Never less than ``max_request_bytes``.
+    request_bytes_in_flight: int = 8 * 1024 * 1024

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .breaks import Calls
+from .budget import Budget
 from .errors import ContractError, NotFoundError, ResourceExhaustedError
 from .limits import Limits
 from .resources import Custodian, HandleTable
@@ -35,6 +36,8 @@ class Session:
         self.principal = principal
         self.policy = policy
         self.limits = manager.limits
+        #: Bytes this session's ports and streams hold, inside the daemon's budget.
+        self.budget = Budget(manager.limits.session_buffer, manager.budget)
         self.lease_seconds = lease_seconds
         self.table = HandleTable(max_handles=manager.limits.handles_per_session)
         self.root = Custodian(self.table, None, "sessions-open")
@@ -114,6 +117,8 @@ class SessionManager:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        #: Bytes every session's ports and streams hold together.
+        self.budget = Budget(limits.daemon_buffer)
         self._sessions: dict[str, Session] = {}
         self.dropped_total = 0
 

@@ -179,6 +179,10 @@ class _PortReadEvt(_Ready):
         conn = self.port.conn
         return self.port.closed or bool(conn.rx) or conn.rx_done
 
+    def arm(self) -> Signal:
+        self.port.conn.demand()  # a sync waiting on the port reads it past a full budget, as a read does
+        return self.signal
+
     def perform(self) -> Result | None:
         return self.port.handle
 

@@ -31,8 +31,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
+from ._net import Signal, can_accept, check_hostname, check_port, check_timeout, host_of, lendable, resolve
 from .breaks import Source, took
+from .budget import Budget
 from .errors import (
     ContractError,
     FailError,
@@ -110,9 +111,11 @@ def _parse_enum(enum_cls: type[enum.Enum], value: str, who: str, default: enum.E
 class TcpConnection:
     """One connected socket and its buffers. Owned by its two ports."""
 
-    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits, budget: Budget) -> None:
         self.loop = asyncio.get_running_loop()
         self.sock = sock
+        #: The session's byte budget: ``rx`` and ``tx`` are charged to it (:mod:`.budget`).
+        self.budget = budget
         self.fd = sock.fileno()
         sock.setblocking(False)
         with contextlib.suppress(OSError):
@@ -147,16 +150,42 @@ class TcpConnection:
 
     # ── reading ────────────────────────────────────────────────────────────
     def _start_reading(self) -> None:
-        if not self._reading and not self.closed:
-            self.loop.add_reader(self.fd, self._on_readable)
-            self._reading = True
+        if self._reading or self.closed:
+            return
+        if self.budget.full:  # the session or the daemon holds all it may: read when there is room
+            self.budget.when_room(self._on_room)
+            return
+        self.loop.add_reader(self.fd, self._on_readable)
+        self._reading = True
+
+    def _on_room(self) -> None:
+        if not self.rx_done and len(self.rx) < max(self.rx_high, self.rx_want):
+            self._start_reading()
+        if self.tx:
+            self.writable.fire()
 
     def _stop_reading(self) -> None:
         if self._reading:
             self.loop.remove_reader(self.fd)
             self._reading = False
 
+    def demand(self) -> None:
+        """A reader is about to wait for bytes: read the socket for it even past a full budget, so a
+        client reading a port always gets what its peer sent, whatever its other ports hold. The
+        overshoot is one chunk per waiting read (an exact read: up to what it asked for)."""
+        if not self._reading and not self.closed and not self.rx_done:
+            self.loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+
+    @property
+    def _demanded(self) -> bool:
+        return bool(self.readable) and len(self.rx) < max(1, self.rx_want)
+
     def _on_readable(self) -> None:
+        if self.budget.full and not self._demanded:  # full, maybe by another reader in this same turn
+            self._stop_reading()
+            self.budget.when_room(self._on_room)
+            return
         try:
             data = self.sock.recv(_RECV_CHUNK)
         except (BlockingIOError, InterruptedError):
@@ -168,6 +197,7 @@ class TcpConnection:
         else:
             if data:
                 self.rx += data
+                self.budget.charge(len(data))
                 if len(self.rx) >= max(self.rx_high, self.rx_want):
                     self._stop_reading()
             else:
@@ -184,6 +214,7 @@ class TcpConnection:
         data = bytes(memoryview(self.rx)[:n])
         if not peek:
             del self.rx[:n]
+            self.budget.release(len(data))
             if not self.rx_done and len(self.rx) < max(self.rx_high, self.rx_want):
                 self._start_reading()
         return data
@@ -210,6 +241,7 @@ class TcpConnection:
             view = view[sent:]
         if view:
             self.tx += view
+            self.budget.charge(len(view))
             if not self._writing:
                 self.loop.add_writer(self.fd, self._on_writable)
                 self._writing = True
@@ -233,6 +265,7 @@ class TcpConnection:
             self._tx_failed(exc)
             return
         del self.tx[:sent]
+        self.budget.release(sent)
         if not self.tx:
             self._stop_writing()
             self._after_drain()
@@ -250,7 +283,7 @@ class TcpConnection:
             self.reset_unreported = False
             exc = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
         self.tx_error = exc
-        self.tx.clear()
+        self._drop_tx()
         self._stop_writing()
         self.writable.fire()
         self._after_drain()
@@ -265,13 +298,34 @@ class TcpConnection:
 
     @property
     def write_ready(self) -> bool:
-        return len(self.tx) <= self.tx_high or self.tx_error is not None or self.closed
+        """``tx`` is under its bound, and under the budget's unless it is empty."""
+        if self.tx_error is not None or self.closed or not self.tx:
+            return True
+        return len(self.tx) <= self.tx_high and not self.budget.full
 
     async def drain(self, who: str) -> None:
-        """Wait until the kernel has taken enough that ``tx`` is under its bound."""
+        """Wait until the kernel has taken enough that ``tx`` is under its bounds."""
         while not self.write_ready:
+            if len(self.tx) <= self.tx_high:
+                self.budget.when_room(self._on_room)
             await self.writable.wait()
         self._check_tx(who)
+
+    async def room(self) -> None:
+        """Before queueing more: while this connection already has bytes queued and the budget is
+        full, wait. (A connection with nothing queued may try the kernel, and queues at most what
+        one write leaves; the doors bound the writes in flight.)"""
+        while self.tx and self.budget.full and self.tx_error is None and not self.closed:
+            self.budget.when_room(self._on_room)
+            await self.writable.wait()
+
+    def _drop_tx(self) -> None:
+        self.budget.release(len(self.tx))
+        self.tx = bytearray()
+
+    def _drop_rx(self) -> None:
+        self.budget.release(len(self.rx))
+        self.rx = bytearray()
 
     def shutdown_write(self) -> None:
         """Send FIN once every queued byte is out."""
@@ -319,7 +373,10 @@ class TcpConnection:
             self.sock.close()
         except OSError:  # pragma: no cover - close of a valid fd does not fail on Linux
             log.exception("closing fd %s", self.fd)
-        self.tx.clear()
+        # A closed connection frees its buffers at once, whichever way it was closed.
+        self._drop_tx()
+        self._drop_rx()
+        self.budget.forget(self._on_room)
         self.readable.fire()
         self.writable.fire()
 
@@ -329,7 +386,7 @@ class TcpConnection:
         if action is ConnectionAction.FIN:
             self.shutdown_write()
         elif action is ConnectionAction.CLOSE:
-            self.rx.clear()
+            self._drop_rx()
             self.close()
 
     def give_back(self, data: bytes) -> None:
@@ -337,6 +394,7 @@ class TcpConnection:
         if self.closed or self.in_port.state is not PortState.OPEN:
             return
         self.rx[0:0] = data
+        self.budget.charge(len(data))
         self.readable.fire()
 
     @property
@@ -457,6 +515,7 @@ class TcpInputPort(_Port):
         while not self._ready_or_raise(who):
             if nowait or amount == 0:
                 return b"", False
+            conn.demand()
             await conn.readable.wait()
         if conn.rx:
             return self._take(amount, peek), False
@@ -479,6 +538,7 @@ class TcpInputPort(_Port):
                 ready = self._ready_or_raise(who)
                 if len(conn.rx) >= amount or (ready and conn.rx_done):
                     break
+                conn.demand()
                 await conn.readable.wait()
         finally:
             conn.rx_want = 0
@@ -517,6 +577,8 @@ class TcpOutputPort(_Port):
         """write-bytes: buffer per the mode, then wait until the peer's queue has room."""
         who = "write-bytes"
         self.ensure_open(who)
+        await self.conn.room()
+        self.ensure_open(who)
         self.buffer += data
         if (
             flush
@@ -531,6 +593,8 @@ class TcpOutputPort(_Port):
     async def write_through(self, data: bytes) -> None:
         """The streaming path: every frame goes straight to the socket."""
         who = "write-bytes"
+        self.ensure_open(who)
+        await self.conn.room()
         self.ensure_open(who)
         self._flush_buffer(who)
         self.conn.send(data, who)
@@ -579,11 +643,12 @@ class TcpListener(Resource):
     prefix = "lst"
     predicate = "tcp-listener?"
 
-    def __init__(self, socks: list[socket.socket], limits: Limits) -> None:
+    def __init__(self, socks: list[socket.socket], limits: Limits, budget: Budget) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.socks = socks
         self.limits = limits
+        self.budget = budget
         self.host = "0.0.0.0"
         self.port = socks[0].getsockname()[1]
         self.state = ListenerState.LISTENING
@@ -641,6 +706,7 @@ class TcpListener(Resource):
         count = len(self.socks)
         for i in range(count):
             sock = self.socks[(self._turn + i) % count]
+            can_accept(self.limits, who, sock)
             try:
                 client, _ = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -648,7 +714,7 @@ class TcpListener(Resource):
             except OSError as exc:
                 raise from_os_error(who, "accept failed", exc) from None
             self._turn = (self._turn + i + 1) % count
-            conn = adopt_connection(client, custodian, self.limits, who)
+            conn = adopt_connection(client, custodian, self.limits, self.budget, who)
             self._took(conn)
             return conn
         return None
@@ -714,10 +780,12 @@ class TcpListener(Resource):
         self.ready.fire()
 
 
-def adopt_connection(sock: socket.socket, custodian: Custodian, limits: Limits, who: str) -> TcpConnection:
+def adopt_connection(
+    sock: socket.socket, custodian: Custodian, limits: Limits, budget: Budget, who: str
+) -> TcpConnection:
     """Wrap a connected socket and register its two ports; the socket never leaks."""
     try:
-        conn = TcpConnection(sock, limits)
+        conn = TcpConnection(sock, limits, budget)
         custodian.adopt(conn.in_port, who)
         custodian.adopt(conn.out_port, who)
     except BaseException:
@@ -767,13 +835,13 @@ async def tcp_listen(
     last_exc: OSError | None = None
     for _attempt in range(8):
         try:
-            socks = _bind_all(addresses, port, backlog, reuse)
+            socks = _bind_all(addresses, port, backlog, reuse, session.limits, who)
         except OSError as exc:
             last_exc = exc
             if port == 0 and len(addresses) > 1 and exc.errno == errno.EADDRINUSE:
                 continue
             break
-        listener = TcpListener(socks, session.limits)
+        listener = TcpListener(socks, session.limits, session.budget)
         if hostname is not None:
             listener.host = host_of(socks[0].getsockname())
         try:
@@ -785,7 +853,14 @@ async def tcp_listen(
     raise from_os_error(who, "listen failed", last_exc, details)
 
 
-def _bind_all(addresses: Sequence[tuple[int, tuple]], port: int, backlog: int, reuse: bool) -> list[socket.socket]:  # type: ignore[type-arg]
+def _bind_all(
+    addresses: Sequence[tuple[int, tuple]],  # type: ignore[type-arg]
+    port: int,
+    backlog: int,
+    reuse: bool,
+    limits: Limits,
+    who: str,
+) -> list[socket.socket]:
     socks: list[socket.socket] = []
     bound = port
     try:
@@ -797,6 +872,7 @@ def _bind_all(addresses: Sequence[tuple[int, tuple]], port: int, backlog: int, r
                     continue  # no IPv6 here: its addresses are ignored, as Racket does
                 raise
             socks.append(sock)
+            lendable(limits, who, sock)
             sock.setblocking(False)
             if reuse:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -845,7 +921,7 @@ async def tcp_connect(
             sock = await _connect_any(session, who, hostname, port, local_hostname, local_port, details)
     except TimeoutError:
         raise NetworkErrnoError(who, "connection failed", details, code=errno.ETIMEDOUT) from None
-    conn = adopt_connection(sock, owner, session.limits, who)
+    conn = adopt_connection(sock, owner, session.limits, session.budget, who)
     took(conn.force_close_ports)
     return conn
 
@@ -891,6 +967,7 @@ async def _connect_any(
             continue
         with os_errors(who, "connection failed", details):
             sock = socket.socket(family, socket.SOCK_STREAM)
+        lendable(session.limits, who, sock)
         try:
             sock.setblocking(False)
             if local_port is not None:

@@ -55,11 +55,12 @@ import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._net import Signal, check_hostname, check_port, check_timeout, host_of, resolve
+from ._net import Signal, check_hostname, check_port, check_timeout, host_of, lendable, resolve
 from .breaks import took
+from .budget import Budget
 from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors, show
 from .resources import Resource
 from .states import UDP, UDP_REQUIRES, UdpState
@@ -213,18 +214,59 @@ def _raw_sockaddr(sockaddr: SockAddr) -> Any:
 
 
 class _Stream:
-    """The bounded queue between a socket's reader and one datagram stream's consumer."""
+    """The queue between a socket's reader and one datagram stream's consumer, bounded in bytes:
+    its own ``capacity`` and the session's budget. Each datagram costs its payload plus
+    ``overhead`` (its objects), so a flood of tiny datagrams is bounded too."""
 
-    __slots__ = ("capacity", "dropped", "error", "items", "max_bytes", "signal")
+    __slots__ = ("budget", "capacity", "dropped", "error", "items", "max_bytes", "overhead", "queued", "signal")
 
-    def __init__(self, max_bytes: int, capacity: int) -> None:
+    def __init__(self, max_bytes: int, capacity: int, overhead: int, budget: Budget) -> None:
         self.max_bytes = max_bytes
         self.capacity = capacity
-        #: Datagrams this stream dropped because its queue was full.
+        self.overhead = overhead
+        self.budget = budget
+        #: Bytes the queue holds, as charged to the budget.
+        self.queued = 0
+        #: Datagrams this stream dropped because its queue (or the session's budget) was full.
         self.dropped = 0
         self.items: deque[tuple[bytes, str, int]] = deque()
         self.error: BaseException | None = None
         self.signal = Signal()
+
+    def _cost(self, items: Iterable[tuple[bytes, str, int]]) -> int:
+        return sum(len(item[0]) + self.overhead for item in items)
+
+    def offer(self, item: tuple[bytes, str, int]) -> bool:
+        """Queue a new datagram if there is room; False (and counted by the caller) if not."""
+        cost = len(item[0]) + self.overhead
+        if self.queued + cost > self.capacity or self.budget.full:
+            return False
+        self.items.append(item)
+        self._charge(cost)
+        return True
+
+    def put_back(self, items: list[tuple[bytes, str, int]]) -> None:
+        """Datagrams given back go first, room or not: they were the socket's already."""
+        self.items.extendleft(reversed(items))
+        self._charge(self._cost(items))
+
+    def pop(self) -> tuple[bytes, str, int]:
+        item = self.items.popleft()
+        self._charge(-(len(item[0]) + self.overhead))
+        return item
+
+    def take_all(self) -> list[tuple[bytes, str, int]]:
+        items = list(self.items)
+        self.items.clear()
+        self._charge(-self.queued)
+        return items
+
+    def _charge(self, cost: int) -> None:
+        self.queued += cost
+        if cost >= 0:
+            self.budget.charge(cost)
+        else:
+            self.budget.release(-cost)
 
 
 class UdpSocket(Resource):
@@ -234,10 +276,12 @@ class UdpSocket(Resource):
     prefix = "udp"
     predicate = "udp?"
 
-    def __init__(self, sock: socket.socket, limits: Limits, policy: Policy) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits, policy: Policy, budget: Budget) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.sock = sock
+        #: The session's byte budget: a datagram stream's queue is charged to it.
+        self.budget = budget
         self.fd = sock.fileno()
         self.family = socket.AddressFamily(sock.family)
         self.limits = limits
@@ -401,10 +445,11 @@ class UdpSocket(Resource):
         front of the socket's queue, in order; the next receive or stream gets them."""
         if self.closed or not datagrams:
             return
-        queue = self._stream.items if self._stream is not None else self._returned
-        queue.extendleft(reversed(datagrams))
         if self._stream is not None:
+            self._stream.put_back(datagrams)
             self._stream.signal.fire()
+        else:
+            self._returned.extendleft(reversed(datagrams))
         self.readable.fire()
 
     def try_receive(self, max_bytes: int, who: str = "udp-receive!-evt") -> Datagram | None:
@@ -737,10 +782,11 @@ class UdpSocket(Resource):
         """Datagrams as they arrive, in batches of whatever is queued: ``(datagrams, dropped)``,
         until the socket closes.
 
-        A reader drains the socket into a queue of ``limits.udp_stream_queue`` datagrams; when
-        the consumer lags and the queue is full, new datagrams are dropped and counted
-        (``queue_dropped``). One stream per socket at a time. Argument and state errors are
-        raised here, at the call; the stream itself starts on the first iteration.
+        A reader drains the socket into a queue of at most ``limits.udp_stream_buffer`` bytes,
+        charged to the session's budget; when the consumer lags and the queue (or the budget) is
+        full, new datagrams are dropped and counted (``queue_dropped``). One stream per socket at
+        a time. Argument and state errors are raised here, at the call; the stream itself starts
+        on the first iteration.
 
         ``dropped`` counts the datagrams this stream has dropped so far. A batch holds at least
         one datagram and, past the first, no more than ``max_batch_bytes`` of payload.
@@ -760,8 +806,9 @@ class UdpSocket(Resource):
     def _claim_stream(self, max_bytes: int, who: str) -> Iterator[_Stream]:
         """Be the socket's one stream: its reader runs until the block ends, however it ends."""
         self._check_stream(who, max_bytes)
-        stream = _Stream(max_bytes, max(1, self.limits.udp_stream_queue))
-        stream.items.extend(self._returned)
+        limits = self.limits
+        stream = _Stream(max_bytes, limits.udp_stream_buffer, limits.datagram_overhead, self.budget)
+        stream.put_back(list(self._returned))
         self._returned.clear()
         self._stream = stream
         try:
@@ -772,10 +819,10 @@ class UdpSocket(Resource):
             if self._stream is stream:
                 self._stream = None
                 # What the stream took but never sent stays the socket's: the next receive gets it.
-                self._returned.extendleft(reversed(stream.items))
+                self._returned.extendleft(reversed(stream.take_all()))
                 if not self.readable:
                     self._stop_reading()
-            stream.items.clear()
+            stream.take_all()
 
     async def _stream_ready(self, stream: _Stream) -> bool:
         """Wait for queued datagrams: True when some are there, False once the socket is closed."""
@@ -793,11 +840,11 @@ class UdpSocket(Resource):
         with self._claim_stream(max_bytes, who) as stream:
             while await self._stream_ready(stream):
                 items = stream.items
-                batch = [items.popleft()]
+                batch = [stream.pop()]
                 size = len(batch[0][0])
                 while items and size + len(items[0][0]) <= max_batch_bytes:
                     size += len(items[0][0])
-                    batch.append(items.popleft())
+                    batch.append(stream.pop())
                 yield batch, stream.dropped
 
     def _drain_into(self, stream: _Stream) -> None:
@@ -815,12 +862,10 @@ class UdpSocket(Resource):
             if got is None:
                 break
             taken = True
-            if len(stream.items) >= stream.capacity:
+            data, host, port = got
+            if not stream.offer((data[: stream.max_bytes], host, port)):
                 self.queue_dropped += 1
                 stream.dropped += 1
-            else:
-                data, host, port = got
-                stream.items.append((data[: stream.max_bytes], host, port))
         if taken or stream.error is not None:
             stream.signal.fire()
 
@@ -849,7 +894,7 @@ class UdpSocket(Resource):
                 log.exception("closing udp fd %s", self.fd)
             stream = self._stream
             if stream is not None:
-                stream.items.clear()
+                stream.take_all()
                 stream.signal.fire()
             self._forget()
             self.readable.fire()
@@ -886,13 +931,14 @@ async def udp_open(
         family = infos[0][0]
     with os_errors(who, "creation failed"):
         sock = socket.socket(family, socket.SOCK_DGRAM)
+    lendable(session.limits, who, sock)
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if _SO_RXQ_OVFL is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
-        udp = UdpSocket(sock, session.limits, session.policy)
+        udp = UdpSocket(sock, session.limits, session.policy, session.budget)
     except BaseException:
         sock.close()
         raise

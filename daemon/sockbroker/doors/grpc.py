@@ -5,18 +5,31 @@ served and none is written by hand: unary RPCs go through :func:`.dispatch.call`
 ones to the core's stream methods. Core errors become a status exactly once, through the wire
 package's table (:func:`sockbroker_wire.errors.grpc_status`).
 
-Delivery: a unary reply counts as delivered unless the call ends cancelled (the client cancelled,
-or its deadline passed, before the reply reached it); then the call's effects are given back.
+Delivery: a unary reply counts as delivered when gRPC core wrote it while the client was still
+connected (:meth:`_Door._settle`); a call cancelled while it runs, or whose client left before its
+reply was written, has its effects given back.
+
+Connection hygiene (DESIGN §5): :func:`server_options` are the gRPC server's channel arguments,
+every one derived from :class:`~sockbroker.core.limits.Limits` (handshake, idle and keepalive
+timings, message size); :class:`ConnectionWatch` does what gRPC core cannot: it closes client
+connections that have not made a call with a valid token within ``unauthenticated_timeout``, and
+past ``connections_per_door`` closes the oldest such connections first, so a token holder is
+never locked out by connections that hold none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import select
 import socket
+import stat
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
@@ -26,12 +39,24 @@ from sockbroker_wire.errors import grpc_status
 from sockbroker_wire.routes import PACKAGE, Route, routes
 from sockbroker_wire.v1 import broker_pb2 as pb
 
-from ..core.broker import Api, AttachEvent, Broker, Direction
+from ..core.breaks import Call
+from ..core.broker import Api, AttachEvent, Broker, Direction, Principal
 from ..core.errors import BrokerError, ContractError
+from ..core.limits import Limits
+from ..core.tcp import MAX_READ
 from ..metrics import Metrics
 from . import dispatch
+from ._delivery import Written, settle_when
 
-__all__ = ["CALL_METADATA", "SESSION_METADATA", "error_status", "generic_handlers"]
+__all__ = [
+    "CALL_METADATA",
+    "SESSION_METADATA",
+    "ConnectionWatch",
+    "GrpcDoor",
+    "error_status",
+    "generic_handlers",
+    "server_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +131,13 @@ def _peer_of(fd: int) -> tuple[str, int] | None:
     return host, int(address[1])
 
 
+def _least_reply_bytes(reply: Message) -> int:
+    """The fewest bytes a unary reply takes on an HTTP/2 connection: a HEADERS frame, a DATA frame
+    with the 5-byte gRPC prefix and the message, and a trailing HEADERS frame (9-byte frame
+    headers, at least one byte of header block each)."""
+    return 3 * 9 + 2 + 5 + reply.ByteSize()
+
+
 class _Connections:
     """The daemon's socket of each gRPC client connection, found from ``context.peer()``, so the
     door can look at it as the REST door looks at its own: a FIN or a reset already waiting
@@ -116,13 +148,20 @@ class _Connections:
     def __init__(self) -> None:
         self._fds: dict[tuple[str, int], int] = {}
 
-    def gone(self, peer: str) -> bool:
+    def socket_of(self, peer: str) -> int | None:
+        """The daemon's socket for ``peer`` (borrowed); None when it is gone."""
         address = _peer_address(peer)
         if address is None:
-            return False  # a Unix socket peer has no address to find it by
+            return None
         fd = self._fds.get(address)
         if fd is None or _peer_of(fd) != address:
             fd = self._find(address)
+        return fd
+
+    def gone(self, peer: str) -> bool:
+        if _peer_address(peer) is None:
+            return False  # a Unix socket peer has no address to find it by
+        fd = self.socket_of(peer)
         if fd is None:
             return True  # the connection's socket is gone already
         poller = select.poll()
@@ -144,18 +183,210 @@ class _Connections:
         return None
 
 
+#: Room for the fields around the bytes of the largest reply (a ReadReply's ``eof``, framing).
+_REPLY_OVERHEAD = 64 * 1024
+
+
+def server_options(limits: Limits) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments, each derived from ``limits`` (grpcio 1.85 honours every
+    one; ``tests/behaviour/test_grpc_abuse.py`` checks the timings against a real server).
+
+    A peer that stops answering (frozen, or its host gone without a FIN or RST) is pinged after
+    ``grpc_keepalive_interval`` seconds without traffic from it and dropped when the ack has not come
+    ``grpc_keepalive_timeout`` seconds later: at most interval + timeout after its last packet.
+    gRPC core since 1.5x times the ack with ``grpc.http2.ping_timeout_ms`` (default 60 s) and not
+    with ``grpc.keepalive_timeout_ms``, so both are set.
+    """
+    interval_ms = round(limits.grpc_keepalive_interval * 1000)
+    timeout_ms = round(limits.grpc_keepalive_timeout * 1000)
+    return [
+        ("grpc.max_receive_message_length", limits.max_request_bytes),
+        # Replies are bounded by the core (a read takes at most MAX_READ bytes), not by the
+        # request limit: a reply gRPC refused to send would lose what its call took.
+        ("grpc.max_send_message_length", max(limits.max_request_bytes, MAX_READ + _REPLY_OVERHEAD)),
+        # Liveness of the peer: an attachment whose client is gone breaks in bounded time.
+        ("grpc.keepalive_time_ms", interval_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Clients may ping too (the Python client does not by default): not more often than this
+        # without data, or they get GOAWAY after two strikes (gRPC core's default).
+        ("grpc.http2.min_ping_interval_without_data_ms", min(5_000, interval_ms)),
+        # A connection must finish its handshake (TLS, the HTTP/2 preface and SETTINGS) in time.
+        ("grpc.server_handshake_timeout_ms", round(limits.header_timeout * 1000)),
+        # A connection with no call in progress is closed (GOAWAY); an attachment is a call.
+        ("grpc.max_connection_idle_ms", round(limits.idle_timeout * 1000)),
+        ("grpc.so_reuseport", 0),  # a busy port is an error, never a port shared with another daemon
+    ]
+
+
+@dataclass
+class _Client:
+    """One client connection of the door, as the watch sees it."""
+
+    fd: int
+    inode: int
+    peer: tuple[str, int]
+    seen: float
+    authenticated: bool = False
+
+
+class ConnectionWatch:
+    """The door's client connections (TCP only: a Unix socket is gated by its file mode), found
+    the way :class:`_Connections` finds them: sockets in /proc/self/fd whose local address is the
+    door's port. Every :attr:`period` seconds it
+
+    - closes (``shutdown(2)``; gRPC then closes the descriptor) every connection that has not
+      made a call with a valid token within ``unauthenticated_timeout`` of being seen, whatever it
+      is doing (a half-sent request, health checks, wrong tokens);
+    - past ``connections_per_door``, closes the oldest connections without a valid token first,
+      never one that made a call with the token.
+
+    gRPC core closes connections that never finish their handshake (``header_timeout``) and
+    connections with no call in progress (``idle_timeout``) itself (:func:`server_options`).
+    A connection counts from the sweep that first sees it: the figures are up to :attr:`period`
+    late."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.period = min(1.0, limits.unauthenticated_timeout / 4)
+        self.closed = 0  # connections this watch has closed, for tests and the bench
+        self._ports: set[int] = set()
+        self._clients: dict[int, _Client] = {}
+        self._authenticated: set[tuple[str, int]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, port: int) -> None:
+        """Start watching the connections to the door's TCP ``port``."""
+        self._ports.add(port)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="grpc-connection-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def authenticated(self, peer: str) -> None:
+        """A call from ``peer`` (``context.peer()``) presented a valid token."""
+        address = _peer_address(peer)
+        if address is not None and address not in self._authenticated:
+            self._authenticated.add(address)
+            for client in self._clients.values():
+                if client.peer == address:
+                    client.authenticated = True
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            try:
+                self.sweep()
+            except Exception:  # pragma: no cover - a sweep must never end the watch
+                log.exception("gRPC connection watch: sweep failed")
+
+    def sweep(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._scan(now)
+        limits = self.limits
+        doomed = [
+            c for c in self._clients.values() if not c.authenticated and now - c.seen >= limits.unauthenticated_timeout
+        ]
+        excess = len(self._clients) - len(doomed) - limits.connections_per_door
+        if excess > 0:
+            waiting = sorted(
+                (c for c in self._clients.values() if not c.authenticated and c not in doomed), key=lambda c: c.seen
+            )
+            doomed += waiting[:excess]
+        for client in doomed:
+            self._shut(client)
+
+    def _scan(self, now: float) -> None:
+        """Bring :attr:`_clients` up to date with the process's sockets."""
+        current: dict[int, _Client] = {}
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if not stat.S_ISSOCK(st.st_mode):
+                continue
+            known = self._clients.get(fd)
+            if known is not None and known.inode == st.st_ino:
+                current[fd] = known
+                continue
+            peer = self._client_peer(fd)
+            if peer is not None:
+                current[fd] = _Client(fd, st.st_ino, peer, now, peer in self._authenticated)
+        self._clients = current
+        self._authenticated &= {c.peer for c in current.values()}
+
+    def _client_peer(self, fd: int) -> tuple[str, int] | None:
+        """The peer of ``fd`` when it is a TCP connection accepted on a watched port."""
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            return None
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                return None
+            local, remote = sock.getsockname(), sock.getpeername()
+        except OSError:
+            return None  # a listening socket has no peer
+        finally:
+            sock.detach()
+        if local[1] not in self._ports:
+            return None
+        host = str(remote[0])
+        if host.startswith("::ffff:") and "." in host:
+            host = host[len("::ffff:") :]
+        return host, int(remote[1])
+
+    def _shut(self, client: _Client) -> None:
+        """Close a client connection under gRPC's feet: ``shutdown(2)`` makes its reads end, and
+        gRPC closes the descriptor it owns (closing it here could close a reused number)."""
+        try:
+            if os.fstat(client.fd).st_ino != client.inode:
+                return
+            sock = socket.socket(fileno=client.fd)
+        except OSError:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+            self.closed += 1
+            log.debug("gRPC door: closed connection from %s:%d (no valid token)", *client.peer)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+        self._clients.pop(client.fd, None)
+
+
 class _Door:
-    def __init__(self, broker: Broker, metrics: Metrics | None) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics | None, watch: ConnectionWatch) -> None:
         self.broker = broker
         self.metrics = metrics
         self.connections = _Connections()
+        self.watch = watch
 
     def _metadata(self, context: Context) -> dict[str, str]:
         return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
 
+    def authenticate(self, context: Context, metadata: dict[str, str]) -> Principal:
+        """The caller's principal; its connection is then one that holds the token."""
+        principal = self.broker.authenticate_header(metadata.get("authorization"))
+        self.watch.authenticated(context.peer())
+        return principal
+
     def api(self, context: Context, who: str) -> Api:
         metadata = self._metadata(context)
-        principal = self.broker.authenticate_header(metadata.get("authorization"))
+        principal = self.authenticate(context, metadata)
         return self.broker.api(principal, metadata.get(SESSION_METADATA), who)
 
     def count(self, method: str, outcome: str) -> None:
@@ -178,16 +409,30 @@ class _Door:
         return result
 
     # ── unary ──────────────────────────────────────────────────────────────
+    def _settle(self, call: Call, peer: str, reply: Message) -> None:
+        """The fate of a reply about to be handed to gRPC core, which writes it in its own threads
+        (message and status in one write). A client already gone (a FIN or reset waiting on its
+        socket) will not get it; otherwise :class:`._delivery.Written` watches the socket until
+        core has written the reply or the client has left first. gRPC would tell the handler of
+        neither: once the handler has returned, a cancel is no longer reported to it."""
+        if not call.holds:
+            call.finish(delivered=True)
+        elif self.connections.gone(peer):
+            call.finish(delivered=False)
+        elif (fd := self.connections.socket_of(peer)) is None:
+            call.finish(delivered=True)  # a Unix socket peer: nothing to look at
+        else:
+            written = Written(fd, _least_reply_bytes(reply))
+            settle_when(written.outcome(), lambda delivered: call.finish(delivered=delivered))
+
     def unary(self, route: Route) -> grpc.RpcMethodHandler:
-        """A unary RPC. Its reply goes out with its status in one write; right before, the door
-        looks at the client's connection (:class:`_Connections`): a client already gone did not
-        get the reply, and the call's effects are given back. A cancel that gRPC reports while the
-        call runs (the handler is cancelled) gives them back too."""
+        """A unary RPC: one core call; its effects stand or go back as :meth:`_settle` finds. A
+        cancel that gRPC reports while the call runs (the handler is cancelled) gives them back."""
 
         async def body(request: Any, context: Context) -> Message:
             message = _checked(request, route.name)
             metadata = self._metadata(context)
-            principal = self.broker.authenticate_header(metadata.get("authorization"))
+            principal = self.authenticate(context, metadata)
             fields, call = await dispatch.call(
                 self.broker,
                 route.name,
@@ -203,7 +448,7 @@ class _Door:
                     call.finish(delivered=False)
                 raise
             if call is not None:
-                call.finish(delivered=not (call.holds and self.connections.gone(context.peer())))
+                self._settle(call, context.peer(), reply)
             return reply
 
         async def handler(request: Any, context: Context) -> Message:
@@ -307,13 +552,38 @@ class _Door:
         raise LookupError(route.name)  # pragma: no cover - the proto streams exactly these four
 
 
+class GrpcDoor:
+    """The gRPC door of one daemon: its server options, its handlers, and the watch over its
+    client connections (started by :meth:`watch` once the server is bound, stopped by
+    :meth:`close`)."""
+
+    def __init__(self, broker: Broker, metrics: Metrics | None = None) -> None:
+        self.broker = broker
+        self.connections = ConnectionWatch(broker.limits)
+        self._door = _Door(broker, metrics, self.connections)
+
+    def options(self) -> list[tuple[str, int]]:
+        return server_options(self.broker.limits)
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """One generic handler per service, every RPC of the proto included."""
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for route in routes():
+            handler = self._door.stream(route) if route.streaming else self._door.unary(route)
+            by_service.setdefault(route.service, {})[route.method] = handler
+        return [
+            grpc.method_handlers_generic_handler(f"{PACKAGE}.{service}", methods)
+            for service, methods in by_service.items()
+        ]
+
+    def watch(self, port: int) -> None:
+        """Hold the connections to TCP ``port`` (the bound gRPC port) to account."""
+        self.connections.watch(port)
+
+    async def close(self) -> None:
+        await self.connections.close()
+
+
 def generic_handlers(broker: Broker, metrics: Metrics | None = None) -> list[grpc.GenericRpcHandler]:
-    """One generic handler per service, every RPC of the proto included."""
-    door = _Door(broker, metrics)
-    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-    for route in routes():
-        handler = door.stream(route) if route.streaming else door.unary(route)
-        by_service.setdefault(route.service, {})[route.method] = handler
-    return [
-        grpc.method_handlers_generic_handler(f"{PACKAGE}.{service}", methods) for service, methods in by_service.items()
-    ]
+    """One generic handler per service, every RPC of the proto included (no connection watch)."""
+    return GrpcDoor(broker, metrics).handlers()

@@ -17,6 +17,15 @@ Delivery: every unary call runs while the door watches for the HTTP client leavi
 gone before the reply is written (seen by the server, or pending in the kernel as a FIN or a
 reset on the connection) did not get it, and the call's effects are given back
 (:class:`_Reply`). uvicorn runs with :class:`Protocol`, which shows the door the connection.
+
+Abuse (docs/security.md): connections are held to account by :mod:`._rest_connections` (header,
+authentication and idle timeouts, a cap that closes the oldest unauthenticated connection first,
+a byte budget for bodies and WebSocket messages in flight). A body's size is taken from that
+budget before it is read; a ``Content-Length`` over ``max_request_bytes`` is a 413 at once, JSON
+deeper than ``json_max_depth`` a 400. Browser safety: the ``Host`` header must name the daemon
+(its address, ``localhost``, ``127.0.0.1``, ``[::1]``, with its port, or ``allowed_hosts``), else
+400 — a page on a rebound DNS name reaches nothing; a WebSocket ``Origin``, when there is one,
+must be in ``allowed_origins``, else 403 before the handshake. There is no CORS.
 """
 
 from __future__ import annotations
@@ -37,22 +46,30 @@ from google.protobuf.descriptor import FieldDescriptor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sockbroker_wire import errors as wire_errors
 from sockbroker_wire import frames
-from sockbroker_wire.codec import from_dict, from_json, parse_scalar, to_dict, to_json
+from sockbroker_wire.codec import from_dict, from_json, loads, parse_scalar, to_dict, to_json
 from sockbroker_wire.routes import Route, routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .. import __version__
 from ..core.breaks import Call
 from ..core.broker import Api, AttachEvent, Broker, Principal
-from ..core.errors import BreakError, BrokerError, ContractError, NotFoundError, ResourceExhaustedError
+from ..core.errors import (
+    BreakError,
+    BrokerError,
+    ContractError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
 from ..metrics import Metrics
 from . import dispatch
 from ._delivery import Delivery, settle_later
+from ._rest_connections import TRANSPORT, ByteBudget, Connections, Protocol, WebSocketProtocol
 
-__all__ = ["CALL_HEADER", "SESSION_HEADER", "Protocol", "create_app", "problem"]
+__all__ = ["CALL_HEADER", "SESSION_HEADER", "BodyTooLarge", "Protocol", "WebSocketProtocol", "create_app", "problem"]
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +84,28 @@ def problem(exc: BrokerError) -> tuple[int, dict[str, Any]]:
     return wire_errors.problem(exc.kind, exc.message, errno=exc.errno, errno_family=exc.errno_family)
 
 
+class BodyTooLarge(ResourceExhaustedError):
+    """A request body over ``max_request_bytes``: ``resource-exhausted``, sent as HTTP 413 (the
+    status HTTP has for exactly this) rather than the table's 429."""
+
+    http_status = 413
+
+
 def _problem_response(exc: BrokerError) -> JSONResponse:
     status, body = problem(exc)
+    if isinstance(exc, BodyTooLarge):
+        status = body["status"] = exc.http_status
     headers = {"WWW-Authenticate": 'Bearer realm="sockbroker"'} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 class _Door:
-    def __init__(self, broker: Broker, metrics: Metrics | None, max_body: int) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics | None, max_body: int, budget: ByteBudget) -> None:
         self.broker = broker
         self.metrics = metrics
         self.max_body = max_body
+        self.budget = budget
+        self.max_depth = broker.limits.json_max_depth
 
     def principal(self, headers: Any) -> Principal:
         return self.broker.authenticate_header(headers.get("authorization"))
@@ -86,19 +114,36 @@ class _Door:
         if self.metrics is not None:
             self.metrics.count("rest", method, outcome)
 
-    async def body(self, request: Request, who: str) -> bytes:
+    @contextlib.asynccontextmanager
+    async def received(self, route: Route, request: Request) -> AsyncIterator[dict[str, Any]]:
+        """The call's arguments, its body read and decoded while its size is held in the door's
+        byte budget (until the call is done with them: the block's end). A body whose size is
+        declared takes that much before a byte of it is read; a chunked one takes the most a body
+        may be, and gives back the rest when it has arrived."""
+        if not route.body:
+            yield self.arguments(route, request, b"")
+            return
+        who = route.name
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise ResourceExhaustedError(who, "request body too large", {"limit": self.max_body})
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise ResourceExhaustedError(who, "request body too large", {"limit": self.max_body})
-            chunks.append(chunk)
-        return b"".join(chunks)
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        if size is not None and size > self.max_body:
+            raise BodyTooLarge(who, "request body too large", {"size": size, "limit": self.max_body})
+        async with self.budget.holding(self.max_body if size is None else size) as keep:
+            chunks, received = [], 0
+            try:
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > self.max_body:
+                        raise BodyTooLarge(who, "request body too large", {"limit": self.max_body})
+                    chunks.append(chunk)
+            except ClientDisconnect:
+                raise BreakError(who, "the client went away while sending its body") from None
+            keep(received)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            del chunks
+            yield self.arguments(route, request, body)
 
-    async def arguments(self, route: Route, request: Request) -> dict[str, Any]:
+    def arguments(self, route: Route, request: Request, body: bytes) -> dict[str, Any]:
         who = route.name
         fields = route.input.DESCRIPTOR.fields_by_name
         raw: bytes | None = None
@@ -111,7 +156,6 @@ class _Door:
             except ValueError as exc:
                 raise ContractError(who, "bad query parameter", {"parameter": name, "reason": str(exc)}) from None
         if route.body:
-            body = await self.body(request, who)
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media == OCTETS:
                 if "data" not in fields:
@@ -119,12 +163,13 @@ class _Door:
                 raw = body
             elif body.strip():
                 try:
-                    decoded = json.loads(body)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise ContractError(who, "malformed JSON body", {"reason": str(exc)}) from None
+                    decoded = loads(body, max_depth=self.max_depth)
+                except ValueError as exc:  # UnicodeDecodeError and JsonTooDeep are ValueErrors
+                    raise ContractError(who, "malformed JSON body", {"reason": str(exc)[:200]}) from None
                 if not isinstance(decoded, dict):
                     raise ContractError(who, "the JSON body must be an object")
                 values.update(decoded)
+                del decoded
         for name, text in request.path_params.items():
             if name in values and values[name] != text:
                 raise ContractError(who, "a path argument differs from the body", {"member": name})
@@ -133,9 +178,11 @@ class _Door:
             message = from_json(route.input, values)
         except json_format.ParseError as exc:
             raise ContractError(who, "bad argument", {"reason": str(exc)}) from None
+        del values
+        arguments = to_dict(message)
         if raw is not None:
-            setattr(message, "data", raw)  # noqa: B010 - every such route has a bytes `data` field
-        return to_dict(message)
+            arguments["data"] = raw  # every such route has a bytes `data` field; no copy through the message
+        return arguments
 
     def respond(self, route: Route, result: dict[str, Any], request: Request, call: Call | None) -> Response:
         message = from_dict(route.output, result)
@@ -156,12 +203,13 @@ class _Door:
             call: Call | None = None
             try:
                 principal = self.principal(request.headers)
-                args = await self.arguments(route, request)
                 headers = request.headers
-                work = dispatch.call(
-                    self.broker, route.name, principal, headers.get(SESSION_HEADER), args, headers.get(CALL_HEADER)
-                )
-                result, call = await _unless_disconnected(request, work, route.name)
+                async with self.received(route, request) as args:
+                    work = dispatch.call(
+                        self.broker, route.name, principal, headers.get(SESSION_HEADER), args, headers.get(CALL_HEADER)
+                    )
+                    del args
+                    result, call = await _unless_disconnected(request, work, route.name)
                 response = self.respond(route, result, request, call)
             except BrokerError as exc:
                 if call is not None:
@@ -205,12 +253,23 @@ class _Door:
             with contextlib.suppress(RuntimeError):
                 await ws.close()
 
+    def text_frame(self, text: str, who: str) -> frames.TextFrame | None:
+        try:
+            loads(text, max_depth=self.max_depth)  # the frames decoder has no depth limit of its own
+            return frames.decode_text(text)
+        except ValueError as exc:
+            raise ContractError(who, "malformed JSON frame", {"reason": str(exc)[:200]}) from None
+
     async def attach(self, ws: WebSocket) -> None:
         async def body(api: Api) -> None:
             async def detaches() -> AsyncIterator[bool]:
                 while True:
-                    text = await ws.receive_text()
-                    yield isinstance(_text_frame(text, "sessions-attach"), frames.Detach)
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+                    if message.get("text") is None:
+                        raise ContractError("sessions-attach", "the attachment takes JSON text frames only")
+                    yield isinstance(self.text_frame(message["text"], "sessions-attach"), frames.Detach)
 
             async def emit(event: AttachEvent) -> None:
                 await ws.send_text(frames.encode_text(frames.AttachEvent(**vars(event))))
@@ -229,7 +288,7 @@ class _Door:
                     if message.get("bytes") is not None:
                         yield message["bytes"], False
                     elif message.get("text") is not None and isinstance(
-                        _text_frame(message["text"], "tcp-stream"), frames.Eof
+                        self.text_frame(message["text"], "tcp-stream"), frames.Eof
                     ):
                         yield b"", True
                         return
@@ -266,7 +325,9 @@ class _Door:
                         except ValueError as exc:
                             raise ContractError(who, "malformed datagram frame", {"reason": str(exc)}) from None
                         yield frame.datagrams
-                    elif message.get("text") is not None and isinstance(_text_frame(message["text"], who), frames.Done):
+                    elif message.get("text") is not None and isinstance(
+                        self.text_frame(message["text"], who), frames.Done
+                    ):
                         return
 
             async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
@@ -285,21 +346,12 @@ class _Door:
         await self.websocket("Udp.ReceiveStream", ws, body)
 
 
-class Protocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, showing the door each request's connection (for :class:`_Reply`)."""
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope["extensions"] = {_TRANSPORT: self.transport}  # type: ignore[dict-item]
-
-
-_TRANSPORT = "sockbroker.transport"
 _GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
 
 def _connection(scope: Scope) -> Any:
     """The socket of the request's connection (uvicorn's transport, shown by :class:`Protocol`)."""
-    transport = (scope.get("extensions") or {}).get(_TRANSPORT)
+    transport = (scope.get("extensions") or {}).get(TRANSPORT)
     if transport is None or transport.is_closing():
         return None
     return transport.get_extra_info("socket")
@@ -370,7 +422,7 @@ class _Reply(Response):
                 for pending in (*held, message):
                     await send(pending)
             held.clear()
-            transport = (scope.get("extensions") or {}).get(_TRANSPORT)
+            transport = (scope.get("extensions") or {}).get(TRANSPORT)
             settle_later(
                 Delivery.of(sock.fileno()),
                 lambda delivered: call.finish(delivered=delivered),
@@ -420,13 +472,6 @@ def _int_param(text: str | None, who: str) -> int | None:
         return int(text)
     except ValueError:
         raise ContractError(who, "bad query parameter", {"parameter": "max", "given": text}) from None
-
-
-def _text_frame(text: str, who: str) -> frames.TextFrame | None:
-    try:
-        return frames.decode_text(text)
-    except ValueError as exc:
-        raise ContractError(who, "malformed JSON frame", {"reason": str(exc)}) from None
 
 
 # ── OpenAPI: schemas generated from the proto, not hand-copied ─────────────
@@ -488,13 +533,122 @@ def _openapi_extra(route: Route) -> dict[str, Any]:
     return extra
 
 
-def create_app(broker: Broker, metrics: Metrics | None = None, *, max_body: int = 32 * 1024 * 1024) -> FastAPI:
+class _BrowserSafety:
+    """Browser safety (DESIGN §5), before any route: the ``Host`` header must name this daemon
+    (DNS-rebinding defence: a page on ``evil.example`` rebound to 127.0.0.1 sends
+    ``Host: evil.example``), else a 400; a WebSocket's ``Origin``, when it has one (browsers
+    always send it, other clients need not), must be in ``allowed_origins``, else a 403 before the
+    handshake, so no page can drive a stream with a token it got elsewhere."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> None:
+        self.app = app
+        self.allowed_hosts = [host.lower() for host in allowed_hosts]
+        self.allowed_origins = {origin.lower().rstrip("/") for origin in allowed_origins}
+
+    def hosts(self, scope: Scope) -> set[str]:
+        """The Host values that name this daemon on the connection's own address and port."""
+        local, port = scope.get("server") or ("127.0.0.1", None)
+        names = {"localhost", "127.0.0.1", "[::1]", f"[{local}]" if ":" in local else local}
+        names.update(self.allowed_hosts)
+        accepted = {f"{name}:{port}" for name in names if not _has_port(name)}
+        accepted.update(name for name in self.allowed_hosts if _has_port(name))
+        if port == (443 if scope.get("scheme") in ("https", "wss") else 80):
+            accepted.update(name for name in names if not _has_port(name))
+        return accepted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        error: BrokerError | None = None
+        if host not in self.hosts(scope):
+            error = ContractError(
+                "Host",
+                "the Host header names none of this daemon's addresses (DNS-rebinding defence)",
+                {"host": host[:100], "setting": "allowed_hosts"},
+            )
+        elif scope["type"] == "websocket" and b"origin" in headers:
+            origin = headers[b"origin"].decode("latin-1").lower().rstrip("/")
+            if origin not in self.allowed_origins:
+                error = PermissionDeniedError(
+                    "Origin",
+                    "this WebSocket Origin is not allowed",
+                    {"origin": origin[:100], "setting": "allowed_origins"},
+                )
+        if error is None:
+            await self.app(scope, receive, send)
+            return
+        status, body = problem(error)
+        content = json.dumps(body).encode()
+        start, end = ("http.response.start", "http.response.body")
+        if scope["type"] == "websocket":  # refused before the handshake (ASGI's WebSocket denial response)
+            start, end = ("websocket.http.response.start", "websocket.http.response.body")
+        await send(
+            {
+                "type": start,
+                "status": status,
+                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(content)).encode())],
+            }
+        )
+        await send({"type": end, "body": content})
+
+
+def _has_port(host: str) -> bool:
+    return host.rpartition(":")[2].isdigit() and not host.endswith("]")
+
+
+def _bearer_security(app: FastAPI) -> None:
+    """Every route of the OpenAPI document requires the bearer token (DESIGN §6), as the door does."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the daemon's token (docs/security.md); every call but the health check needs it",
+                }
+            }
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    broker: Broker,
+    metrics: Metrics | None = None,
+    *,
+    max_body: int = 32 * 1024 * 1024,
+    allowed_hosts: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
+) -> FastAPI:
+    """The REST door. Its connections (``app.state.connections``) are kept by the uvicorn
+    protocols :class:`Protocol` and :class:`WebSocketProtocol`, which the server must use."""
     app = FastAPI(
         title="sockbroker",
         version=__version__,
         description="Real TCP and UDP sockets, lent on opaque handles (racket/tcp and racket/udp).",
     )
-    door = _Door(broker, metrics, max_body)
+    limits = broker.limits
+    connections = Connections(
+        broker,
+        capacity=limits.connections_per_door,
+        header_timeout=limits.header_timeout,
+        unauthenticated_timeout=limits.unauthenticated_timeout,
+        bytes_in_flight=max(limits.request_bytes_in_flight, max_body),
+        on_close=None if metrics is None else lambda reason: metrics.connection_closed("rest", reason),
+    )
+    app.state.connections = connections
+    if metrics is not None:
+        metrics.watch_door("rest", lambda: len(connections), lambda: connections.budget.used)
+    app.add_middleware(_BrowserSafety, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+    door = _Door(broker, metrics, max_body, connections.budget)
     websockets = {
         "Sessions.Attach": door.attach,
         "Ports.Stream": door.port_stream,
@@ -517,6 +671,8 @@ def create_app(broker: Broker, metrics: Metrics | None = None, *, max_body: int 
             openapi_extra=_openapi_extra(route),
             tags=[route.service],
         )
+
+    _bearer_security(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -7,6 +7,7 @@ names, parsed strictly, so the REST door accepts exactly what the gRPC door does
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -17,7 +18,7 @@ from google.protobuf.message import Message
 
 from .routes import message_class
 
-__all__ = ["from_dict", "from_json", "parse_scalar", "to_dict", "to_json"]
+__all__ = ["JsonTooDeep", "from_dict", "from_json", "loads", "parse_scalar", "to_dict", "to_json"]
 
 
 def _in_real_oneof(field: Any) -> bool:
@@ -100,6 +101,31 @@ def to_json(message: Message) -> dict[str, Any]:
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             out[field.name] = to_json(getattr(message, field.name))
     return out
+
+
+class JsonTooDeep(ValueError):
+    """A JSON text nested deeper than allowed."""
+
+
+def loads(text: str | bytes | bytearray, *, max_depth: int) -> Any:
+    """``json.loads``, refusing nesting deeper than ``max_depth`` (a top-level object or array
+    is depth 1) with :class:`JsonTooDeep`; malformed text raises ValueError as ``json.loads``
+    does. Deep nesting costs a recursion level per level in the parser (100,000 ``[`` are a
+    RecursionError, not a ValueError), and deep values cost every later consumer the same."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None
+    if isinstance(value, (list, dict)):
+        pending: list[tuple[Any, int]] = [(value, 1)]
+        while pending:
+            node, depth = pending.pop()
+            if depth > max_depth:
+                raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, (list, dict)):
+                    pending.append((child, depth + 1))
+    return value
 
 
 def from_json(cls: type[Message], values: Mapping[str, Any]) -> Message:

@@ -1,0 +1,19 @@
+"""The REST door's OpenAPI document says what the door does: every operation needs the bearer
+token (DESIGN §6), so generated clients and fuzzers send it."""
+
+from __future__ import annotations
+
+from sockbroker.core.broker import Broker, Principal
+from sockbroker.core.limits import Limits
+from sockbroker.core.policy import Policy
+from sockbroker.doors.rest import create_app
+
+
+def test_the_openapi_document_declares_the_bearer_scheme_for_every_operation() -> None:
+    broker = Broker(Limits(), [Principal("default", "t" * 43, Policy())])
+    schema = create_app(broker).openapi()
+    bearer = schema["components"]["securitySchemes"]["bearer"]
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    assert schema["security"] == [{"bearer": []}]
+    operations = [op for path in schema["paths"].values() for op in path.values()]
+    assert operations and all("security" not in op or op["security"] == [{"bearer": []}] for op in operations)
