@@ -6,12 +6,23 @@ import asyncio
 import contextlib
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sockbroker.config import Settings
+from sockbroker.server import Daemon
 
-__all__ = ["Peer", "PeerServer", "daemon_settings", "eventually", "fd_count", "read_until_eof", "silent_for", "target"]
+__all__ = [
+    "Peer",
+    "PeerServer",
+    "daemon_settings",
+    "eventually",
+    "fd_count",
+    "read_until_eof",
+    "serving",
+    "silent_for",
+    "target",
+]
 
 Peer = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -109,3 +120,14 @@ def daemon_settings(token_file: pathlib.Path, **overrides: Any) -> Settings:
             **overrides,
         },
     )
+
+
+@contextlib.asynccontextmanager
+async def serving(token_file: pathlib.Path, **overrides: Any) -> AsyncIterator[Daemon]:
+    """A daemon of a test module's own (:func:`daemon_settings` with ``overrides``), stopped after."""
+    daemon = Daemon(daemon_settings(token_file, **overrides))
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()

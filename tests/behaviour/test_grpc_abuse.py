@@ -24,7 +24,7 @@ import grpc
 import h2.config
 import h2.connection
 import pytest
-from helpers import eventually
+from helpers import eventually, serving
 from sockbroker.config import Settings
 from sockbroker.doors.grpc import server_options
 from sockbroker.server import Daemon
@@ -119,19 +119,8 @@ async def small_daemon(tmp_path: pathlib.Path, request: pytest.FixtureRequest) -
     """A daemon of its own with the settings the test names (``@pytest.mark.parametrize`` style
     through ``request.param``), both doors on 127.0.0.1 port 0."""
     overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings.load(
-        None,
-        grpc_address=f"{LOOPBACK}:0",
-        rest_address=f"{LOOPBACK}:0",
-        token_file=tmp_path / "token",
-        **overrides,
-    )
-    daemon = Daemon(settings)
-    await daemon.start()
-    try:
+    async with serving(tmp_path / "token", **overrides) as daemon:
         yield daemon
-    finally:
-        await daemon.stop()
 
 
 # ── 1. cancelling any call logs nothing above DEBUG ──────────────────────────

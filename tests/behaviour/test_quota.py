@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from helpers import daemon_settings
+from helpers import serving
 from sockbroker.server import Daemon
 from sockbroker_client import ResourceExhaustedError
 
@@ -23,12 +23,8 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
-    d = Daemon(daemon_settings(token_file, max_handles_per_session=QUOTA))
-    await d.start()
-    try:
+    async with serving(token_file, max_handles_per_session=QUOTA) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 async def test_quota_is_resource_exhausted(door: Any, daemon: Daemon) -> None:

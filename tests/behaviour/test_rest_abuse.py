@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import websockets
-from sockbroker.config import Settings
+from helpers import read_until_eof, serving
 from sockbroker.server import Daemon
 
 CONNECTIONS = 64
@@ -42,11 +42,8 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
-    settings = Settings.load(
-        None,
-        grpc_address="127.0.0.1:0",
-        rest_address="127.0.0.1:0",
-        token_file=token_file,
+    async with serving(
+        token_file,
         connections_per_door=CONNECTIONS,
         header_timeout=TIMEOUT,
         unauthenticated_timeout=TIMEOUT,
@@ -55,13 +52,8 @@ async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
         request_bytes_in_flight=IN_FLIGHT,
         allowed_hosts=["sockbroker.test"],
         allowed_origins=["http://app.test"],
-    )
-    d = Daemon(settings)
-    await d.start()
-    try:
+    ) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +84,7 @@ async def _open(daemon: Daemon) -> tuple[asyncio.StreamReader, asyncio.StreamWri
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     """What the daemon sends before it closes the connection, which it must do within ``seconds``."""
-    chunks = []
-    async with asyncio.timeout(seconds):
-        while True:
-            try:
-                chunk = await reader.read(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_until_eof(reader, within=seconds)
 
 
 async def _response(reader: asyncio.StreamReader, within: float = 5.0) -> tuple[int, dict[str, str], bytes]:

@@ -20,7 +20,7 @@ import grpc
 import httpx
 import pytest
 import websockets
-from sockbroker.config import Settings
+from helpers import serving
 from sockbroker.server import Daemon
 from sockbroker_wire.frames import decode_datagrams
 from sockbroker_wire.v1 import broker_pb2 as pb
@@ -45,15 +45,8 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 async def daemon(token_file: pathlib.Path) -> AsyncIterator[Daemon]:
     """A daemon of this module's own, with a stream queue of :data:`QUEUE` bytes."""
-    settings = Settings.load(
-        None, grpc_address="127.0.0.1:0", rest_address="127.0.0.1:0", token_file=token_file, udp_stream_buffer=QUEUE
-    )
-    d = Daemon(settings)
-    await d.start()
-    try:
+    async with serving(token_file, udp_stream_buffer=QUEUE) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 async def _open(daemon: Daemon, token_file: pathlib.Path) -> tuple[httpx.AsyncClient, dict[str, str], str, int]:

@@ -39,7 +39,7 @@ class Limits:
     #: for a stream) before its readers pause, its writers wait and its streams drop.
     session_buffer: int = 16 * 1024 * 1024
     #: The same for the whole daemon, every session together (DESIGN §7 P8: RSS growth ≤ 64 MiB).
-    daemon_buffer: int = 32 * 1024 * 1024
+    daemon_buffer: int = 24 * 1024 * 1024
     #: Largest request: a gRPC message, a REST body, a WebSocket frame (bytes). 4 MiB, gRPC's own
     #: default: decoding a body costs 3-5x its size (a JSON body is base64 and parsed twice), so a
     #: 32 MiB body alone would pass DESIGN §7 P8's 64 MiB (bench/rest_hygiene.py, docs/security.md).
