@@ -94,7 +94,7 @@ async def test_cancelled_accepts_and_syncs_account_for_every_connection(broker: 
 
 
 #: Datagrams per receive race (full size: SOCKBROKER_STRESS_DATAGRAMS=10000).
-DATAGRAMS = int(os.environ.get("SOCKBROKER_STRESS_DATAGRAMS", "3000"))
+DATAGRAMS = int(os.environ.get("SOCKBROKER_STRESS_DATAGRAMS", "1500"))
 
 
 @pytest.mark.timeout(300)
