@@ -12,7 +12,7 @@ import asyncio
 import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from sockbroker.core.broker import Api, Broker, Principal
@@ -275,5 +275,35 @@ async def test_a_port_the_client_reads_gets_its_bytes_when_the_budget_is_full(br
         port = starved[2].in_port.handle
         synced = await api.sync([PortReadReadyEvt(port)], timeout=5)
         assert synced is not None and synced.value == port
+    for sock in socks:
+        sock.close()
+
+
+async def test_a_new_datagram_stream_gets_its_datagrams_when_the_budget_is_full(broker: Broker) -> None:
+    api = api_of(broker)
+    socks, _conns = await peers(api, 24)  # other ports of the session fill its budget
+    for sock in socks:
+        await fill(sock, PORT_BUFFER)
+    await until(lambda: api.session.budget.full)
+    receiver = await api.udp_open(family_hostname="127.0.0.1")
+    await api.udp_bind(receiver.handle, "127.0.0.1", 0)
+    got: list[bytes] = []
+    arrived = asyncio.Event()
+
+    async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
+        got.extend(data for data, _host, _port in batch)
+        arrived.set()
+
+    stream = asyncio.create_task(api.udp_stream(receiver.handle, direction="receive", emit=emit))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(3):  # one at a time, as the consumer takes each
+        arrived.clear()
+        sender.sendto(b"d%d" % i, ("127.0.0.1", receiver.addresses()[1]))
+        await asyncio.wait_for(arrived.wait(), 5)
+    assert got == [b"d0", b"d1", b"d2"]
+    stream.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stream
+    sender.close()
     for sock in socks:
         sock.close()

@@ -237,9 +237,11 @@ class _Stream:
         return sum(len(item[0]) + self.overhead for item in items)
 
     def offer(self, item: tuple[bytes, str, int]) -> bool:
-        """Queue a new datagram if there is room; False (and counted by the caller) if not."""
+        """Queue a new datagram if there is room; False (and counted by the caller) if not. An
+        empty queue takes one datagram past a full budget, as a waiting read takes a chunk: a
+        stream is never starved by what other streams and ports of its session hold."""
         cost = len(item[0]) + self.overhead
-        if self.queued + cost > self.capacity or self.budget.full:
+        if self.queued + cost > self.capacity or (self.budget.full and self.items):
             return False
         self.items.append(item)
         self._charge(cost)
