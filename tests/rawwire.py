@@ -25,6 +25,7 @@ daemon, not the library. Plain calls (setup, drains) do use grpc.aio's generic `
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
@@ -584,7 +585,7 @@ def _b64(data: bytes) -> str:
 # ───────────────────────────── the scenarios ─────────────────────────────
 
 
-class _Scenario:
+class _Scenario(abc.ABC):
     """The loop every scenario runs: raw calls given up at random while results arrive, then a
     drain with plain calls, then the accounting.
 
@@ -603,29 +604,37 @@ class _Scenario:
         self.tally = Tally(door.name, self.kind, self.unit)
         self.backlog = 0
 
-    async def setup(self) -> None: ...
+    async def setup(self) -> None:
+        """Make what the scenario's calls use; most need nothing beyond the session."""
+        return None
 
+    @abc.abstractmethod
     def arrive(self) -> int:
         """Make one result arrive; returns its size in units."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def request(self) -> tuple[str, Args]:
-        raise NotImplementedError
+        """The blocking call a raw client sends (and gives up on)."""
 
+    @abc.abstractmethod
     def take(self, reply: Reply) -> int:
         """Record a delivered reply; returns the units it carried."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def queued(self) -> bool:
-        raise NotImplementedError
+        """Whether results wait to be taken."""
 
     async def between(self) -> None:
-        """Run every 100 turns."""
+        """Run every 100 turns; nothing unless a scenario has housekeeping to do."""
+        return None
 
+    @abc.abstractmethod
     async def drain_and_account(self) -> None:
-        raise NotImplementedError
+        """Take what is left with plain calls and count every unit exactly once."""
 
-    async def cleanup(self) -> None: ...
+    async def cleanup(self) -> None:
+        """Release what :meth:`setup` made; nothing unless it made something."""
+        return None
 
     def _arrive(self) -> None:
         self.backlog += self.arrive()

@@ -1072,15 +1072,17 @@ CLONE_NEWNET = 0x40000000
 def slow_loopback_namespace(rate: str) -> Iterator[None]:
     """Run the calling thread in a fresh network namespace whose loopback drains at ``rate``.
 
-    Sockets made inside stay in that namespace after the thread returns to its own."""
+    Sockets made inside stay in that namespace after the thread returns to its own. The suite
+    always runs where namespaces can be made (tests/netns.py refuses to run it elsewhere), so a
+    failure to make one here is a failure, not a reason to skip."""
     libc = ctypes.CDLL(None, use_errno=True)
     try:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     except OSError as exc:
-        pytest.skip(f"cannot open this thread's network namespace: {exc}")
+        pytest.fail(f"cannot open this thread's network namespace: {exc}")
     try:
         if libc.unshare(CLONE_NEWNET) != 0:
-            pytest.skip(f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())} (needs CAP_SYS_ADMIN)")
+            pytest.fail(f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())} (needs CAP_SYS_ADMIN)")
         try:
             subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10)
             subprocess.run(
@@ -1090,7 +1092,7 @@ def slow_loopback_namespace(rate: str) -> Iterator[None]:
                 timeout=10,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            pytest.skip(f"cannot set up a slow loopback in a private namespace: {exc}")
+            pytest.fail(f"cannot set up a slow loopback in a private namespace: {exc}")
         yield
     finally:
         if libc.setns(home, CLONE_NEWNET) != 0:  # pragma: no cover - returning home cannot fail

@@ -25,7 +25,7 @@ import struct
 import termios
 from collections.abc import Awaitable, Callable
 
-__all__ = ["ACK_WAIT_SECONDS", "Delivery", "Written", "settle_later", "settle_when"]
+__all__ = ["ACK_WAIT_SECONDS", "Delivery", "Written", "peer_gone", "settle_later", "settle_when"]
 
 #: ``struct tcp_info`` (linux/tcp.h): ``tcpi_state`` is its first byte, ``tcpi_bytes_acked`` the
 #: 64-bit counter at byte 120 (Linux 4.1 and later).
@@ -148,6 +148,18 @@ def settle_later(
 
 
 _GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+
+
+def peer_gone(fd: int) -> bool:
+    """Has the client closed or reset the connection on socket ``fd``, even if nobody has read
+    that yet? (A FIN or reset waiting in the kernel.) Both doors ask this one question."""
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, _GONE)
+    return any(events & _GONE for _, events in poller.poll(0))
+
+
 #: How long :meth:`Written.outcome` looks at every turn of the loop before it looks every
 #: millisecond: gRPC core usually writes a reply within a millisecond of being handed it.
 _EVERY_TURN_SECONDS = 0.002
@@ -188,9 +200,7 @@ class Written:
 
     def _gone(self) -> bool:
         assert self._sock is not None
-        poller = select.poll()
-        poller.register(self._sock, _GONE)
-        return any(events & _GONE for _, events in poller.poll(0))
+        return peer_gone(self._sock.fileno())
 
     def _verdict(self) -> bool | None:
         """True: written while the client was there; False: the client left first; None: not yet."""

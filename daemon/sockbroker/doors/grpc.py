@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import select
 import socket
 import stat
 import time
@@ -46,7 +45,7 @@ from ..core.limits import Limits
 from ..core.tcp import MAX_READ
 from ..metrics import Metrics
 from . import dispatch
-from ._delivery import Written, settle_when
+from ._delivery import Written, peer_gone, settle_when
 
 __all__ = [
     "CALL_METADATA",
@@ -97,9 +96,6 @@ def _checked(message: Any, who: str) -> Any:
 async def _frames(requests: AsyncIterator[Any], who: str) -> AsyncIterator[Any]:
     async for message in requests:
         yield _checked(message, who)
-
-
-_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
 
 def _peer_address(peer: str) -> tuple[str, int] | None:
@@ -164,9 +160,7 @@ class _Connections:
         fd = self.socket_of(peer)
         if fd is None:
             return True  # the connection's socket is gone already
-        poller = select.poll()
-        poller.register(fd, _GONE)
-        return any(events & _GONE for _, events in poller.poll(0))
+        return peer_gone(fd)
 
     def _find(self, address: tuple[str, int]) -> int | None:
         self._fds = {a: fd for a, fd in self._fds.items() if _peer_of(fd) == a}

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import select
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -66,7 +65,7 @@ from ..core.errors import (
 )
 from ..metrics import Metrics
 from . import dispatch
-from ._delivery import Delivery, settle_later
+from ._delivery import Delivery, peer_gone, settle_later
 from ._rest_connections import TRANSPORT, ByteBudget, Connections, Protocol, WebSocketProtocol
 
 __all__ = ["CALL_HEADER", "SESSION_HEADER", "BodyTooLarge", "Protocol", "WebSocketProtocol", "create_app", "problem"]
@@ -346,25 +345,12 @@ class _Door:
         await self.websocket("Udp.ReceiveStream", ws, body)
 
 
-_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
-
-
 def _connection(scope: Scope) -> Any:
     """The socket of the request's connection (uvicorn's transport, shown by :class:`Protocol`)."""
     transport = (scope.get("extensions") or {}).get(TRANSPORT)
     if transport is None or transport.is_closing():
         return None
     return transport.get_extra_info("socket")
-
-
-def _client_gone(sock: Any) -> bool:
-    """Has the HTTP client closed or reset its connection, even if the server has not read it yet?"""
-    fd = sock.fileno() if sock is not None else -1
-    if fd < 0:
-        return True
-    poller = select.poll()
-    poller.register(fd, _GONE)
-    return any(events & _GONE for _, events in poller.poll(0))
 
 
 @contextlib.contextmanager
@@ -413,7 +399,7 @@ class _Reply(Response):
             if message["type"] == "http.response.start":
                 held.append(message)
                 return
-            if _client_gone(sock):
+            if peer_gone(sock.fileno() if sock is not None else -1):
                 call.finish(delivered=False)
                 for pending in (*held, message):
                     await send(pending)  # to nobody
