@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         ge=1 << 20,
         description="bytes every session's ports and streams may buffer together before they wait or drop",
     )
+    cancel_hold_bytes: int = Field(
+        _LIMITS.cancel_hold_bytes,
+        ge=0,
+        description="bytes of finished calls one session keeps for a CancelCall that comes after the reply",
+    )
     max_request_bytes: int = Field(
         _LIMITS.max_request_bytes, ge=65536, description="largest request (gRPC message, REST body)"
     )
@@ -222,6 +227,7 @@ class Settings(BaseSettings):
             udp_stream_buffer=self.udp_stream_buffer,
             session_buffer=self.session_buffer,
             daemon_buffer=self.daemon_buffer,
+            cancel_hold_bytes=self.cancel_hold_bytes,
             max_request_bytes=self.max_request_bytes,
             connections_per_door=self.connections_per_door,
             header_timeout=self.header_timeout,

@@ -17,7 +17,12 @@ Racket's ``/enable-break`` promise, kept by the daemon for every client (curl in
 and gives back the effects of a call that has already finished if they are still held: the
 caller promises, by cancelling, that it discards the reply (so a client that cancels while the
 reply is on the wire loses nothing either). Effects of finished calls are held for
-:data:`HOLD_SECONDS`, at most :data:`HOLD_CALLS` calls per session.
+:data:`HOLD_SECONDS`, at most :data:`HOLD_CALLS` calls and ``Limits.cancel_hold_bytes`` bytes per
+session, oldest dropped first, and never while the session's byte budget is full.
+
+What a call took is charged to its session's byte budget (:mod:`.budget`) until the call is done
+with it: while its reply is on its way, and while it is held for a late ``CancelCall``. So the bytes
+of unary reads in flight count against the same limit as the bytes waiting in port buffers.
 
 The lifecycle of a call is the table in :mod:`.states` (``CALL``).
 """
@@ -32,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from .budget import Budget
 from .errors import BreakError, ContractError, contract_violation
 from .states import CALL, CallState
 
@@ -84,34 +90,51 @@ class Source:
             await self._settled.wait()
 
 
-def took(undo: Undo, source: Source | None = None) -> None:
+def took(undo: Undo, source: Source | None = None, size: int = 0) -> None:
     """Record how to give back what the running operation just took (no-op outside a call).
-    A ``source`` stays held — its next take waits — until the call is settled."""
+    A ``source`` stays held — its next take waits — until the call is settled; ``size`` bytes
+    (what the call now holds) are charged to the session's budget until the call lets go of them."""
     call = _CURRENT.get()
     if call is not None:
-        call.took(undo, source)
+        call.took(undo, source, size)
 
 
 class Call:
     """One operation run by a front door: its effects, until the reply is known to be delivered."""
 
-    def __init__(self, calls: Calls | None, call_id: str | None, who: str) -> None:
+    def __init__(self, calls: Calls | None, call_id: str | None, who: str, budget: Budget | None = None) -> None:
         self.calls = calls
         self.id = call_id
         self.who = who
         self.state = CallState.RUNNING
         self.finished_at = 0.0
         self._undo: list[Undo] = []
+        #: The session's budget, and the bytes the effects hold that are charged to it.
+        self._budget = budget
+        self.held_bytes = 0
         self._holding: list[Source] = []
         self._finished = False
         self._task: asyncio.Future[object] | None = None
         self._broken = False
 
-    def took(self, undo: Undo, source: Source | None = None) -> None:
+    def took(self, undo: Undo, source: Source | None = None, size: int = 0) -> None:
         self._undo.append(undo)
         if source is not None:
             source.hold()
             self._holding.append(source)
+        if size > 0 and self._budget is not None:
+            self._budget.charge(size)
+            self.held_bytes += size
+
+    def forget(self) -> None:
+        """The effects stand for good: nothing is held for them any more."""
+        self._undo.clear()
+        self._uncharge()
+
+    def _uncharge(self) -> None:
+        size, self.held_bytes = self.held_bytes, 0
+        if size and self._budget is not None:
+            self._budget.release(size)
 
     def _settle(self) -> None:
         holding, self._holding = self._holding, []
@@ -169,6 +192,7 @@ class Call:
                 step()
             except Exception:  # one failing give-back must not keep the others
                 log.exception("%s: giving back an effect failed", self.who)
+        self._uncharge()  # what went back is charged where it went (a port's buffer, a queue)
         if self.state is not CallState.GIVEN_BACK and undo:
             self.state = CALL.next(self.state, "give-back")
 
@@ -197,29 +221,33 @@ class Call:
         if self.calls is not None and self.id is not None and self._undo:
             self.calls.hold(self)
         else:
-            self._undo.clear()
+            self.forget()
 
 
 class Calls:
-    """One session's calls by id, for ``Sessions.CancelCall``."""
+    """One session's calls by id, for ``Sessions.CancelCall``; what they hold is charged to
+    ``budget``, and finished calls keep at most ``hold_bytes`` for a late cancel."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None, hold_bytes: int = 0) -> None:
+        self._budget = budget
+        self._hold_bytes = hold_bytes
         self._running: dict[str, Call] = {}
         self._held: OrderedDict[str, Call] = OrderedDict()
+        self._held_bytes = 0
         self._early: OrderedDict[str, None] = OrderedDict()
 
     def start(self, call_id: str | None, who: str) -> Call:
         """A new call. Raises ``exn:break`` at once if its cancel came first."""
         if call_id is None:
-            return Call(None, None, who)
+            return Call(None, None, who, self._budget)
         _check_call_id(who, call_id)
         if call_id in self._running:
             raise ContractError(who, "a call with this id is already running", {"call": call_id})
         if call_id in self._early:
             del self._early[call_id]
             raise _user_break(who, call_id)
-        self._held.pop(call_id, None)
-        call = Call(self, call_id, who)
+        self._unhold(call_id)
+        call = Call(self, call_id, who, self._budget)
         self._running[call_id] = call
         return call
 
@@ -231,14 +259,21 @@ class Calls:
     def hold(self, call: Call) -> None:
         assert call.id is not None
         self._held[call.id] = call
+        self._held_bytes += call.held_bytes
         self._expire()
+
+    def _unhold(self, call_id: str) -> Call | None:
+        call = self._held.pop(call_id, None)
+        if call is not None:
+            self._held_bytes -= call.held_bytes
+        return call
 
     def cancel(self, call_id: object) -> None:
         """Break the call tagged ``call_id``; give back a finished one's effects; remember an early one."""
         _check_call_id("sessions-cancel-call", call_id)
         assert isinstance(call_id, str)
         self._expire()
-        call = self._running.get(call_id) or self._held.pop(call_id, None)
+        call = self._running.get(call_id) or self._unhold(call_id)
         if call is not None:
             call.cancel()
             return
@@ -250,15 +285,26 @@ class Calls:
         """The session drops: break every running call."""
         for call in list(self._running.values()):
             call.cancel()
-        self._held.clear()
+        while self._held:
+            self._drop_oldest()
 
     def _expire(self) -> None:
         horizon = time.monotonic() - HOLD_SECONDS
         while self._held:
             oldest = next(iter(self._held.values()))
-            if len(self._held) <= HOLD_CALLS and oldest.finished_at >= horizon:
+            if (
+                len(self._held) <= HOLD_CALLS
+                and oldest.finished_at >= horizon
+                and self._held_bytes <= self._hold_bytes
+                and not (self._held_bytes and self._budget is not None and self._budget.full)
+            ):
                 break
-            self._held.popitem(last=False)
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, call = self._held.popitem(last=False)
+        self._held_bytes -= call.held_bytes
+        call.forget()
 
 
 def _user_break(operation: str, call_id: str | None) -> BreakError:

@@ -40,6 +40,9 @@ class Limits:
     session_buffer: int = 16 * 1024 * 1024
     #: The same for the whole daemon, every session together (DESIGN §7 P8: RSS growth ≤ 64 MiB).
     daemon_buffer: int = 24 * 1024 * 1024
+    #: Bytes of finished calls' effects one session keeps for a ``Sessions.CancelCall`` that comes
+    #: after the reply (oldest dropped first; none kept while the session's budget is full).
+    cancel_hold_bytes: int = 1024 * 1024
     #: Largest request: a gRPC message, a REST body, a WebSocket frame (bytes). 4 MiB, gRPC's own
     #: default: decoding a body costs 3-5x its size (a JSON body is base64 and parsed twice), so a
     #: 32 MiB body alone would pass DESIGN §7 P8's 64 MiB (bench/rest_hygiene.py, docs/security.md).

@@ -44,7 +44,7 @@ class Session:
         self.state = SessionState.LEASED
         self.attachments = 0
         #: Running calls by id, and the effects of finished ones (``Sessions.CancelCall``).
-        self.calls = Calls()
+        self.calls = Calls(self.budget, manager.limits.cancel_hold_bytes)
         self._manager = manager
         self._deadline = time.monotonic() + lease_seconds
         self._timer: asyncio.TimerHandle | None = None

@@ -525,7 +525,7 @@ class TcpInputPort(_Port):
         data = self.conn.take(amount, peek=peek)
         if data and not peek:
             conn = self.conn
-            took(lambda: conn.give_back(data), conn.unsettled)
+            took(lambda: conn.give_back(data), conn.unsettled, len(data))
         return data
 
     async def _read_exact(self, amount: int, peek: bool, who: str) -> tuple[bytes, bool]:

@@ -462,7 +462,7 @@ class UdpSocket(Resource):
             got = self._recv_one()
         if got is None:
             return None
-        took(lambda: self.give_back([got]))
+        took(lambda: self.give_back([got]), size=len(got[0]) + self.limits.datagram_overhead)
         whole, host, port = got
         data = whole[:amount]
         return data, len(data), host, port
