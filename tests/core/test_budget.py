@@ -307,3 +307,33 @@ async def test_a_new_datagram_stream_gets_its_datagrams_when_the_budget_is_full(
     sender.close()
     for sock in socks:
         sock.close()
+
+
+async def test_big_writes_are_queued_whole_in_order_and_never_copied(broker: Broker) -> None:
+    """A write the kernel cannot take at once waits in the queue as the writer's own buffer (it was
+    copied twice: into the port's buffer, then into the send queue), charged to the budget; two
+    writes at once arrive whole and in order, and one cancelled while it waits still arrives."""
+    api = api_of(broker)
+    listener = await api.tcp_listen(0, hostname="127.0.0.1")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", listener.port))
+    conn = await api.tcp_accept(listener.handle, timeout=5)
+    assert conn is not None
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    first, second = (bytes([n]) * (400 * KIB) for n in (1, 2))  # both fit the session's budget
+    writes = [asyncio.create_task(api.write(conn.out_port.handle, data, flush=True)) for data in (first, second)]
+    await until(lambda: len(conn.tx) > len(first))
+    assert any(view.obj is second for view in conn.tx._views)  # the writer's buffer itself
+    assert api.session.budget.used == len(conn.tx)
+    writes[1].cancel()  # its bytes are queued: the write stands, whole
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    got = bytearray()
+    deadline = time.monotonic() + 30
+    while len(got) < len(first) + len(second) and time.monotonic() < deadline:
+        got += await asyncio.wait_for(loop.sock_recv(sock, MIB), 5)
+    assert await writes[0] == len(first)
+    assert bytes(got) == first + second
+    await until(lambda: api.session.budget.used == 0)
+    sock.close()

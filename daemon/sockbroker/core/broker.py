@@ -308,11 +308,17 @@ class Api:
         data, eof = await found.read(max_bytes, mode, peek=peek, timeout=timeout)
         return ReadResult(data, eof)
 
-    async def write(self, port: str, data: bytes, *, flush: bool = False) -> int:
+    async def write(self, port: str, data: bytes | bytearray | memoryview, *, flush: bool = False) -> int:
+        """``write-bytes``. ``data`` may be a read-only view (a door's received request): it is
+        queued as it is; anything the caller could still change is copied first."""
         found = self._lookup(port, TcpOutputPort, "write-bytes")
-        if not isinstance(data, (bytes, bytearray)):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             raise contract_violation("write-bytes", "bytes?", data)
-        return await found.write(bytes(data), flush=flush)
+        if not (
+            isinstance(data, bytes) or (isinstance(data, memoryview) and data.readonly and data.nbytes == len(data))
+        ):
+            data = bytes(data)
+        return await found.write(data, flush=flush)
 
     async def flush(self, port: str) -> None:
         await self._lookup(port, TcpOutputPort, "flush-output").flush()

@@ -25,6 +25,7 @@ import contextlib
 import enum
 import errno
 import logging
+import re
 import select
 import socket
 from collections import deque
@@ -70,6 +71,44 @@ MAX_READ = 16 * 1024 * 1024
 #: How long a gracefully closed socket may take to hand its last bytes to a slow peer.
 LINGER_SECONDS = 30.0
 _RECV_CHUNK = 256 * 1024
+_NEWLINE = re.compile(b"\n")  # searches any buffer (a view too) without copying it
+#: Buffers one ``sendmsg`` hands the kernel at most (Linux takes up to 1024).
+_SEND_VECTORS = 64
+
+
+class _Queue:
+    """Bytes queued for a peer, kept as the callers' own buffers (no copy): a write's bytes wait
+    here as they came, and the kernel takes them with one ``sendmsg`` of many buffers. A caller
+    gives its buffer up when it queues it (the doors' bytes are immutable)."""
+
+    __slots__ = ("_size", "_views")
+
+    def __init__(self) -> None:
+        self._views: deque[memoryview] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, view: memoryview) -> None:
+        if view:
+            self._views.append(view)
+            self._size += len(view)
+
+    def send(self, sock: socket.socket) -> int:
+        """Send what the kernel takes now; returns the count (raises what ``sendmsg`` raises)."""
+        views = self._views
+        sent = sock.sendmsg([views[i] for i in range(min(len(views), _SEND_VECTORS))])
+        self._size -= sent
+        left = sent
+        while left:
+            head = views[0]
+            if len(head) > left:
+                views[0] = head[left:]
+                break
+            left -= len(head)
+            views.popleft()
+        return sent
 
 
 class BufferMode(enum.Enum):
@@ -131,7 +170,7 @@ class TcpConnection:
         self.rx_high = limits.port_receive_buffer
         #: An exact read of more than rx_high bytes raises the bar while it waits.
         self.rx_want = 0
-        self.tx = bytearray()
+        self.tx = _Queue()
         self.tx_high = limits.port_send_buffer
         self.tx_error: OSError | None = None
         self.readable = Signal()
@@ -226,7 +265,9 @@ class TcpConnection:
 
     # ── writing ────────────────────────────────────────────────────────────
     def send(self, data: bytes | bytearray | memoryview, who: str) -> None:
-        """Queue bytes for the peer. Raises the network error that broke the connection."""
+        """Queue bytes for the peer: what the kernel takes now goes at once, the rest is queued as it
+        is (``data`` is the connection's now, never copied). Raises the network error that broke
+        the connection."""
         self._check_tx(who)
         if not data:
             return
@@ -240,7 +281,7 @@ class TcpConnection:
                 raise self._write_error(self._tx_failed(exc)) from None
             view = view[sent:]
         if view:
-            self.tx += view
+            self.tx.append(view)
             self.budget.charge(len(view))
             if not self._writing:
                 self.loop.add_writer(self.fd, self._on_writable)
@@ -258,13 +299,12 @@ class TcpConnection:
 
     def _on_writable(self) -> None:
         try:
-            sent = self.sock.send(self.tx)
+            sent = self.tx.send(self.sock)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._tx_failed(exc)
             return
-        del self.tx[:sent]
         self.budget.release(sent)
         if not self.tx:
             self._stop_writing()
@@ -321,7 +361,7 @@ class TcpConnection:
 
     def _drop_tx(self) -> None:
         self.budget.release(len(self.tx))
-        self.tx = bytearray()
+        self.tx = _Queue()
 
     def _drop_rx(self) -> None:
         self.budget.release(len(self.rx))
@@ -573,20 +613,22 @@ class TcpOutputPort(_Port):
         if self._mode is BufferMode.NONE:
             self._flush_buffer(who)
 
-    async def write(self, data: bytes, *, flush: bool) -> int:
+    async def write(self, data: bytes | memoryview, *, flush: bool) -> int:
         """write-bytes: buffer per the mode, then wait until the peer's queue has room."""
         who = "write-bytes"
         self.ensure_open(who)
         await self.conn.room()
         self.ensure_open(who)
-        self.buffer += data
         if (
             flush
             or self._mode is BufferMode.NONE
-            or len(self.buffer) >= self.buffer_size
-            or (self._mode is BufferMode.LINE and b"\n" in data)
+            or len(self.buffer) + len(data) >= self.buffer_size
+            or (self._mode is BufferMode.LINE and _NEWLINE.search(data) is not None)
         ):
             self._flush_buffer(who)
+            self.conn.send(data, who)  # queued as it is: a big write is not copied
+        else:
+            self.buffer += data
         await self.conn.drain(who)
         return len(data)
 

@@ -1,0 +1,68 @@
+"""The gRPC door's request decoding (``doors/grpc.py``): a long ``bytes`` field reaches the core
+as a read-only view of the received message, not a copy (DESIGN §7 P8), and is always exactly
+the value protobuf parsed, however the message is laid out on the wire."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sockbroker.doors.grpc import _VIEW_AT, _fields_decoder, _Malformed
+from sockbroker_wire.v1 import broker_pb2 as pb
+
+decode = _fields_decoder(pb.WriteRequest)
+
+
+def test_a_long_field_is_a_view_of_the_message() -> None:
+    data = bytes(range(256)) * (_VIEW_AT // 128)
+    raw = pb.WriteRequest(port="tout_x", data=data, flush=True).SerializeToString()
+    fields = decode(raw)
+    assert isinstance(fields, dict)
+    view = fields["data"]
+    assert isinstance(view, memoryview) and view.readonly and view.obj is raw
+    assert view == data and fields["port"] == "tout_x" and fields["flush"] is True
+
+
+def test_a_short_field_stays_bytes_and_bad_input_is_malformed() -> None:
+    fields = decode(pb.WriteRequest(port="p", data=b"abc").SerializeToString())
+    assert isinstance(fields, dict) and fields["data"] == b"abc" and isinstance(fields["data"], bytes)
+    assert isinstance(decode(b"\x12\xff\xff\xff\xff\x0f"), _Malformed)  # a length past the end
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+unknown = st.one_of(
+    st.tuples(st.integers(10, 2000), st.integers(0, 2**64 - 1)).map(lambda t: _field(t[0], 0, _varint(t[1]))),
+    st.tuples(st.integers(10, 2000), st.binary(min_size=8, max_size=8)).map(lambda t: _field(t[0], 1, t[1])),
+    st.tuples(st.integers(10, 2000), st.binary(max_size=300)).map(lambda t: _field(t[0], 2, _varint(len(t[1])) + t[1])),
+    st.tuples(st.integers(10, 2000), st.binary(min_size=4, max_size=4)).map(lambda t: _field(t[0], 5, t[1])),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.lists(unknown, max_size=4),
+    after=st.lists(unknown, max_size=4),
+    values=st.lists(st.integers(0, 3 * _VIEW_AT), min_size=1, max_size=3),
+)
+def test_the_view_is_the_value_protobuf_parsed(before: list[bytes], after: list[bytes], values: list[int]) -> None:
+    """Unknown fields around it, the field repeated (proto3: the last one counts), any sizes."""
+    raw = b"".join(before)
+    for n, size in enumerate(values):
+        raw += pb.WriteRequest(data=bytes([n % 256]) * size).SerializeToString()
+    raw += b"".join(after)
+    expected = pb.WriteRequest.FromString(raw).data
+    fields = decode(raw)
+    assert isinstance(fields, dict)
+    assert bytes(fields.get("data", b"")) == expected
+    assert isinstance(fields.get("data", b""), memoryview) == (len(expected) >= _VIEW_AT)
