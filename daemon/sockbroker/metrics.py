@@ -29,6 +29,16 @@ class _BrokerCollector(Collector):
         dropped = GaugeMetricFamily("sockbroker_sessions_dropped", "Sessions dropped since start")
         dropped.add_metric([], self.broker.sessions.dropped_total)
         yield dropped
+        budget = self.broker.sessions.budget
+        buffered = GaugeMetricFamily(
+            "sockbroker_buffered_bytes",
+            "Bytes every session's ports, streams and calls hold (the daemon's byte budget in use)",
+        )
+        buffered.add_metric([], budget.used)
+        yield buffered
+        limit = GaugeMetricFamily("sockbroker_buffered_bytes_limit", "The daemon's byte budget (--daemon-buffer)")
+        limit.add_metric([], budget.limit)
+        yield limit
 
 
 class Metrics:

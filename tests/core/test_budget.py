@@ -337,3 +337,33 @@ async def test_big_writes_are_queued_whole_in_order_and_never_copied(broker: Bro
     assert bytes(got) == first + second
     await until(lambda: api.session.budget.used == 0)
     sock.close()
+
+
+async def test_requests_carrying_bytes_go_one_at_a_time_while_the_budget_is_full(broker: Broker) -> None:
+    """``Session.sending``: the gRPC door reads a write's message only once admitted. With room,
+    any number go at once; with the budget full, one (so a session full of unread bytes can still
+    write), the next when it ends or when room comes."""
+    api = api_of(broker)
+    order: list[str] = []
+
+    async def send(name: str, hold: asyncio.Event) -> None:
+        async with api.sending():
+            order.append(f"{name} in")
+            await hold.wait()
+        order.append(f"{name} out")
+
+    first, second, third = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(send("a", first)), asyncio.create_task(send("b", second))]
+    await asyncio.sleep(0.05)
+    assert order == ["a in", "b in"]  # room: both at once
+    api.session.budget.charge(SESSION_BUFFER)  # the session's ports fill its budget
+    tasks.append(asyncio.create_task(send("c", third)))
+    await asyncio.sleep(0.05)
+    assert "c in" not in order
+    first.set()
+    second.set()
+    await asyncio.sleep(0.05)
+    assert order[-1] == "c in"  # the others ended: one goes on, the budget still full
+    third.set()
+    await asyncio.gather(*tasks)
+    api.session.budget.release(SESSION_BUFFER)

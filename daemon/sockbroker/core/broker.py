@@ -15,6 +15,7 @@ async iterator and gives what the daemon sends to an ``emit`` callback, so the r
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hmac
 import logging
@@ -170,6 +171,11 @@ class Api:
     def _event(self, event: str) -> AttachEvent:
         s = self.session
         return AttachEvent(s.id, s.root.handle, s.lease_seconds, event)
+
+    def sending(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A request carrying bytes to send is read and run inside this block
+        (:meth:`.sessions.Session.sending`: one at a time while the byte budget is full)."""
+        return self.session.sending()
 
     def keep_alive(self) -> float:
         self.session.renew()

@@ -8,11 +8,14 @@ stops, the session *drops*: its root custodian is shut down, closing every socke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from ._net import Signal
 from .breaks import Calls
 from .budget import Budget
 from .errors import ContractError, NotFoundError, ResourceExhaustedError
@@ -45,6 +48,9 @@ class Session:
         self.attachments = 0
         #: Running calls by id, and the effects of finished ones (``Sessions.CancelCall``).
         self.calls = Calls(self.budget, manager.limits.cancel_hold_bytes)
+        #: Requests carrying bytes to send that this session has in flight (:meth:`sending`).
+        self._sending = 0
+        self._room = Signal()
         self._manager = manager
         self._deadline = time.monotonic() + lease_seconds
         self._timer: asyncio.TimerHandle | None = None
@@ -97,6 +103,24 @@ class Session:
         """Drop this session on purpose (closed by its client, root custodian shut down)."""
         self._manager.drop(self, reason=reason)
 
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """A request that carries bytes to send (a write, a datagram) runs inside this block, and
+        its door reads it from the client only once admitted: while the session's byte budget (or
+        the daemon's) is full, one such request at a time. So a flood of big writes makes the
+        daemon hold its budget plus one request per session, however many calls are sent at once:
+        the rest wait unread, held back by their transport's flow control. (One always goes on,
+        so a session whose budget is full of unread bytes can still write.)"""
+        while self._sending and self.budget.full:
+            self.budget.when_room(self._room.fire)
+            await self._room.wait()
+        self._sending += 1
+        try:
+            yield
+        finally:
+            self._sending -= 1
+            self._room.fire()
+
     def custodian(self, handle: object, who: str) -> Custodian:
         """The custodian a new handle goes under: the named one, or the session's root."""
         custodian = self.root if handle is None or handle == "" else self.table.lookup(handle, Custodian, who)
@@ -106,6 +130,7 @@ class Session:
     def _close(self) -> None:
         self.state = SESSION.next(self.state, "drop")
         self.calls.cancel_all()
+        self._room.fire()  # a request waiting to be received goes on, to be refused
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

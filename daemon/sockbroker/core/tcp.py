@@ -617,7 +617,14 @@ class TcpOutputPort(_Port):
         """write-bytes: buffer per the mode, then wait until the peer's queue has room."""
         who = "write-bytes"
         self.ensure_open(who)
-        await self.conn.room()
+        # Bytes waiting for room count against the budget too, so that they hold back what the
+        # session's doors receive next (``Session.receiving``) and what its ports read.
+        budget = self.conn.budget
+        budget.charge(len(data))
+        try:
+            await self.conn.room()
+        finally:
+            budget.release(len(data))
         self.ensure_open(who)
         if (
             flush

@@ -486,38 +486,61 @@ class _Door:
 
     def unary(self, route: Route) -> grpc.RpcMethodHandler:
         """A unary RPC: one core call; its effects stand or go back as :meth:`_settle` finds. A
-        cancel that gRPC reports while the call runs (the handler is cancelled) gives them back."""
+        cancel that gRPC reports while the call runs (the handler is cancelled) gives them back.
 
-        async def body(request: Any, context: Context) -> Message:
-            values = _checked(request, route.name)
+        A request carrying bytes to send (``Ports.Write``, ``Udp.Send``, ``Udp.SendTo``) is served
+        as a client-streaming RPC (the same on the wire: one message, then the client's
+        half-close), so that the door decides when its message is read: after the caller's token
+        and session are checked, and once the session admits it (:meth:`Api.sending`). Until then
+        gRPC core holds at most the stream's flow-control window of it, and a flood of big writes
+        waits in its clients rather than in the daemon (DESIGN §7 P8)."""
+        decode = _fields_decoder(route.input)
+        serialize = route.output.SerializeToString
+        if not any(f.type == FieldDescriptor.TYPE_BYTES for f in route.input.DESCRIPTOR.fields):
+
+            async def body(request: Any, context: Context) -> Message:
+                values = _checked(request, route.name)
+                metadata = self._metadata(context)
+                return await self._run(route, context, metadata, self.authenticate(context, metadata), values)
+
+            async def handler(request: Any, context: Context) -> Message:
+                return await self.guard(route.name, context, body(request, context))  # type: ignore[no-any-return]
+
+            return grpc.unary_unary_rpc_method_handler(
+                handler, request_deserializer=decode, response_serializer=serialize
+            )
+
+        async def sending(context: Context) -> Message:
             metadata = self._metadata(context)
             principal = self.authenticate(context, metadata)
-            fields, call = await dispatch.call(
-                self.broker,
-                route.name,
-                principal,
-                metadata.get(SESSION_METADATA),
-                values,
-                metadata.get(CALL_METADATA),
-            )
-            try:
-                reply = from_dict(route.output, fields)
-            except BaseException:
-                if call is not None:
-                    call.finish(delivered=False)
-                raise
-            if call is not None:
-                self._settle(call, context.peer(), reply)
-            return reply
+            async with self.broker.api(principal, metadata.get(SESSION_METADATA), route.name).sending():
+                raw = await context.read()
+                if not isinstance(raw, bytes):  # grpc.aio.EOF: the client sent no message
+                    raise ContractError(route.name, "the request ended before its message")
+                values = _checked(decode(raw), route.name)
+                del raw
+                return await self._run(route, context, metadata, principal, values)
 
-        async def handler(request: Any, context: Context) -> Message:
-            return await self.guard(route.name, context, body(request, context))  # type: ignore[no-any-return]
+        async def streamed(_requests: object, context: Context) -> Message:
+            return await self.guard(route.name, context, sending(context))  # type: ignore[no-any-return]
 
-        return grpc.unary_unary_rpc_method_handler(
-            handler,
-            request_deserializer=_fields_decoder(route.input),
-            response_serializer=route.output.SerializeToString,
+        return grpc.stream_unary_rpc_method_handler(streamed, response_serializer=serialize)
+
+    async def _run(
+        self, route: Route, context: Context, metadata: dict[str, str], principal: Principal, values: dict[str, Any]
+    ) -> Message:
+        fields, call = await dispatch.call(
+            self.broker, route.name, principal, metadata.get(SESSION_METADATA), values, metadata.get(CALL_METADATA)
         )
+        try:
+            reply = from_dict(route.output, fields)
+        except BaseException:
+            if call is not None:
+                call.finish(delivered=False)
+            raise
+        if call is not None:
+            self._settle(call, context.peer(), reply)
+        return reply
 
     # ── streams ────────────────────────────────────────────────────────────
     async def attach(self, requests: AsyncIterator[Any], context: Context) -> None:

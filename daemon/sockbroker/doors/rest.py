@@ -140,7 +140,9 @@ class _Door:
             keep(received)
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             del chunks
-            yield self.arguments(route, request, body)
+            arguments = self.arguments(route, request, body)
+            del body  # a JSON body is garbage once decoded (a raw one lives on as the data)
+            yield arguments
 
     def arguments(self, route: Route, request: Request, body: bytes) -> dict[str, Any]:
         who = route.name
