@@ -26,7 +26,7 @@ import h2.connection
 import pytest
 from helpers import eventually, serving
 from sockbroker.config import Settings
-from sockbroker.doors.grpc import server_options
+from sockbroker.doors.grpc import GRPC_CONNECTION_HEADROOM, server_options
 from sockbroker.server import Daemon
 from sockbroker_wire.v1 import broker_pb2 as pb
 from sockbroker_wire.v1 import broker_pb2_grpc as rpc
@@ -341,6 +341,27 @@ async def test_connections_without_a_valid_token_are_closed_after_unauthenticate
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.mark.parametrize(
+    "small_daemon",
+    [{"connections_per_door": 16, "unauthenticated_timeout": 60, "header_timeout": 60, "idle_timeout": 300}],
+    indirect=True,
+)
+async def test_a_burst_past_the_cap_and_its_headroom_is_closed_at_accept(small_daemon: Daemon) -> None:
+    """gRPC core closes a connection past ``connections_per_door`` + headroom as it accepts it,
+    before the watch's next sweep: a burst costs the daemon at most that many connections (6,000 at
+    once took +120 MiB of gRPC core until the sweep, bench/README.md)."""
+    cap = 16 + GRPC_CONNECTION_HEADROOM
+    burst = [socket.create_connection((LOOPBACK, small_daemon.grpc_port)) for _ in range(cap + 40)]
+    try:
+        # The 40 past the cap are closed (the sweep alone would close the *oldest* and keep the
+        # newest 16 open, whenever it runs).
+        await eventually(lambda: all(_closed_by_peer(s) for s in burst[cap:]), within=3)
+        assert sum(not _closed_by_peer(s) for s in burst) <= cap
+    finally:
+        for sock in burst:
+            sock.close()
 
 
 @pytest.mark.parametrize(

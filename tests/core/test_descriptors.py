@@ -19,7 +19,7 @@ from sockbroker.core.policy import Policy
 
 POLICY = Policy(allow_connect=("127.0.0.0/8",), allow_listen=("127.0.0.0/8",), allow_ports=("0-65535",))
 LIMITS = Limits(connections_per_door=16)
-RESERVE = 2 * LIMITS.connections_per_door + 256
+RESERVE = 2 * LIMITS.connections_per_door + 512
 #: Sockets the test may lend before the ceiling.
 ROOM = 12
 

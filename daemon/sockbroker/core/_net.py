@@ -31,7 +31,7 @@ def descriptor_ceiling(limits: Limits) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return soft - min(2 * limits.connections_per_door + 256, soft // 2)
+    return soft - min(2 * limits.connections_per_door + 512, soft // 2)
 
 
 def lendable(limits: Limits, who: str, sock: socket.socket) -> None:

@@ -52,7 +52,7 @@ class Limits:
     #: Open connections one front door holds; past it, the oldest connection that has not yet
     #: authenticated is closed first, so clients holding the token are never locked out. The
     #: doors' descriptors are kept for them: sockets lent to clients may not take the last
-    #: ``2 × connections_per_door + 256`` descriptors of the daemon's limit (at most half of it),
+    #: ``2 × connections_per_door + 512`` descriptors of the daemon's limit (at most half of it),
     #: so no session can lock the front doors out by opening sockets (:func:`._net.lendable`).
     connections_per_door: int = 2048
     #: Seconds a new connection may take to send its request headers (REST) or finish its

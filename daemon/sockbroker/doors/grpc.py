@@ -242,6 +242,13 @@ class _Connections:
         return None
 
 
+#: Connections gRPC core accepts past ``connections_per_door`` before it closes new ones at once
+#: (``grpc.max_allowed_incoming_connections``). The watch closes the oldest connections without
+#: a token down to ``connections_per_door`` every period, so this many newcomers (a client with the
+#: token among them) find room between sweeps, and a burst of connections costs gRPC core at most
+#: this many more (about 15 KiB each) instead of all of them until the next sweep.
+GRPC_CONNECTION_HEADROOM = 256
+
 #: Room for the fields around the bytes of the largest reply (a ReadReply's ``eof``, framing).
 _REPLY_OVERHEAD = 64 * 1024
 
@@ -276,6 +283,8 @@ def server_options(limits: Limits) -> list[tuple[str, int]]:
         # A connection with no call in progress is closed (GOAWAY); an attachment is a call.
         ("grpc.max_connection_idle_ms", round(limits.idle_timeout * 1000)),
         ("grpc.so_reuseport", 0),  # a busy port is an error, never a port shared with another daemon
+        # A hard cap at accept time: past it core closes a new connection before it costs anything.
+        ("grpc.max_allowed_incoming_connections", limits.connections_per_door + GRPC_CONNECTION_HEADROOM),
     ]
 
 
@@ -345,13 +354,21 @@ class ConnectionWatch:
         while True:
             await asyncio.sleep(self.period)
             try:
-                self.sweep()
+                now = time.monotonic()
+                # The scan reads /proc/self/fd (about 4 µs per descriptor): in a thread, so that a
+                # daemon with thousands of sockets does not stall its event loop every period.
+                self._adopt(await asyncio.to_thread(self._scanned, now))
+                self._close_doomed(now)
             except Exception:  # pragma: no cover - a sweep must never end the watch
                 log.exception("gRPC connection watch: sweep failed")
 
     def sweep(self, now: float | None = None) -> None:
+        """One scan and its closes, at once (the watch's task does the scan in a thread)."""
         now = time.monotonic() if now is None else now
-        self._scan(now)
+        self._adopt(self._scanned(now))
+        self._close_doomed(now)
+
+    def _close_doomed(self, now: float) -> None:
         limits = self.limits
         doomed = [
             c for c in self._clients.values() if not c.authenticated and now - c.seen >= limits.unauthenticated_timeout
@@ -365,8 +382,17 @@ class ConnectionWatch:
         for client in doomed:
             self._shut(client)
 
-    def _scan(self, now: float) -> None:
-        """Bring :attr:`_clients` up to date with the process's sockets."""
+    def _adopt(self, current: dict[int, _Client]) -> None:
+        """Take a scan's result (on the loop): a peer that authenticated while it ran counts."""
+        for client in current.values():
+            if not client.authenticated and client.peer in self._authenticated:
+                client.authenticated = True
+        self._clients = current
+        self._authenticated &= {c.peer for c in current.values()}
+
+    def _scanned(self, now: float) -> dict[int, _Client]:
+        """The door's client connections among the process's sockets now (safe in a thread: it
+        only reads :attr:`_clients` and :attr:`_authenticated`)."""
         current: dict[int, _Client] = {}
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
@@ -383,8 +409,7 @@ class ConnectionWatch:
             peer = self._client_peer(fd)
             if peer is not None:
                 current[fd] = _Client(fd, st.st_ino, peer, now, peer in self._authenticated)
-        self._clients = current
-        self._authenticated &= {c.peer for c in current.values()}
+        return current
 
     def _client_peer(self, fd: int) -> tuple[str, int] | None:
         """The peer of ``fd`` when it is a TCP connection accepted on a watched port."""
