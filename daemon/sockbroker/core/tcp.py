@@ -618,7 +618,7 @@ class TcpOutputPort(_Port):
         who = "write-bytes"
         self.ensure_open(who)
         # Bytes waiting for room count against the budget too, so that they hold back what the
-        # session's doors receive next (``Session.receiving``) and what its ports read.
+        # session's gRPC door reads next (``Session.sending``) and what its ports read.
         budget = self.conn.budget
         budget.charge(len(data))
         try:
