@@ -96,10 +96,13 @@ async def _response(reader: asyncio.StreamReader, within: float = 5.0) -> tuple[
     return int(lines[0].split()[1]), headers, body
 
 
-def _post_head(daemon: Daemon, token: str, path: str, length: int, media: str = "application/octet-stream") -> bytes:
+def _post_head(
+    daemon: Daemon, token: str, path: str, length: int, media: str = "application/octet-stream", session: str = ""
+) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{daemon.rest_port}\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: {media}\r\nContent-Length: {length}\r\n\r\n"
+        + (f"Sockbroker-Session: {session}\r\n" if session else "")
+        + f"Content-Type: {media}\r\nContent-Length: {length}\r\n\r\n"
     ).encode()
 
 
@@ -252,9 +255,8 @@ async def test_a_chunked_body_over_the_limit_is_a_413(http: httpx.AsyncClient) -
         for _ in range(3):
             yield b"\0" * MAX_BODY
 
-    response = await http.post(
-        "/v1/tcp/ports/tout_x/write", content=chunks(), headers={"content-type": "application/octet-stream"}
-    )
+    headers = {**await _session(http), "content-type": "application/octet-stream"}
+    response = await http.post("/v1/tcp/ports/tout_x/write", content=chunks(), headers=headers)
     assert response.status_code == 413 and response.json()["kind"] == "resource-exhausted"
 
 
@@ -269,12 +271,13 @@ async def test_bodies_wait_for_the_door_budget(daemon: Daemon, token: str, http:
     """Two bodies whose sizes fill the budget are admitted before a byte of them arrives; a third
     waits, unread, until one of them is done; then it is served."""
     path = "/v1/tcp/ports/tout_x/write"
+    session = (await _session(http))["Sockbroker-Session"]  # a write's body is read in its session
     first, second, third = [await _open(daemon) for _ in range(3)]
     try:
         for _, writer in (first, second):
-            writer.write(_post_head(daemon, token, path, MAX_BODY))
+            writer.write(_post_head(daemon, token, path, MAX_BODY, session=session))
         await _in_flight_becomes(http, IN_FLIGHT)
-        third[1].write(_post_head(daemon, token, path, MAX_BODY) + b"\0" * MAX_BODY)
+        third[1].write(_post_head(daemon, token, path, MAX_BODY, session=session) + b"\0" * MAX_BODY)
         with pytest.raises(TimeoutError):
             await _response(third[0], within=0.5)  # waiting for the budget
         first[1].write(b"\0" * MAX_BODY)

@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+from sockbroker_wire.routes import Route
+
 from ..core.breaks import Call
 from ..core.broker import Addresses, Api, AttachEvent, Broker, Datagram, Principal, ReadResult, SyncResult
 from ..core.errors import ContractError, contract_violation
@@ -215,6 +218,13 @@ def opened(event: AttachEvent) -> Fields:
     if event.event != "opened":
         fields["event"] = event.event
     return fields
+
+
+def sends_bytes(route: Route) -> bool:
+    """A request carrying bytes to send (``Ports.Write``, ``Udp.Send``, ``Udp.SendTo``: its input
+    has a ``bytes`` field). Both doors read one only once its session admits it
+    (:meth:`Api.sending`), after its token and session are checked."""
+    return any(f.type == FieldDescriptor.TYPE_BYTES for f in route.input.DESCRIPTOR.fields)
 
 
 async def call(

@@ -513,7 +513,7 @@ class _Door:
         """A unary RPC: one core call; its effects stand or go back as :meth:`_settle` finds. A
         cancel that gRPC reports while the call runs (the handler is cancelled) gives them back.
 
-        A request carrying bytes to send (``Ports.Write``, ``Udp.Send``, ``Udp.SendTo``) is served
+        A request carrying bytes to send (:func:`.dispatch.sends_bytes`) is served
         as a client-streaming RPC (the same on the wire: one message, then the client's
         half-close), so that the door decides when its message is read: after the caller's token
         and session are checked, and once the session admits it (:meth:`Api.sending`). Until then
@@ -521,7 +521,7 @@ class _Door:
         waits in its clients rather than in the daemon (DESIGN §7 P8)."""
         decode = _fields_decoder(route.input)
         serialize = route.output.SerializeToString
-        if not any(f.type == FieldDescriptor.TYPE_BYTES for f in route.input.DESCRIPTOR.fields):
+        if not dispatch.sends_bytes(route):
 
             async def body(request: Any, context: Context) -> Message:
                 values = _checked(request, route.name)

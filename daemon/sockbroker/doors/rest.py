@@ -114,11 +114,17 @@ class _Door:
             self.metrics.count("rest", method, outcome)
 
     @contextlib.asynccontextmanager
-    async def received(self, route: Route, request: Request) -> AsyncIterator[dict[str, Any]]:
+    async def received(
+        self,
+        route: Route,
+        request: Request,
+        admission: Callable[[], contextlib.AbstractAsyncContextManager[None]] = contextlib.nullcontext,
+    ) -> AsyncIterator[dict[str, Any]]:
         """The call's arguments, its body read and decoded while its size is held in the door's
         byte budget (until the call is done with them: the block's end). A body whose size is
         declared takes that much before a byte of it is read; a chunked one takes the most a body
-        may be, and gives back the rest when it has arrived."""
+        may be, and gives back the rest when it has arrived. A declared size over the limit is
+        refused first; then the body waits for ``admission`` (the session's, for a write)."""
         if not route.body:
             yield self.arguments(route, request, b"")
             return
@@ -127,7 +133,7 @@ class _Door:
         size = int(declared) if declared is not None and declared.isdigit() else None
         if size is not None and size > self.max_body:
             raise BodyTooLarge(who, "request body too large", {"size": size, "limit": self.max_body})
-        async with self.budget.holding(self.max_body if size is None else size) as keep:
+        async with admission(), self.budget.holding(self.max_body if size is None else size) as keep:
             chunks, received = [], 0
             try:
                 async for chunk in request.stream():
@@ -200,12 +206,21 @@ class _Door:
         return _Reply(call, body.encode(), media_type="application/json")
 
     def unary(self, route: Route) -> Callable[[Request], Awaitable[Response]]:
+        sends = dispatch.sends_bytes(route)
+
         async def endpoint(request: Request) -> Response:
             call: Call | None = None
             try:
                 principal = self.principal(request.headers)
                 headers = request.headers
-                async with self.received(route, request) as args:
+                # A write's body is read once its session admits it (one at a time while the
+                # session's byte budget is full), as over gRPC.
+                admission = (
+                    (lambda: self.broker.api(principal, headers.get(SESSION_HEADER), route.name).sending())
+                    if sends
+                    else contextlib.nullcontext
+                )
+                async with self.received(route, request, admission) as args:
                     work = dispatch.call(
                         self.broker, route.name, principal, headers.get(SESSION_HEADER), args, headers.get(CALL_HEADER)
                     )
