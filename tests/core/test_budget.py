@@ -340,9 +340,9 @@ async def test_big_writes_are_queued_whole_in_order_and_never_copied(broker: Bro
 
 
 async def test_requests_carrying_bytes_go_one_at_a_time_while_the_budget_is_full(broker: Broker) -> None:
-    """``Session.sending``: the gRPC door reads a write's message only once admitted. With room,
-    any number go at once; with the budget full, one (so a session full of unread bytes can still
-    write), the next when it ends or when room comes."""
+    """``Session.sending``: the doors read a write's body only once admitted. With room in the
+    session's own budget, any number go at once; with it full, one (so a session full of unread
+    bytes can still write), the next when it ends or when room comes."""
     api = api_of(broker)
     order: list[str] = []
 
@@ -353,9 +353,12 @@ async def test_requests_carrying_bytes_go_one_at_a_time_while_the_budget_is_full
         order.append(f"{name} out")
 
     first, second, third = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    # Another session filling the daemon's budget does not make this session's writes queue.
+    broker.sessions.budget.charge(DAEMON_BUFFER)
     tasks = [asyncio.create_task(send("a", first)), asyncio.create_task(send("b", second))]
     await asyncio.sleep(0.05)
-    assert order == ["a in", "b in"]  # room: both at once
+    assert order == ["a in", "b in"]  # room in the session's own budget: both at once
+    broker.sessions.budget.release(DAEMON_BUFFER)
     api.session.budget.charge(SESSION_BUFFER)  # the session's ports fill its budget
     tasks.append(asyncio.create_task(send("c", third)))
     await asyncio.sleep(0.05)

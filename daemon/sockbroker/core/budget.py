@@ -41,6 +41,11 @@ class Budget:
         """No room here or in a parent: a producer must wait (or drop, for datagrams)."""
         return self._blocker() is not None
 
+    @property
+    def full_here(self) -> bool:
+        """No room at this level (its parents not considered)."""
+        return self.used >= self.limit
+
     def _blocker(self) -> Budget | None:
         level: Budget | None = self
         while level is not None:

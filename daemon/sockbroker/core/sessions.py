@@ -106,12 +106,13 @@ class Session:
     @contextlib.asynccontextmanager
     async def sending(self) -> AsyncIterator[None]:
         """A request that carries bytes to send (a write, a datagram) runs inside this block, and
-        its door reads it from the client only once admitted: while the session's byte budget (or
-        the daemon's) is full, one such request at a time. So a flood of big writes makes the
-        daemon hold its budget plus one request per session, however many calls are sent at once:
-        the rest wait unread, held back by their transport's flow control. (One always goes on,
-        so a session whose budget is full of unread bytes can still write.)"""
-        while self._sending and self.budget.full:
+        its door reads it from the client only once admitted: while the session's own byte budget
+        is full, one such request at a time. So a flood of big writes makes the daemon hold the
+        session's budget plus one request, however many calls are sent at once: the rest wait
+        unread, held back by their transport's flow control. (One always goes on, so a session
+        whose budget is full of unread bytes can still write; and only the session's own budget
+        counts, so another session filling the daemon's cannot make this one's writes queue.)"""
+        while self._sending and self.budget.full_here:
             self.budget.when_room(self._room.fire)
             await self._room.wait()
         self._sending += 1
