@@ -354,21 +354,15 @@ class ConnectionWatch:
         while True:
             await asyncio.sleep(self.period)
             try:
-                now = time.monotonic()
-                # The scan reads /proc/self/fd (about 4 µs per descriptor): in a thread, so that a
-                # daemon with thousands of sockets does not stall its event loop every period.
-                self._adopt(await asyncio.to_thread(self._scanned, now))
-                self._close_doomed(now)
+                await self.sweep()
             except Exception:  # pragma: no cover - a sweep must never end the watch
                 log.exception("gRPC connection watch: sweep failed")
 
-    def sweep(self, now: float | None = None) -> None:
-        """One scan and its closes, at once (the watch's task does the scan in a thread)."""
-        now = time.monotonic() if now is None else now
-        self._adopt(self._scanned(now))
-        self._close_doomed(now)
-
-    def _close_doomed(self, now: float) -> None:
+    async def sweep(self) -> None:
+        """One scan and its closes. The scan reads /proc/self/fd (about 4 µs per descriptor): in a
+        thread, so that a daemon with thousands of sockets does not stall its event loop."""
+        now = time.monotonic()
+        self._adopt(await asyncio.to_thread(self._scanned, now))
         limits = self.limits
         doomed = [
             c for c in self._clients.values() if not c.authenticated and now - c.seen >= limits.unauthenticated_timeout
