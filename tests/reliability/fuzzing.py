@@ -723,15 +723,15 @@ class RestFuzzer:
         headers.update({"Authorization": f"Bearer {pool.token}"} if auth is None else auth)
         wait = BLOCKING_WAIT if route.name in BLOCKING else ANSWER_WITHIN
         shown = f"{case.method} {case.formatted_path} query={case.query!r} body={case.body!r} auth={auth!r}"
-        try:
-            response = case.call(base_url=self.base_url, session=self.http, headers=headers, timeout=wait)
-        except requests.Timeout:
-            self._gave_up(route, tally, shown, wait)
+        response = self._answered(
+            route,
+            tally,
+            shown,
+            wait,
+            lambda: case.call(base_url=self.base_url, session=self.http, headers=headers, timeout=wait),
+        )
+        if response is None:
             return
-        except requests.RequestException as exc:
-            tally.find(f"no response: {type(exc).__name__}", shown, str(exc))
-            return
-        self._count(tally, response, shown)
         try:
             case.validate_response(response, checks=REST_CHECKS, headers=headers)
         except FailureGroup as group:
@@ -741,6 +741,21 @@ class RestFuzzer:
             tally.find(f"unauthenticated call answered {response.status_code}", shown, response.text)
         if route.name == "Sessions.Open" and response.status_code == 200 and auth is None:
             pool.close_session(response.json()["session"])
+
+    def _answered(
+        self, route: Route, tally: Tally, shown: str, wait: float, send: Callable[[], requests.Response]
+    ) -> requests.Response | None:
+        """``send()``'s response, counted; None (and a finding) when none came in time."""
+        try:
+            response = send()
+        except requests.Timeout:
+            self._gave_up(route, tally, shown, wait)
+            return None
+        except requests.RequestException as exc:
+            tally.find(f"no response: {type(exc).__name__}", shown, str(exc))
+            return None
+        self._count(tally, response, shown)
+        return response
 
     def garbage(
         self, route: Route, content_type: str, body: bytes, query: dict[str, str], handle: str, tally: Tally
@@ -765,17 +780,17 @@ class RestFuzzer:
         shown = f"{route.verb.upper()} {path} params={params!r} content-type={content_type!r} body={body[:300]!r}"
         if len(body) > 300:
             shown += f" ({len(body)} bytes)"
-        try:
-            response = self.http.request(
+        response = self._answered(
+            route,
+            tally,
+            shown,
+            wait,
+            lambda: self.http.request(
                 route.verb.upper(), self.base_url + path, params=params, data=body, headers=headers, timeout=wait
-            )
-        except requests.Timeout:
-            self._gave_up(route, tally, shown, wait)
+            ),
+        )
+        if response is None:
             return
-        except requests.RequestException as exc:
-            tally.find(f"no response: {type(exc).__name__}", shown, str(exc))
-            return
-        self._count(tally, response, shown)
         if 400 <= response.status_code < 500:
             kind = response.headers.get("content-type", "")
             if kind != "application/problem+json":
