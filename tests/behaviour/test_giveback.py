@@ -3,9 +3,10 @@
 The first tests use no client library (``tests/rawwire.py``): a bare socket speaks HTTP/1.1 to
 the REST door, or HTTP/2 frames of the generated messages to the gRPC door, and goes away at a
 random moment while the result arrives, sometimes with a RST (a gRPC call first resets its stream,
-sometimes). Whatever the daemon had performed for a call whose reply was not delivered must come
+sometimes); it reads exactly what its kernel accepted before it went, which DESIGN counts as
+delivered. Whatever the daemon had performed for a call whose reply was not delivered must come
 back to the next call: every datagram, connection and byte is accounted for exactly once, with at
-most 0.1 % lost (the moment between a client's last read and its close, which no server can see).
+most 0.1 % lost (issue 7's bound; the daemon meets it with none lost).
 They run against the suite's in-process daemon, where the client and the daemon take turns on one
 thread, and against a daemon process, where the client goes away while the daemon is mid-step.
 ``SOCKBROKER_GIVEBACK_N`` sets the iterations per operation kind per door (half of it against the
@@ -52,24 +53,13 @@ def raw_door(name: str, daemon: object, token_file: pathlib.Path) -> Door:
     return GrpcDoor(daemon.grpc_port, token)  # type: ignore[attr-defined]
 
 
-#: What the suite holds the daemon to, as a share of the calls that gave up. The target is 0.1 % of
-#: what was sent (``Tally.allowed_loss``, checked full size by ``python -m bench.giveback``); it
-#: is not met yet against a daemon in a process of its own, where a client can read and close in
-#: the ~100-300 µs between the door's last look at the connection and the reply leaving (issue 7
-#: stays open on that; bench/README.md has the figures). The seed lost about half of them.
-IN_PROCESS_BOUND = 0.02
-PROCESS_BOUND = 0.10
-
-
-def check(tally: Tally, bound: float) -> None:
+def check(tally: Tally) -> None:
     print(f"\n{Tally.HEADER}\n{tally.row()}")
     assert tally.delivered > 0 and tally.given_up > 0, f"the scenario did not race\n{tally.row()}"
     assert tally.kernel_dropped == 0, f"the kernel dropped datagrams: the scenario keeps too much queued\n{tally.row()}"
     assert tally.dead == 0, f"accounted-for connections that do not carry their bytes\n{tally.row()}"
     assert tally.duplicated == 0, f"delivered twice (or out of order)\n{tally.row()}"
-    given_up = tally.given_up if tally.unit != "bytes" else tally.sent * tally.given_up // max(tally.iterations, 1)
-    allowed = max(tally.allowed_loss, int(bound * given_up))
-    assert tally.lost <= allowed, f"lost more than {allowed}\n{tally.row()}"
+    assert tally.lost <= tally.allowed_loss, f"lost more than {tally.allowed_loss}\n{tally.row()}"
 
 
 @pytest.mark.timeout(max(60, N // 4))
@@ -83,7 +73,7 @@ async def test_a_raw_client_that_gives_up_loses_nothing(
         tally = await run_kind(wire, kind, N, SEED + zlib.crc32(f"{door} {kind}".encode()))
     finally:
         await wire.aclose()
-    check(tally, IN_PROCESS_BOUND)
+    check(tally)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +83,8 @@ def process() -> Iterator[tuple[int, int, str]]:
         yield ports
 
 
-#: Against a daemon process the suite checks the kinds counted in whole units; Ports.Read, whose
-#: loss in bytes swings with the machine's load, is measured by ``python -m bench.giveback``.
-PROCESS_KINDS = [kind for kind in KINDS if kind != "Ports.Read"]
-
-
 @pytest.mark.timeout(max(60, N // 4))
-@pytest.mark.parametrize("kind", PROCESS_KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("door", ["rest", "grpc"])
 async def test_a_raw_client_that_gives_up_loses_nothing_in_a_daemon_process(
     process: tuple[int, int, str], door: str, kind: str
@@ -114,7 +99,7 @@ async def test_a_raw_client_that_gives_up_loses_nothing_in_a_daemon_process(
         tally = await run_kind(wire, kind, N // 2, SEED + zlib.crc32(f"process {door} {kind}".encode()))
     finally:
         await wire.aclose()
-    check(tally, PROCESS_BOUND)
+    check(tally)
 
 
 def test_the_accounting_sees_every_loss_and_every_duplicate() -> None:

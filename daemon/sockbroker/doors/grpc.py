@@ -5,9 +5,9 @@ served and none is written by hand: unary RPCs go through :func:`.dispatch.call`
 ones to the core's stream methods. Core errors become a status exactly once, through the wire
 package's table (:func:`sockbroker_wire.errors.grpc_status`).
 
-Delivery: a unary reply counts as delivered when gRPC core wrote it while the client was still
-connected (:meth:`_Door._settle`); a call cancelled while it runs, or whose client left before its
-reply was written, has its effects given back.
+Delivery: a unary reply counts as delivered when gRPC core has written it and the client's kernel
+acknowledged it (:meth:`_Door._settle`); a call cancelled while it runs, or whose client left
+before its reply reached it, has its effects given back.
 
 Connection hygiene (DESIGN §5): :func:`server_options` are the gRPC server's channel arguments,
 every one derived from :class:`~sockbroker.core.limits.Limits` (handshake, idle and keepalive
@@ -27,7 +27,7 @@ import socket
 import stat
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
@@ -46,7 +46,7 @@ from ..core.limits import Limits
 from ..core.tcp import MAX_READ
 from ..metrics import Metrics
 from . import dispatch
-from ._delivery import Written, peer_gone, settle_when
+from ._delivery import Delivery, peer_gone, settle_when
 
 __all__ = [
     "CALL_METADATA",
@@ -172,24 +172,28 @@ def _peer_address(peer: str) -> tuple[str, int] | None:
     return urllib.parse.unquote(host).strip("[]"), int(port)
 
 
-def _peer_of(fd: int) -> tuple[str, int] | None:
-    """The peer of socket ``fd`` (borrowed, never closed), or None."""
+def _client_of(fd: int, ports: Collection[int]) -> tuple[str, int] | None:
+    """The peer of socket ``fd`` (borrowed, never closed) when it is a TCP connection accepted on
+    one of the door's ``ports``, or None. The local port matters: the broker's own connections
+    may have a peer of the same address (a port the kernel gave two connections to two places)."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
         return None
     try:
-        address = sock.getpeername()
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        local, remote = sock.getsockname(), sock.getpeername()
     except OSError:
-        return None
+        return None  # a listening socket has no peer
     finally:
         sock.detach()
-    if not isinstance(address, tuple):
+    if local[1] not in ports:
         return None
-    host = str(address[0])
+    host = str(remote[0])
     if host.startswith("::ffff:") and "." in host:
         host = host[len("::ffff:") :]  # gRPC listens dual-stack; context.peer() names the IPv4 address
-    return host, int(address[1])
+    return host, int(remote[1])
 
 
 def _least_reply_bytes(reply: Message) -> int:
@@ -206,7 +210,8 @@ class _Connections:
     only some 50-100 µs later (and never once the reply is written), so without this look a
     reply written at once after the client left would count as delivered."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: Collection[int]) -> None:
+        self._ports = ports  # the door's, shared with its ConnectionWatch
         self._fds: dict[tuple[str, int], int] = {}
 
     def socket_of(self, peer: str) -> int | None:
@@ -215,20 +220,12 @@ class _Connections:
         if address is None:
             return None
         fd = self._fds.get(address)
-        if fd is None or _peer_of(fd) != address:
+        if fd is None or _client_of(fd, self._ports) != address:
             fd = self._find(address)
         return fd
 
-    def gone(self, peer: str) -> bool:
-        if _peer_address(peer) is None:
-            return False  # a Unix socket peer has no address to find it by
-        fd = self.socket_of(peer)
-        if fd is None:
-            return True  # the connection's socket is gone already
-        return peer_gone(fd)
-
     def _find(self, address: tuple[str, int]) -> int | None:
-        self._fds = {a: fd for a, fd in self._fds.items() if _peer_of(fd) == a}
+        self._fds = {a: fd for a, fd in self._fds.items() if _client_of(fd, self._ports) == a}
         for name in reversed(os.listdir("/proc/self/fd")):
             fd = int(name)
             try:
@@ -236,7 +233,7 @@ class _Connections:
                     continue
             except OSError:
                 continue
-            if _peer_of(fd) == address:
+            if _client_of(fd, self._ports) == address:
                 self._fds[address] = fd
                 return fd
         return None
@@ -319,14 +316,14 @@ class ConnectionWatch:
         self.limits = limits
         self.period = min(1.0, limits.unauthenticated_timeout / 4)
         self.closed = 0  # connections this watch has closed, for tests and the bench
-        self._ports: set[int] = set()
+        self.ports: set[int] = set()  # the door's TCP ports
         self._clients: dict[int, _Client] = {}
         self._authenticated: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, port: int) -> None:
         """Start watching the connections to the door's TCP ``port``."""
-        self._ports.add(port)
+        self.ports.add(port)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="grpc-connection-watch")
 
@@ -400,31 +397,10 @@ class ConnectionWatch:
             if known is not None and known.inode == st.st_ino:
                 current[fd] = known
                 continue
-            peer = self._client_peer(fd)
+            peer = _client_of(fd, self.ports)
             if peer is not None:
                 current[fd] = _Client(fd, st.st_ino, peer, now, peer in self._authenticated)
         return current
-
-    def _client_peer(self, fd: int) -> tuple[str, int] | None:
-        """The peer of ``fd`` when it is a TCP connection accepted on a watched port."""
-        try:
-            sock = socket.socket(fileno=fd)
-        except OSError:
-            return None
-        try:
-            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-                return None
-            local, remote = sock.getsockname(), sock.getpeername()
-        except OSError:
-            return None  # a listening socket has no peer
-        finally:
-            sock.detach()
-        if local[1] not in self._ports:
-            return None
-        host = str(remote[0])
-        if host.startswith("::ffff:") and "." in host:
-            host = host[len("::ffff:") :]
-        return host, int(remote[1])
 
     def _shut(self, client: _Client) -> None:
         """Close a client connection under gRPC's feet: ``shutdown(2)`` makes its reads end, and
@@ -450,7 +426,7 @@ class _Door:
     def __init__(self, broker: Broker, metrics: Metrics | None, watch: ConnectionWatch) -> None:
         self.broker = broker
         self.metrics = metrics
-        self.connections = _Connections()
+        self.connections = _Connections(watch.ports)
         self.watch = watch
 
     def _metadata(self, context: Context) -> dict[str, str]:
@@ -490,18 +466,19 @@ class _Door:
     def _settle(self, call: Call, peer: str, reply: Message) -> None:
         """The fate of a reply about to be handed to gRPC core, which writes it in its own threads
         (message and status in one write). A client already gone (a FIN or reset waiting on its
-        socket) will not get it; otherwise :class:`._delivery.Written` watches the socket until
-        core has written the reply or the client has left first. gRPC would tell the handler of
-        neither: once the handler has returned, a cancel is no longer reported to it."""
-        if not call.holds:
-            call.finish(delivered=True)
-        elif self.connections.gone(peer):
+        socket, or the socket closed) will not get it; otherwise :meth:`._delivery.Delivery.written`
+        watches the socket until core has written the reply and the client's kernel acknowledged
+        it, or the client has left first. gRPC would tell the handler of neither: once the
+        handler has returned, a cancel is no longer reported to it."""
+        if not call.holds or _peer_address(peer) is None:
+            call.finish(delivered=True)  # nothing to give back; or a Unix socket peer, nothing to look at
+            return
+        fd = self.connections.socket_of(peer)
+        delivery = None if fd is None or peer_gone(fd) else Delivery.of(fd)
+        if delivery is None:
             call.finish(delivered=False)
-        elif (fd := self.connections.socket_of(peer)) is None:
-            call.finish(delivered=True)  # a Unix socket peer: nothing to look at
         else:
-            written = Written(fd, _least_reply_bytes(reply))
-            settle_when(written.outcome(), lambda delivered: call.finish(delivered=delivered))
+            settle_when(delivery.written(_least_reply_bytes(reply)), lambda delivered: call.finish(delivered=delivered))
 
     def unary(self, route: Route) -> grpc.RpcMethodHandler:
         """A unary RPC: one core call; its effects stand or go back as :meth:`_settle` finds. A

@@ -65,7 +65,7 @@ from ..core.errors import (
 )
 from ..metrics import Metrics
 from . import dispatch
-from ._delivery import Delivery, peer_gone, settle_later
+from ._delivery import Delivery, peer_gone, settle_when
 from ._rest_connections import TRANSPORT, ByteBudget, Connections, Protocol, WebSocketProtocol
 
 __all__ = ["CALL_HEADER", "SESSION_HEADER", "BodyTooLarge", "Protocol", "WebSocketProtocol", "create_app", "problem"]
@@ -421,16 +421,18 @@ class _Reply(Response):
                 for pending in (*held, message):
                     await send(pending)  # to nobody
                 return
+            delivery = Delivery.of(sock.fileno())
             with _corked(sock):
                 for pending in (*held, message):
                     await send(pending)
             held.clear()
-            transport = (scope.get("extensions") or {}).get(TRANSPORT)
-            settle_later(
-                Delivery.of(sock.fileno()),
-                lambda delivered: call.finish(delivered=delivered),
-                ready=None if transport is None else lambda: transport.get_write_buffer_size() == 0,
-            )
+            if delivery is None:
+                call.finish(delivered=False)  # the connection's socket is gone
+            else:
+                transport = (scope.get("extensions") or {}).get(TRANSPORT)
+                buffered = 0 if transport is None else transport.get_write_buffer_size()
+                delivery.handed(len(message.get("body", b"")), buffered)
+                settle_when(delivery.acknowledged(), lambda delivered: call.finish(delivered=delivered))
             handed_off = True
 
         try:
