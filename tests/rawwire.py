@@ -615,6 +615,10 @@ def _b64(data: bytes) -> str:
 # ───────────────────────────── the scenarios ─────────────────────────────
 
 
+#: A scenario asked for a number of calls that give up makes at most this many calls per one.
+MORE_CALLS = 20
+
+
 class _Scenario(abc.ABC):
     """The loop every scenario runs: raw calls given up at random while results arrive, then a
     drain with plain calls, then the accounting.
@@ -669,11 +673,16 @@ class _Scenario(abc.ABC):
     def _arrive(self) -> None:
         self.backlog += self.arrive()
 
-    async def run(self, n: int) -> Tally:
+    async def run(self, n: int, gave_up: int = 0) -> Tally:
+        """``n`` raw calls, and more until ``gave_up`` of them gave up (at most
+        :data:`MORE_CALLS` times as many as that)."""
         start = time.perf_counter()
         await self.setup()
         try:
-            for turn in range(n):
+            most = max(n, MORE_CALLS * gave_up)
+            for turn in range(most):
+                if turn >= n and self.tally.given_up >= gave_up:
+                    break
                 if self.backlog >= self.cap and not await self.queued():
                     self.backlog = 0
                 hook: Arrive | None = None
@@ -968,11 +977,12 @@ KINDS: dict[str, type[_Scenario]] = {
 }
 
 
-async def run_kind(door: Door, kind: str, n: int, seed: int) -> Tally:
-    """``n`` raw calls of one kind in a fresh session of its own, closed afterwards."""
+async def run_kind(door: Door, kind: str, n: int, seed: int, *, gave_up: int = 0) -> Tally:
+    """``n`` raw calls of one kind (more until ``gave_up`` gave up) in a fresh session of its own,
+    closed afterwards."""
     await door.open_session()
     try:
-        return await KINDS[kind](door, random.Random(seed)).run(n)
+        return await KINDS[kind](door, random.Random(seed)).run(n, gave_up)
     finally:
         await door.close_session()
 
