@@ -7,7 +7,9 @@ past P8 in the SIGTERM and unary-flood scenarios of bench/abuse.py.)
 
 from __future__ import annotations
 
-from sockbroker.core.breaks import Calls, took
+import asyncio
+
+from sockbroker.core.breaks import Calls, Source, took
 from sockbroker.core.budget import Budget
 
 HOLD = 1000
@@ -75,3 +77,27 @@ async def test_no_hold_at_all_when_the_limit_is_zero() -> None:
     assert budget.used == 0
     calls.cancel("c")
     assert given_back == []
+
+
+async def test_a_take_that_waits_for_an_unsettled_one_asks_its_door_to_hurry() -> None:
+    """Bytes are taken in order: the next read of a port waits until the last one's reply is
+    settled. Waiting, it asks the door to look at that reply's fate now instead of at its next
+    timer (before, each sequential read over either door waited up to a millisecond more)."""
+    source = Source()
+    calls = Calls()
+    first = calls.start(None, "test-first")
+    hurried: list[str] = []
+
+    def hurry() -> None:
+        hurried.append("now")
+        first.finish(delivered=True)
+
+    first.hurry_settling = hurry
+    await first.run(lambda: _take(source))
+    assert source.busy
+    await asyncio.wait_for(source.settled(), 1)
+    assert hurried == ["now"] and not source.busy
+
+
+async def _take(source: Source) -> None:
+    took(lambda: None, source)

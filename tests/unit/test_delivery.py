@@ -220,3 +220,20 @@ def test_the_grpc_door_finds_its_own_connection_not_one_of_the_brokers_with_the_
         finally:
             for sock in (*clients, ours, brokers):
                 sock.close()
+
+
+async def test_a_poked_delivery_looks_again_at_once() -> None:
+    """A reply's ACK came while its delivery waited on a long timer: a poke ends the wait."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        daemon, _ = server.accept()
+        with client, daemon:
+            delivery = _watch(daemon)
+            started = asyncio.get_running_loop().time()
+            pausing = asyncio.ensure_future(delivery._pause(30))
+            await asyncio.sleep(0.01)
+            delivery.poke()
+            await asyncio.wait_for(pausing, 1)
+            assert asyncio.get_running_loop().time() - started < 1
+            delivery.handed(0)
+            assert await delivery.acknowledged() is True  # nothing to acknowledge; closes its descriptor

@@ -61,30 +61,35 @@ _CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("sockbrok
 class Source:
     """Where a call takes from in order (a port's bytes): while a take is unsettled — its reply
     neither known delivered nor given back — the next take waits, so a give-back can never land
-    behind bytes a later call already took."""
+    behind bytes a later call already took. A take that starts waiting asks the calls holding the
+    source to hurry (:meth:`Call.hurry`): their door looks at their reply's fate at once."""
 
-    __slots__ = ("_settled", "_unsettled")
+    __slots__ = ("_holders", "_settled")
 
     def __init__(self) -> None:
-        self._unsettled = 0
+        self._holders: list[Call] = []
         self._settled: asyncio.Event | None = None
 
     @property
     def busy(self) -> bool:
-        return self._unsettled > 0
+        return bool(self._holders)
 
-    def hold(self) -> None:
-        self._unsettled += 1
+    def hold(self, call: Call) -> None:
+        self._holders.append(call)
 
-    def release(self) -> None:
-        self._unsettled -= 1
-        if self._unsettled == 0 and self._settled is not None:
+    def release(self, call: Call) -> None:
+        self._holders.remove(call)
+        if not self._holders and self._settled is not None:
             self._settled.set()
             self._settled = None
 
     async def settled(self) -> None:
         """Wait until no take from here is unsettled."""
-        while self._unsettled:
+        while self._holders:
+            for call in list(self._holders):
+                call.hurry()
+            if not self._holders:
+                break  # settled while hurried
             if self._settled is None:
                 self._settled = asyncio.Event()
             await self._settled.wait()
@@ -116,11 +121,18 @@ class Call:
         self._finished = False
         self._task: asyncio.Future[object] | None = None
         self._broken = False
+        #: The door's way to learn the reply's fate sooner (look again now), while it waits.
+        self.hurry_settling: Callable[[], None] | None = None
+
+    def hurry(self) -> None:
+        """Somebody waits for this call to be settled: ask the door to look now."""
+        if self.hurry_settling is not None:
+            self.hurry_settling()
 
     def took(self, undo: Undo, source: Source | None = None, size: int = 0) -> None:
         self._undo.append(undo)
         if source is not None:
-            source.hold()
+            source.hold(self)
             self._holding.append(source)
         if size > 0 and self._budget is not None:
             self._budget.charge(size)
@@ -139,7 +151,7 @@ class Call:
     def _settle(self) -> None:
         holding, self._holding = self._holding, []
         for source in holding:
-            source.release()
+            source.release(self)
 
     @property
     def holds(self) -> int:

@@ -83,6 +83,8 @@ class Delivery:
         self._target: int | None = None
         self._lost = False
         self._mark = 0
+        self._poked = False
+        self._wake: asyncio.Future[None] | None = None
         try:
             self._mark = _queued_ever(sock)
         except OSError:
@@ -111,6 +113,27 @@ class Delivery:
         except OSError:
             total = self._mark
         self._reached(total, least)
+
+    def poke(self) -> None:
+        """Look again now rather than when the current wait ends (somebody waits for the verdict)."""
+        self._poked = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until :meth:`poke`."""
+        if self._poked:
+            self._poked = False
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(seconds, lambda: None if wake.done() else wake.set_result(None))
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+            self._poked = False
 
     def _reached(self, total: int, least: int) -> None:
         if total - self._mark >= least:
@@ -142,7 +165,10 @@ class Delivery:
                 waited = loop.time() - start
                 if waited > within:
                     return True
-                await asyncio.sleep(0 if waited < _EVERY_TURN_SECONDS else 0.001)
+                if waited < _EVERY_TURN_SECONDS:
+                    await asyncio.sleep(0)
+                else:
+                    await self._pause(0.001)
             self._reached(total, least)
             return await self.acknowledged()
         finally:
@@ -181,7 +207,7 @@ class Delivery:
                 if turns <= _SPINS:
                     await asyncio.sleep(0)
                 else:
-                    await asyncio.sleep(wait)
+                    await self._pause(wait)
                     wait = min(2 * wait, _LONGEST_WAIT)
             return settled
         finally:

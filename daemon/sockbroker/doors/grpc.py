@@ -478,6 +478,7 @@ class _Door:
         if delivery is None:
             call.finish(delivered=False)
         else:
+            call.hurry_settling = delivery.poke
             settle_when(delivery.written(_least_reply_bytes(reply)), lambda delivered: call.finish(delivered=delivered))
 
     def unary(self, route: Route) -> grpc.RpcMethodHandler:

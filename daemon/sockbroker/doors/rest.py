@@ -432,6 +432,7 @@ class _Reply(Response):
                 transport = (scope.get("extensions") or {}).get(TRANSPORT)
                 buffered = 0 if transport is None else transport.get_write_buffer_size()
                 delivery.handed(len(message.get("body", b"")), buffered)
+                call.hurry_settling = delivery.poke
                 settle_when(delivery.acknowledged(), lambda delivered: call.finish(delivered=delivered))
             handed_off = True
 
