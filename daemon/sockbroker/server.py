@@ -28,7 +28,7 @@ from . import __version__, files
 from .config import Settings, split_address
 from .core.broker import Broker, Principal
 from .doors.grpc import GrpcDoor
-from .doors.rest import Protocol, WebSocketProtocol, create_app
+from .doors.rest import Acceptor, Protocol, WebSocketProtocol, create_app
 from .metrics import Metrics
 
 __all__ = ["Daemon"]
@@ -86,6 +86,7 @@ class Daemon:
         self._grpc: grpc.aio.Server | None = None
         self._rest: _Uvicorn | None = None
         self._rest_task: asyncio.Task[None] | None = None
+        self._acceptor: Acceptor | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_door = GrpcDoor(self.broker, self.metrics)
         self._runtime: tuple[pathlib.Path, dict[str, object]] | None = None
@@ -169,8 +170,9 @@ class Daemon:
             ssl_ca_certs=str(settings.tls_client_ca) if settings.tls_client_ca else None,
             ssl_cert_reqs=ssl.CERT_REQUIRED if settings.tls_client_ca else ssl.CERT_NONE,
         )
-        self._rest = _Uvicorn(config)
-        self._rest_task = asyncio.create_task(self._rest.serve(sockets=rest_sockets))
+        self._rest = rest = _Uvicorn(config)
+        # uvicorn serves no socket itself: the door accepts (doors/_rest_connections.Acceptor).
+        self._rest_task = asyncio.create_task(rest.serve(sockets=[]))
         while not self._rest.started:
             if self._rest_task.done():
                 failure = None if self._rest_task.cancelled() else self._rest_task.exception()
@@ -178,6 +180,16 @@ class Daemon:
                     f"--rest-address {settings.rest_address}: stopped while starting ({failure!r})"
                 )
             await asyncio.sleep(0.01)
+        self._acceptor = Acceptor(
+            app.state.connections,
+            rest_sockets,
+            lambda: config.http_protocol_class(  # type: ignore[call-arg]  # as uvicorn's own server makes them
+                config=config, server_state=rest.server_state, app_state=rest.lifespan.state
+            ),
+            ssl_context=config.ssl,
+            backlog=config.backlog,
+        )
+        self._acceptor.start()
         self.rest_port = rest_sockets[0].getsockname()[1]
         self._write_runtime_file(
             files.format_address(grpc_host, self.grpc_port), files.format_address(host, self.rest_port)
@@ -233,6 +245,8 @@ class Daemon:
         """Stop taking calls, drop every session, and close both doors."""
         self.broker.stopping = True
         await self._health.enter_graceful_shutdown()
+        if self._acceptor is not None:
+            await self._acceptor.close()
         if self._rest is not None:
             self._rest.should_exit = True
         await self.grpc_door.close()

@@ -13,7 +13,13 @@ uvicorn runs the door with :class:`Protocol` (HTTP/1.1, httptools) and :class:`W
   (uvicorn's ``timeout_keep_alive``); a WebSocket is never idle;
 - **how many**: at most ``connections_per_door`` connections; a new one past it closes the
   *oldest unauthenticated* connection (itself when every other one holds a token), so clients
-  holding the token are never locked out by ones that do not;
+  holding the token are never locked out by ones that do not. The door accepts its connections
+  itself (:class:`Acceptor`): while it is full it evicts at most ``connections_per_door`` at once
+  and then ``connections_per_door / unauthenticated_timeout`` a second (the rate at which their
+  timeouts would close them anyway), and otherwise stops accepting; new connections wait in the
+  kernel's listen queue. Each eviction otherwise invites a reconnection that evicts another one:
+  an attacker with 6,000 connections kept the event loop busy with nothing else (the good gRPC
+  client's p50 went 2.4x in bench/abuse.py's connection attack on the REST door alone);
 - **bytes in flight**: request bodies and WebSocket messages being received and decoded take
   their size from one :class:`ByteBudget` of ``request_bytes_in_flight`` bytes for the whole
   door *before* their bytes are read; one that does not fit waits, with its socket unread
@@ -34,7 +40,10 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent
@@ -48,6 +57,7 @@ from ..core.errors import BrokerError
 
 __all__ = [
     "LINGER_SECONDS",
+    "Acceptor",
     "MAX_HEADER_BYTES",
     "TRANSPORT",
     "ByteBudget",
@@ -153,6 +163,28 @@ class Connection:
         self.timers: dict[str, asyncio.TimerHandle] = {}
 
 
+class _Evictions:
+    """A token bucket: ``burst`` evictions at once, then ``rate`` a second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(max(1, burst))
+        self._tokens, self._at = self.burst, time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def wait(self) -> float:
+        """Seconds until one eviction is allowed (0: now)."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+
+    def take(self) -> None:
+        self._refill()
+        self._tokens -= 1  # may go below 0: the next ones wait for it
+
+
 class Connections:
     """The door's open connections, oldest first, and its byte budget."""
 
@@ -174,6 +206,8 @@ class Connections:
         self._on_close = on_close
         self._open: dict[asyncio.BaseTransport, Connection] = {}
         self._unauthenticated: dict[Connection, None] = {}  # insertion order: oldest first
+        self._evictions = _Evictions(capacity / max(unauthenticated_timeout, 0.001), capacity)
+        self._freed: asyncio.Future[None] | None = None  # set when a connection closes
         #: Connections the door closed, by reason (also counted in the metrics).
         self.closed_by_reason: collections.Counter[str] = collections.Counter()
 
@@ -193,12 +227,32 @@ class Connections:
                 transport.abort()
                 self.count("refused")
                 return connection
+            self._evictions.take()
             self.drop(oldest, "evicted")
         self._open[transport] = connection
         self._unauthenticated[connection] = None
         self.arm(connection, "unauthenticated_timeout", self.unauthenticated_timeout)
         self.arm(connection, "header_timeout", self.header_timeout)
         return connection
+
+    async def room(self) -> None:
+        """Return once the door may take one more connection: it is not full, or it may evict
+        the oldest connection without a token (at most ``capacity`` at once, then
+        ``capacity / unauthenticated_timeout`` a second)."""
+        loop = asyncio.get_running_loop()
+        while len(self._open) >= self.capacity:
+            wait: float | None = None
+            if self._unauthenticated:
+                wait = self._evictions.wait()
+                if wait <= 0:
+                    return
+            self._freed = freed = loop.create_future()
+            try:
+                await asyncio.wait_for(freed, wait)
+            except TimeoutError:
+                pass
+            finally:
+                self._freed = None
 
     def adopt(self, transport: asyncio.Transport) -> Connection | None:
         """The connection of a transport that an HTTP protocol handed to a WebSocket protocol."""
@@ -244,11 +298,80 @@ class Connections:
         connection.timers.clear()
         self._open.pop(connection.transport, None)
         self._unauthenticated.pop(connection, None)
+        if self._freed is not None and not self._freed.done():
+            self._freed.set_result(None)
 
     def count(self, reason: str) -> None:
         self.closed_by_reason[reason] += 1
         if self._on_close is not None:
             self._on_close(reason)
+
+
+class Acceptor:
+    """Accepts the REST door's connections (instead of uvicorn's server), one at a time and only
+    when :meth:`Connections.room` says the door may take one; a full door leaves newcomers in the
+    kernel's listen queue. Each accepted socket gets a protocol from ``factory`` (uvicorn's, with
+    its server state), as uvicorn's own server would give it."""
+
+    def __init__(
+        self,
+        connections: Connections,
+        sockets: Sequence[socket.socket],
+        factory: Callable[[], asyncio.Protocol],
+        *,
+        ssl_context: ssl.SSLContext | None,
+        backlog: int,
+    ) -> None:
+        self.connections = connections
+        self.sockets = list(sockets)
+        self.factory = factory
+        self.ssl_context = ssl_context
+        self.backlog = backlog
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            sock.setblocking(False)
+            sock.listen(self.backlog)
+            self._tasks.add(loop.create_task(self._serve(sock), name=f"rest-accept-{sock.getsockname()}"))
+
+    async def close(self) -> None:
+        """Stop accepting and close the listening sockets (connections already open stay)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for sock in self.sockets:
+            sock.close()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.connections.room()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:  # out of descriptors (EMFILE, ENFILE) or memory: try again soon
+                log.warning("the REST door cannot accept a connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            if self.ssl_context is None:
+                await self._connect(conn)
+            else:  # a TLS handshake must not hold up the next accept
+                task = loop.create_task(self._connect(conn))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self.factory, conn, ssl=self.ssl_context)
+        except OSError:  # a reset or a failed TLS handshake (ssl.SSLError): nothing was served
+            conn.close()
 
 
 def _registry(config: Config) -> Connections:

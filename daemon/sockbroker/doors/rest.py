@@ -66,9 +66,18 @@ from ..core.errors import (
 from ..metrics import Metrics
 from . import dispatch
 from ._delivery import Delivery, peer_gone, settle_when
-from ._rest_connections import TRANSPORT, ByteBudget, Connections, Protocol, WebSocketProtocol
+from ._rest_connections import TRANSPORT, Acceptor, ByteBudget, Connections, Protocol, WebSocketProtocol
 
-__all__ = ["CALL_HEADER", "SESSION_HEADER", "BodyTooLarge", "Protocol", "WebSocketProtocol", "create_app", "problem"]
+__all__ = [
+    "CALL_HEADER",
+    "SESSION_HEADER",
+    "Acceptor",
+    "BodyTooLarge",
+    "Protocol",
+    "WebSocketProtocol",
+    "create_app",
+    "problem",
+]
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,70 @@
+"""The REST door's cap on connections (``doors/_rest_connections.py``), without a network: a full
+door evicts the oldest connection without a token, ``capacity`` at once and then
+``capacity / unauthenticated_timeout`` a second, and otherwise takes no new connection (its
+acceptor waits in :meth:`Connections.room`, leaving newcomers in the kernel's listen queue)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from sockbroker.doors._rest_connections import Connections
+
+CAPACITY = 4
+UNAUTHENTICATED_TIMEOUT = 2.0  # so one eviction every 0.5 s once the first CAPACITY are spent
+
+
+class _Transport:
+    """Enough of a transport for :class:`Connections`: it is aborted when its connection goes."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _door() -> Connections:
+    return Connections(
+        cast(Any, None),
+        capacity=CAPACITY,
+        header_timeout=60.0,
+        unauthenticated_timeout=UNAUTHENTICATED_TIMEOUT,
+        bytes_in_flight=1024,
+    )
+
+
+async def _admit(door: Connections, within: float) -> _Transport:
+    await asyncio.wait_for(door.room(), within)
+    transport = _Transport()
+    door.opened(cast(Any, transport))
+    return transport
+
+
+async def test_a_full_door_evicts_at_its_rate_and_otherwise_waits() -> None:
+    door = _door()
+    first = [await _admit(door, 0.1) for _ in range(CAPACITY)]
+    assert len(door) == CAPACITY and not any(t.aborted for t in first)
+    second = [await _admit(door, 0.1) for _ in range(CAPACITY)]  # the burst: each evicts the oldest
+    assert all(t.aborted for t in first) and not any(t.aborted for t in second)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await _admit(door, 5)  # the burst is spent: one eviction per 0.5 s
+    assert loop.time() - started >= 0.4
+    assert second[0].aborted and len(door) == CAPACITY
+
+
+async def test_a_door_full_of_token_holders_waits_until_one_leaves() -> None:
+    door = _door()
+    transports = [await _admit(door, 0.1) for _ in range(CAPACITY)]
+    connections = [door.adopt(cast(Any, t)) for t in transports]
+    for connection in connections:
+        assert connection is not None
+        connection.authenticated = True  # what headers_complete does for a valid token
+        door._unauthenticated.pop(connection)
+    waiting = asyncio.ensure_future(door.room())
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # nobody may be evicted: the door takes no one
+    assert connections[0] is not None
+    door.closed(connections[0])
+    await asyncio.wait_for(waiting, 1)  # woken by the close, not by a timer
