@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -378,6 +380,20 @@ class _WsAttachment:
         await self._ws.close()
 
 
+def _ssl_context(verify: Any) -> ssl.SSLContext:
+    """``verify`` as a TLS context: True (the system's CAs), False (no verification), a CA bundle
+    path, or a context of the caller's own."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if isinstance(verify, (str, os.PathLike)):
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    context = ssl.create_default_context()
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class RestTransport:
     name = "rest"
 
@@ -385,10 +401,12 @@ class RestTransport:
         self.base_url = base_url.rstrip("/")
         self.target = self.base_url
         self._token = token
+        #: One TLS context for the HTTP calls and the WebSockets (``https://`` targets only).
+        self._ssl = _ssl_context(verify) if self.base_url.startswith("https://") else None
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
-            verify=verify,
+            verify=self._ssl if self._ssl is not None else True,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
 
@@ -435,7 +453,11 @@ class RestTransport:
     async def _ws(self, path: str, session: str | None) -> Any:
         with _translated(self.target):
             return await websockets.connect(
-                self._ws_url(path), additional_headers=self._headers(session), max_size=None, compression=None
+                self._ws_url(path),
+                additional_headers=self._headers(session),
+                max_size=None,
+                compression=None,
+                ssl=self._ssl,
             )
 
     async def attach(self, session: str) -> _WsAttachment:
