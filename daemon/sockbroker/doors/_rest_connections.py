@@ -207,7 +207,7 @@ class Connections:
         self._open: dict[asyncio.BaseTransport, Connection] = {}
         self._unauthenticated: dict[Connection, None] = {}  # insertion order: oldest first
         self._evictions = _Evictions(capacity / max(unauthenticated_timeout, 0.001), capacity)
-        self._freed: asyncio.Future[None] | None = None  # set when a connection closes
+        self._freed: set[asyncio.Future[None]] = set()  # waiters in room(), woken when one closes
         #: Connections the door closed, by reason (also counted in the metrics).
         self.closed_by_reason: collections.Counter[str] = collections.Counter()
 
@@ -246,13 +246,14 @@ class Connections:
                 wait = self._evictions.wait()
                 if wait <= 0:
                     return
-            self._freed = freed = loop.create_future()
+            freed: asyncio.Future[None] = loop.create_future()
+            self._freed.add(freed)
             try:
                 await asyncio.wait_for(freed, wait)
             except TimeoutError:
                 pass
             finally:
-                self._freed = None
+                self._freed.discard(freed)
 
     def adopt(self, transport: asyncio.Transport) -> Connection | None:
         """The connection of a transport that an HTTP protocol handed to a WebSocket protocol."""
@@ -298,8 +299,9 @@ class Connections:
         connection.timers.clear()
         self._open.pop(connection.transport, None)
         self._unauthenticated.pop(connection, None)
-        if self._freed is not None and not self._freed.done():
-            self._freed.set_result(None)
+        for freed in self._freed:
+            if not freed.done():
+                freed.set_result(None)
 
     def count(self, reason: str) -> None:
         self.closed_by_reason[reason] += 1
