@@ -6,9 +6,11 @@ acceptor waits in :meth:`Connections.room`, leaving newcomers in the kernel's li
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any, cast
 
-from sockbroker.doors._rest_connections import Connections
+import pytest
+from sockbroker.doors._rest_connections import Acceptor, Connections
 
 CAPACITY = 4
 UNAUTHENTICATED_TIMEOUT = 2.0  # so one eviction every 0.5 s once the first CAPACITY are spent
@@ -68,3 +70,37 @@ async def test_a_door_full_of_token_holders_waits_until_one_leaves() -> None:
     assert connections[0] is not None
     door.closed(connections[0])
     await asyncio.wait_for(asyncio.gather(*waiting), 1)  # both woken by the close, not by a timer
+
+
+class _Greeter(asyncio.Protocol):
+    """Says hello and hangs up: proof that the acceptor served the connection."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"hello")
+        transport.close()
+
+
+async def test_the_acceptor_goes_on_after_a_connection_it_could_not_serve(caplog: pytest.LogCaptureFixture) -> None:
+    """A protocol that fails to start loses its connection, never the door: the next one is served."""
+    made: list[str] = []
+
+    def factory() -> asyncio.Protocol:
+        made.append("protocol")
+        if len(made) == 1:
+            raise RuntimeError("a bug in the protocol")
+        return _Greeter()
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    acceptor = Acceptor(_door(), [listener], factory, ssl_context=None, backlog=8)
+    acceptor.start()
+    try:
+        for expected in (b"", b"hello"):
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            assert await asyncio.wait_for(reader.read(), 5) == expected
+            writer.close()
+    finally:
+        await acceptor.close()
+    assert made == ["protocol", "protocol"]
+    assert "could not serve an accepted connection" in caplog.text

@@ -374,6 +374,9 @@ class Acceptor:
             await asyncio.get_running_loop().connect_accepted_socket(self.factory, conn, ssl=self.ssl_context)
         except OSError:  # a reset or a failed TLS handshake (ssl.SSLError): nothing was served
             conn.close()
+        except Exception:  # a bug: this connection is lost, but the door goes on accepting
+            log.exception("the REST door could not serve an accepted connection")
+            conn.close()
 
 
 def _registry(config: Config) -> Connections:
