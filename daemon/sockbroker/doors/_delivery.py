@@ -26,9 +26,11 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
-__all__ = ["ACK_WAIT_SECONDS", "WRITE_WAIT_SECONDS", "Delivery", "peer_gone", "settle_when"]
+from ..core.breaks import Call
+
+__all__ = ["ACK_WAIT_SECONDS", "WRITE_WAIT_SECONDS", "Delivery", "peer_gone", "settle"]
 
 #: ``struct tcp_info`` (linux/tcp.h, Linux 4.19 and later): ``tcpi_state`` is its first byte;
 #: ``tcpi_bytes_acked`` (u64) at byte 120; ``tcpi_notsent_bytes`` (u32) at 144;
@@ -76,7 +78,7 @@ class Delivery:
     """The fate of one reply on one connection. Made right before the reply is written; then
     either :meth:`handed` (the door wrote it) and :meth:`acknowledged`, or :meth:`written` (a
     transport writes it on its own). Each waits in the caller's task; the door runs it apart
-    (:func:`settle_when`) so that its reply path does not wait."""
+    (:func:`settle`) so that its reply path does not wait."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock: socket.socket | None = sock
@@ -217,17 +219,19 @@ class Delivery:
 _settling: set[asyncio.Task[None]] = set()
 
 
-def settle_when(outcome: Awaitable[bool], settle: Callable[[bool], None]) -> None:
-    """``settle(await outcome)`` in a task of its own (the reply path does not wait);
-    ``settle(False)`` if finding out fails."""
+def settle(call: Call, delivery: Delivery, outcome: Awaitable[bool]) -> None:
+    """Settle ``call`` by ``outcome`` (one of ``delivery``'s waits) in a task of its own, so that
+    the reply path does not wait: delivered or given back, and given back if finding out fails.
+    Meanwhile a take waiting for ``call`` (:meth:`Call.hurry`) makes ``delivery`` look at once."""
+    call.hurry_settling = delivery.poke
 
     async def run() -> None:
         try:
             delivered = await outcome
         except BaseException:
-            settle(False)
+            call.finish(delivered=False)
             raise
-        settle(delivered)
+        call.finish(delivered=delivered)
 
     task = asyncio.ensure_future(run())
     _settling.add(task)

@@ -46,7 +46,7 @@ from ..core.limits import Limits
 from ..core.tcp import MAX_READ
 from ..metrics import Metrics
 from . import dispatch
-from ._delivery import Delivery, peer_gone, settle_when
+from ._delivery import Delivery, peer_gone, settle
 
 __all__ = [
     "CALL_METADATA",
@@ -478,8 +478,7 @@ class _Door:
         if delivery is None:
             call.finish(delivered=False)
         else:
-            call.hurry_settling = delivery.poke
-            settle_when(delivery.written(_least_reply_bytes(reply)), lambda delivered: call.finish(delivered=delivered))
+            settle(call, delivery, delivery.written(_least_reply_bytes(reply)))
 
     def unary(self, route: Route) -> grpc.RpcMethodHandler:
         """A unary RPC: one core call; its effects stand or go back as :meth:`_settle` finds. A

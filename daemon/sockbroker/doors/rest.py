@@ -65,7 +65,7 @@ from ..core.errors import (
 )
 from ..metrics import Metrics
 from . import dispatch
-from ._delivery import Delivery, peer_gone, settle_when
+from ._delivery import Delivery, peer_gone, settle
 from ._rest_connections import TRANSPORT, Acceptor, ByteBudget, Connections, Protocol, WebSocketProtocol
 
 __all__ = [
@@ -441,8 +441,7 @@ class _Reply(Response):
                 transport = (scope.get("extensions") or {}).get(TRANSPORT)
                 buffered = 0 if transport is None else transport.get_write_buffer_size()
                 delivery.handed(len(message.get("body", b"")), buffered)
-                call.hurry_settling = delivery.poke
-                settle_when(delivery.acknowledged(), lambda delivered: call.finish(delivered=delivered))
+                settle(call, delivery, delivery.acknowledged())
             handed_off = True
 
         try:
