@@ -29,7 +29,6 @@ import abc
 import asyncio
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -59,6 +58,7 @@ import hyperframe.frame
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from sockbroker.core._net import drop_every_packet
 
 # The one import of the generated messages in the tests and the bench.
 from sockbroker_wire.v1 import broker_pb2 as pb
@@ -215,8 +215,9 @@ async def _bare_call(
     with a FIN: ``shutdown(SHUT_RDWR)`` is the moment (the FIN acknowledges what came before; its
     kernel answers anything later with a reset). Otherwise it goes with a bare RST, at a
     ``close`` with ``SO_LINGER`` 0; its moment is a socket filter that drops every packet from
-    then on (:func:`_deaf`), and before the reset it acknowledges what it read (a kernel may
-    delay that ACK, and a reset never carries one the daemon reads: docs/architecture.md). Either
+    then on (:func:`~sockbroker.core._net.drop_every_packet`), and before the reset it
+    acknowledges what it read (a kernel may delay that ACK, and a reset never carries one the
+    daemon reads: docs/architecture.md). Either
     way the moment is one system call, so no reply lands unseen between the last read and the
     close."""
     loop = asyncio.get_running_loop()
@@ -234,7 +235,7 @@ async def _bare_call(
                 sock.send(cancel)
         if rng.random() < 0.5:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            _deaf(sock)
+            drop_every_packet(sock)
             received = _read_available(sock)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # acknowledge it now
@@ -244,18 +245,6 @@ async def _bare_call(
         return _read_available(sock)
     finally:
         sock.close()
-
-
-#: A classic BPF program of one instruction, ``ret #0``: keep nothing of any packet.
-_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
-_SO_ATTACH_FILTER = 26  # asm-generic/socket.h
-
-
-def _deaf(sock: socket.socket) -> None:
-    """From now on the kernel drops every packet for ``sock`` before TCP sees it: nothing more
-    is accepted or acknowledged, and what was accepted before stays readable."""
-    program = struct.pack("HP", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
 
 
 def _read_available(sock: socket.socket) -> tuple[bytes, bool]:

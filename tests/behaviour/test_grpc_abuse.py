@@ -51,6 +51,21 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def _connected(sock: socket.socket) -> bool:
+    """A non-blocking connect of ``sock`` has completed (its SYN was answered)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(0))
+
+
+def _connecting(port: int) -> socket.socket:
+    """A connection to the door on its way: its connect is sent and not waited for."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.connect_ex((LOOPBACK, port))
+    return sock
+
+
 async def _closed_within(sock: socket.socket, seconds: float) -> float | None:
     """Seconds until the daemon closes ``sock`` (polled every 20 ms), or None if it stays open."""
     start = time.monotonic()
@@ -351,7 +366,9 @@ async def test_connections_without_a_valid_token_are_closed_after_unauthenticate
 async def test_a_burst_past_the_cap_and_its_headroom_is_closed_at_accept(small_daemon: Daemon) -> None:
     """gRPC core closes a connection past ``connections_per_door`` + headroom as it accepts it,
     before the watch's next sweep: a burst costs the daemon at most that many connections (6,000 at
-    once took +120 MiB of gRPC core until the sweep, bench/README.md)."""
+    once took +120 MiB of gRPC core until the sweep, bench/README.md). The watch is stopped, so
+    that no sweep shuts the door mid-burst: this is gRPC core's cap alone."""
+    await small_daemon.grpc_door.connections.close()
     cap = 16 + GRPC_CONNECTION_HEADROOM
     burst = [socket.create_connection((LOOPBACK, small_daemon.grpc_port)) for _ in range(cap + 40)]
     try:
@@ -388,10 +405,42 @@ async def test_past_the_cap_the_oldest_unauthenticated_connections_go_first(smal
         assert not _closed_by_peer(holder.sock)  # the token holder is never the one closed
         assert all(_closed_by_peer(c.sock) for c in old)  # the oldest without a token go first
         assert sum(not _closed_by_peer(c.sock) for c in [holder, *old, *flood]) <= 16
-        # A new client with the token still gets in (and its call succeeds) while the flood stays.
-        async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
-            reply = await rpc.SessionsStub(channel).Open(pb.OpenSessionRequest(), metadata=auth, timeout=5)
-            assert reply.session
     finally:
         for client in [holder, *old, *flood]:
             client.close()
+
+
+@pytest.mark.parametrize(
+    "small_daemon",
+    [{"connections_per_door": 16, "unauthenticated_timeout": 2, "header_timeout": 60, "idle_timeout": 300}],
+    indirect=True,
+)
+async def test_a_full_door_leaves_new_connections_waiting_until_it_has_room(small_daemon: Daemon) -> None:
+    """While the door holds ``connections_per_door`` connections, the kernel drops new connections'
+    SYNs (gRPC core would accept and close each at once, and a client that reconnects at once
+    would make it do so thousands of times a second): they wait, retransmitting, and get in once
+    the connections without a token have timed out. Connections already made go on working."""
+    port = small_daemon.grpc_port
+    auth = [("authorization", f"Bearer {_token(small_daemon.settings.token_file)}")]
+    watch = small_daemon.grpc_door.connections
+    async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        sessions = rpc.SessionsStub(channel)
+        await sessions.Open(pb.OpenSessionRequest(), metadata=auth, timeout=5)  # a token holder
+        crowd = [socket.create_connection((LOOPBACK, port)) for _ in range(15)]
+        newcomer = None
+        try:
+            await eventually(lambda: watch.gated, within=3)
+            newcomer = _connecting(port)
+            await asyncio.sleep(0.5)
+            assert not _connected(newcomer)  # its SYN went unanswered: nothing to accept or close
+            assert not any(_closed_by_peer(sock) for sock in crowd)
+            reply = await sessions.Open(pb.OpenSessionRequest(), metadata=auth, timeout=5)
+            assert reply.session  # the token holder's connection is untouched
+            # The crowd times out (2 s), the door opens, and the newcomer's next SYN gets in.
+            await eventually(lambda: all(_closed_by_peer(sock) for sock in crowd), within=5)
+            await eventually(lambda: not watch.gated, within=3)
+            await eventually(lambda: _connected(newcomer), within=8)
+            assert not _closed_by_peer(newcomer)
+        finally:
+            for sock in [*crowd, *([newcomer] if newcomer else [])]:
+                sock.close()

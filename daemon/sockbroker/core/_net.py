@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import resource
 import socket
+import struct
 from collections.abc import Mapping
 
 from .errors import ContractError, ResourceExhaustedError, contract_violation, from_os_error
@@ -20,6 +22,7 @@ __all__ = [
     "descriptor_ceiling",
     "lendable",
     "check_port",
+    "drop_every_packet",
     "host_of",
     "resolve",
     "wait_any",
@@ -43,6 +46,25 @@ def lendable(limits: Limits, who: str, sock: socket.socket) -> None:
     if sock.fileno() >= descriptor_ceiling(limits):
         sock.close()
         raise ResourceExhaustedError(who, "too many open sockets", {"limit": descriptor_ceiling(limits)})
+
+
+#: A classic BPF program of one instruction, ``ret #0``: keep nothing of any packet.
+_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+_SO_ATTACH_FILTER, _SO_DETACH_FILTER = 26, 27  # asm-generic/socket.h (Python names neither)
+
+
+def drop_every_packet(sock: socket.socket, drop: bool = True) -> None:
+    """From now on (``drop``) the kernel drops every packet for ``sock`` before TCP sees it, or no
+    longer does. On a connection: nothing more is accepted or acknowledged, and what came before
+    stays readable. On a listening socket: SYNs are dropped (connecting clients retransmit them,
+    backing off) while connections already made are untouched, their sockets filtered by their own
+    filter; a connection made while none was attached has none."""
+    if drop:
+        program = struct.pack("HP", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+    else:
+        with contextlib.suppress(FileNotFoundError):  # ENOENT: no filter attached
+            sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
 
 
 def can_accept(limits: Limits, who: str, listening: socket.socket) -> None:

@@ -12,9 +12,10 @@ before its reply reached it, has its effects given back.
 Connection hygiene (DESIGN §5): :func:`server_options` are the gRPC server's channel arguments,
 every one derived from :class:`~sockbroker.core.limits.Limits` (handshake, idle and keepalive
 timings, message size); :class:`ConnectionWatch` does what gRPC core cannot: it closes client
-connections that have not made a call with a valid token within ``unauthenticated_timeout``, and
-past ``connections_per_door`` closes the oldest such connections first, so a token holder is
-never locked out by connections that hold none.
+connections that have not made a call with a valid token within ``unauthenticated_timeout``,
+past ``connections_per_door`` closes the oldest such connections first, so connections that hold
+no token never crowd out one that does, and while the door is full it stops new connections at
+the kernel (their SYNs are dropped), so that clients whose connections it closes cannot storm it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sockbroker_wire.errors import grpc_status
 from sockbroker_wire.routes import PACKAGE, Route, routes
 from sockbroker_wire.v1 import broker_pb2 as pb
 
+from ..core._net import drop_every_packet
 from ..core.breaks import Call
 from ..core.broker import Api, AttachEvent, Broker, Direction, Principal
 from ..core.errors import BrokerError, ContractError
@@ -196,6 +198,31 @@ def _client_of(fd: int, ports: Collection[int]) -> tuple[str, int] | None:
     return host, int(remote[1])
 
 
+def _listening_on(port: int) -> list[tuple[int, int]]:
+    """This process's listening TCP sockets on ``port``, as (descriptor, inode)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            inode = os.fstat(fd).st_ino
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if (
+                sock.type == socket.SOCK_STREAM
+                and sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.getsockname()[1] == port
+                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            ):
+                found.append((fd, inode))
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+    return found
+
+
 def _least_reply_bytes(reply: Message) -> int:
     """The fewest bytes a unary reply takes on an HTTP/2 connection: a HEADERS frame, a DATA frame
     with the 5-byte gRPC prefix and the message, and a trailing HEADERS frame (9-byte frame
@@ -305,7 +332,14 @@ class ConnectionWatch:
       made a call with a valid token within ``unauthenticated_timeout`` of being seen, whatever it
       is doing (a half-sent request, health checks, wrong tokens);
     - past ``connections_per_door``, closes the oldest connections without a valid token first,
-      never one that made a call with the token.
+      never one that made a call with the token;
+    - while the door still holds ``connections_per_door`` connections, has the kernel drop new
+      connections' SYNs on the door's listening sockets (:func:`drop_every_packet`): they wait,
+      retransmitting their SYNs (after 1, 3, 7, 15… s), until a sweep finds room again. gRPC core
+      cannot stop accepting, and closes a connection past its hard cap (``connections_per_door``
+      + :data:`GRPC_CONNECTION_HEADROOM`) the moment it accepts it: an attacker that reconnects
+      at once then makes it accept and close thousands of connections a second. A dropped SYN
+      costs nothing and the client backs off. Connections already made are untouched.
 
     gRPC core closes connections that never finish their handshake (``header_timeout``) and
     connections with no call in progress (``idle_timeout``) itself (:func:`server_options`).
@@ -319,11 +353,14 @@ class ConnectionWatch:
         self.ports: set[int] = set()  # the door's TCP ports
         self._clients: dict[int, _Client] = {}
         self._authenticated: set[tuple[str, int]] = set()
+        self._listeners: list[tuple[int, int]] = []  # the door's listening sockets: (fd, inode)
+        self.gated = False  # new connections' SYNs are dropped (the door is full)
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, port: int) -> None:
         """Start watching the connections to the door's TCP ``port``."""
         self.ports.add(port)
+        self._listeners += _listening_on(port)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="grpc-connection-watch")
 
@@ -333,6 +370,7 @@ class ConnectionWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._gate(closed=False)
 
     def authenticated(self, peer: str) -> None:
         """A call from ``peer`` (``context.peer()``) presented a valid token."""
@@ -370,8 +408,29 @@ class ConnectionWatch:
                 (c for c in self._clients.values() if not c.authenticated and c not in doomed), key=lambda c: c.seen
             )
             doomed += waiting[:excess]
+        held = len(self._clients) - len(doomed)
         for client in doomed:
             self._shut(client)
+        self._gate(closed=held >= limits.connections_per_door)
+
+    def _gate(self, *, closed: bool) -> None:
+        """Stop new connections at the kernel (``closed``), or let them in again."""
+        if closed == self.gated:
+            return
+        for fd, inode in self._listeners:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_ino != inode:
+                    continue
+                sock = socket.socket(fileno=fd)
+                try:
+                    drop_every_packet(sock, closed)
+                finally:
+                    sock.detach()
+        self.gated = closed
+        if closed:
+            log.info("gRPC door full (%d connections): new connections wait", self.limits.connections_per_door)
+        else:
+            log.info("gRPC door: room for new connections again")
 
     def _adopt(self, current: dict[int, _Client]) -> None:
         """Take a scan's result (on the loop): a peer that authenticated while it ran counts."""
