@@ -4,6 +4,8 @@ the value protobuf parsed, however the message is laid out on the wire."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sockbroker.doors.grpc import _VIEW_AT, _fields_decoder, _Malformed
@@ -66,3 +68,32 @@ def test_the_view_is_the_value_protobuf_parsed(before: list[bytes], after: list[
     assert isinstance(fields, dict)
     assert bytes(fields.get("data", b"")) == expected
     assert isinstance(fields.get("data", b""), memoryview) == (len(expected) >= _VIEW_AT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(_VIEW_AT, 2 * _VIEW_AT), cut=st.integers(1, 40), tail=st.sampled_from([b"", b"\x80", b"\x0b"]))
+def test_a_long_message_cut_short_or_broken_is_judged_by_protobuf(size: int, cut: int, tail: bytes) -> None:
+    """Taking the fields out first never accepts what protobuf refuses, nor refuses what it takes."""
+    raw = pb.WriteRequest(port="p", data=b"x" * size, flush=True).SerializeToString()
+    raw = raw[: len(raw) - cut] + tail if cut % 2 else raw + tail
+    try:
+        expected: bytes | None = pb.WriteRequest.FromString(raw).data
+    except Exception:
+        expected = None
+    fields = decode(raw)
+    if expected is None:
+        assert isinstance(fields, _Malformed)
+    else:
+        assert isinstance(fields, dict) and bytes(fields.get("data", b"")) == expected
+
+
+def test_decoding_a_long_write_allocates_no_copy_of_its_data() -> None:
+    raw = pb.WriteRequest(port="p", data=b"x" * (4 << 20)).SerializeToString()
+    tracemalloc.start()
+    try:
+        fields = decode(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(fields, dict) and len(fields["data"]) == 4 << 20
+    assert peak < 64 * 1024, peak

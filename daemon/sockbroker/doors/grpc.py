@@ -96,51 +96,68 @@ _VIEW_AT = 64 * 1024
 
 
 def _fields_decoder(cls: type[Message]) -> Callable[[bytes], dict[str, Any] | _Malformed]:
-    """A unary request as the core's dict (:func:`to_dict`), parsed and checked by protobuf; a long
-    ``bytes`` field (a ``Ports.Write``'s data) is then a read-only view of the received message,
-    which gRPC holds for the whole call anyway. The message's own copy and the field's copy are
-    freed at once: a 4 MiB write in flight costs the daemon 4 MiB, not 12 (DESIGN §7 P8)."""
-    viewed = [(f.number, f.name) for f in cls.DESCRIPTOR.fields if f.type == FieldDescriptor.TYPE_BYTES]
+    """A unary request as the core's dict (:func:`to_dict`), parsed and checked by protobuf; in a
+    long request, its ``bytes`` fields (a ``Ports.Write``'s data) are taken out before protobuf
+    parses the rest, and reach the core as read-only views of the received message, which gRPC
+    holds for the whole call anyway (short ones as bytes). Protobuf never copies them, nor does
+    :func:`to_dict`: a 4 MiB write in flight costs the daemon 4 MiB, not 12 (DESIGN §7 P8)."""
+    viewed = {
+        f.number: f.name
+        for f in cls.DESCRIPTOR.fields
+        if f.type == FieldDescriptor.TYPE_BYTES and (f.containing_oneof is None or len(f.containing_oneof.fields) == 1)
+    }
 
     def decode(data: bytes) -> dict[str, Any] | _Malformed:
+        taken: dict[int, memoryview] = {}
+        rest = data
+        if viewed and len(data) >= _VIEW_AT:
+            split = _split_fields(memoryview(data), viewed.keys())
+            if split is not None:
+                taken, rest = split
         try:
-            fields = to_dict(cls.FromString(data))
+            fields = to_dict(cls.FromString(rest))
         except (DecodeError, ValueError, RuntimeError) as exc:
             return _Malformed(str(exc))
-        for number, name in viewed:
-            value = fields.get(name)
-            if isinstance(value, bytes) and len(value) >= _VIEW_AT:
-                view = _last_field(memoryview(data), number)
-                if view is not None and len(view) == len(value):
-                    fields[name] = view
+        for number, view in taken.items():
+            fields[viewed[number]] = view if len(view) >= _VIEW_AT else bytes(view)
         return fields
 
     return decode
 
 
-def _last_field(raw: memoryview, number: int) -> memoryview | None:
-    """The last occurrence of length-delimited field ``number`` in the top level of the protobuf
-    message ``raw`` (proto3: the last one counts), as a view; None if absent or not plain wire
-    format (protobuf has already accepted ``raw``: this only finds where the bytes are)."""
-    found = None
-    at, end = 0, len(raw)
-    while at < end:
-        tag, at = _varint(raw, at)
-        wire = tag & 7
-        if wire == 0:
-            _, at = _varint(raw, at)
-        elif wire == 1:
-            at += 8
-        elif wire == 5:
-            at += 4
-        elif wire == 2:
-            size, at = _varint(raw, at)
-            if tag >> 3 == number:
-                found = raw[at : at + size]
-            at += size
-        else:  # groups: not in this API's messages
-            return None
-    return found if at == end else None
+def _split_fields(raw: memoryview, numbers: Collection[int]) -> tuple[dict[int, memoryview], bytes] | None:
+    """The top-level length-delimited fields ``numbers`` of the protobuf message ``raw``, each as a
+    view of its last occurrence (proto3: the last one counts), and the message without them; None
+    when ``raw`` is not plain wire format, for protobuf to parse whole (and judge)."""
+    taken: dict[int, memoryview] = {}
+    kept: list[memoryview] = []
+    at, end, since = 0, len(raw), 0
+    try:
+        while at < end:
+            field = at
+            tag, at = _varint(raw, at)
+            wire = tag & 7
+            if wire == 0:
+                _, at = _varint(raw, at)
+            elif wire == 1:
+                at += 8
+            elif wire == 5:
+                at += 4
+            elif wire == 2:
+                size, at = _varint(raw, at)
+                if tag >> 3 in numbers and at + size <= end:
+                    kept.append(raw[since:field])
+                    taken[tag >> 3] = raw[at : at + size]
+                    since = at + size
+                at += size
+            else:  # groups: not in this API's messages
+                return None
+    except IndexError:  # a varint cut short
+        return None
+    if at != end:
+        return None
+    kept.append(raw[since:end])
+    return taken, b"".join(kept)
 
 
 def _varint(raw: memoryview, at: int) -> tuple[int, int]:
