@@ -6,6 +6,8 @@ acceptor waits in :meth:`Connections.room`, leaving newcomers in the kernel's li
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import socket
 from typing import Any, cast
 
@@ -104,3 +106,32 @@ async def test_the_acceptor_goes_on_after_a_connection_it_could_not_serve(caplog
         await acceptor.close()
     assert made == ["protocol", "protocol"]
     assert "could not serve an accepted connection" in caplog.text
+
+
+async def test_an_acceptor_out_of_descriptors_warns_once_and_accepts_when_it_can(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """EMFILE is retried every 0.1 s; the log gets one warning, not ten a second."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    acceptor = Acceptor(_door(), [listener], _Greeter, ssl_context=None, backlog=8)
+    acceptor.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    client = socket.socket()  # made before the limit: connecting takes no new descriptor
+    client.setblocking(False)
+    try:
+        lowest_free = os.dup(0)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new descriptor at all
+        try:
+            await asyncio.get_running_loop().sock_connect(client, listener.getsockname())
+            await asyncio.sleep(0.55)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        client.settimeout(5)
+        assert await asyncio.to_thread(client.recv, 16) == b"hello"  # accepted once it could
+    finally:
+        client.close()
+        await acceptor.close()
+    warnings = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(warnings) == 1 and "Too many open files" in warnings[0].getMessage()

@@ -330,6 +330,8 @@ class Acceptor:
         self.ssl_context = ssl_context
         self.backlog = backlog
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failed = 0  # accepts that failed since the last warning
+        self._next_warning = 0.0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -358,7 +360,7 @@ class Acceptor:
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:  # out of descriptors (EMFILE, ENFILE) or memory: try again soon
-                log.warning("the REST door cannot accept a connection: %s", exc)
+                self._cannot_accept(exc)
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
@@ -369,6 +371,15 @@ class Acceptor:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    def _cannot_accept(self, exc: OSError) -> None:
+        """A failed accept, retried every 0.1 s: one warning per :data:`WARNING_PERIOD` at most."""
+        self._failed += 1
+        now = time.monotonic()
+        if now >= self._next_warning:
+            log.warning("the REST door cannot accept connections (%d failed accepts): %s", self._failed, exc)
+            self._failed = 0
+            self._next_warning = now + WARNING_PERIOD
+
     async def _connect(self, conn: socket.socket) -> None:
         try:
             await asyncio.get_running_loop().connect_accepted_socket(self.factory, conn, ssl=self.ssl_context)
@@ -377,6 +388,10 @@ class Acceptor:
         except Exception:  # a bug: this connection is lost, but the door goes on accepting
             log.exception("the REST door could not serve an accepted connection")
             conn.close()
+
+
+#: Seconds between two warnings that the door cannot accept (it retries every 0.1 s meanwhile).
+WARNING_PERIOD = 10.0
 
 
 def _registry(config: Config) -> Connections:
