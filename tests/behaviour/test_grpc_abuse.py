@@ -26,7 +26,7 @@ import h2.connection
 import pytest
 from helpers import eventually, serving
 from sockbroker.config import Settings
-from sockbroker.doors.grpc import GRPC_CONNECTION_HEADROOM, server_options
+from sockbroker.doors.grpc import GRPC_CONNECTION_HEADROOM, STREAM_WINDOW, server_options
 from sockbroker.server import Daemon
 from sockbroker_wire.v1 import broker_pb2 as pb
 from sockbroker_wire.v1 import broker_pb2_grpc as rpc
@@ -268,6 +268,23 @@ def test_keepalive_options_follow_the_settings() -> None:
     # gRPC 1.85 times the ping ack with ping_timeout_ms (60 s by default), not keepalive_timeout_ms.
     assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"] == 3000
     assert options["grpc.so_reuseport"] == 0
+
+
+async def test_each_stream_s_receive_window_is_fixed(small_daemon: Daemon) -> None:
+    """gRPC core announces a fixed window per stream (what it takes of a message no handler reads,
+    or of one it refuses as too large) and has no bandwidth-delay probe to grow it: with one, 8
+    refused 30 MiB messages took up to +100 MiB (bench/README.md)."""
+    assert dict(server_options(small_daemon.broker.limits))["grpc.http2.bdp_probe"] == 0
+    client = RawH2(small_daemon.grpc_port)
+    try:
+        for _ in range(100):
+            client.pump()
+            if client.conn.remote_settings.initial_window_size != 65535:  # the protocol's default
+                break
+            await asyncio.sleep(0.01)
+        assert client.conn.remote_settings.initial_window_size == STREAM_WINDOW
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("small_daemon", [{"grpc_keepalive_interval": 1, "grpc_keepalive_timeout": 1}], indirect=True)

@@ -53,6 +53,7 @@ from ._delivery import Delivery, peer_gone, settle
 __all__ = [
     "CALL_METADATA",
     "SESSION_METADATA",
+    "STREAM_WINDOW",
     "ConnectionWatch",
     "GrpcDoor",
     "error_status",
@@ -290,6 +291,14 @@ class _Connections:
 #: this many more (about 15 KiB each) instead of all of them until the next sweep.
 GRPC_CONNECTION_HEADROOM = 256
 
+#: The HTTP/2 receive window of each gRPC stream: what gRPC core takes of a message no handler is
+#: reading yet, and of one it will refuse as too large. Core's own choice, with its bandwidth-delay
+#: probe on, is at least 4 MiB and grows with the link (twice its bandwidth-delay product) while
+#: its memory quota, which grpcio does not let Python set, reports no pressure: 8 clients' 30 MiB
+#: messages, each refused, then took up to +100 MiB (bench/README.md). Fixed, it costs 1 MiB
+#: ``Ports.Stream`` messages about 6 % of their throughput.
+STREAM_WINDOW = 4 * 1024 * 1024
+
 #: Room for the fields around the bytes of the largest reply (a ReadReply's ``eof``, framing).
 _REPLY_OVERHEAD = 64 * 1024
 
@@ -323,6 +332,9 @@ def server_options(limits: Limits) -> list[tuple[str, int]]:
         ("grpc.server_handshake_timeout_ms", round(limits.header_timeout * 1000)),
         # A connection with no call in progress is closed (GOAWAY); an attachment is a call.
         ("grpc.max_connection_idle_ms", round(limits.idle_timeout * 1000)),
+        # Flow control: a fixed window per stream, not one that grows with the link.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", STREAM_WINDOW),
         ("grpc.so_reuseport", 0),  # a busy port is an error, never a port shared with another daemon
         # A hard cap at accept time: past it core closes a new connection before it costs anything.
         ("grpc.max_allowed_incoming_connections", limits.connections_per_door + GRPC_CONNECTION_HEADROOM),
