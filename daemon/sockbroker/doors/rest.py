@@ -66,7 +66,8 @@ from ..core.errors import (
 from ..metrics import Metrics
 from . import dispatch
 from ._delivery import Delivery, peer_gone, settle
-from ._rest_connections import TRANSPORT, Acceptor, ByteBudget, Connections, Protocol, WebSocketProtocol
+from ._in_flight import ByteBudget
+from ._rest_connections import TRANSPORT, Acceptor, Connections, Protocol, WebSocketProtocol
 
 __all__ = [
     "CALL_HEADER",
