@@ -135,7 +135,10 @@ class Settings(BaseSettings):
     request_bytes_in_flight: int = Field(
         _LIMITS.request_bytes_in_flight,
         ge=65536,
-        description="bytes of REST bodies and WebSocket messages being received at once (raised to max_request_bytes)",
+        description=(
+            "bytes of REST bodies, WebSocket messages and gRPC writes being received at once, per door"
+            " (raised to max_request_bytes)"
+        ),
     )
     allowed_hosts: list[str] = Field(
         [],

@@ -461,3 +461,45 @@ async def test_a_full_door_leaves_new_connections_waiting_until_it_has_room(smal
         finally:
             for sock in [*crowd, *([newcomer] if newcomer else [])]:
                 sock.close()
+
+
+def _finish(writer: RawH2, stream: int, size: int) -> None:
+    """Send the rest of a message, ``size`` bytes in frames h2 allows, and end the request."""
+    while size > 0:
+        frame = min(size, writer.conn.max_outbound_frame_size)
+        size -= frame
+        writer.conn.send_data(stream, b"x" * frame, end_stream=size == 0)
+    writer.flush()
+
+
+@pytest.mark.parametrize(
+    "small_daemon", [{"max_request_bytes": 65536, "request_bytes_in_flight": 65536}], indirect=True
+)
+async def test_writes_take_the_doors_bytes_in_flight_before_their_message_is_read(small_daemon: Daemon) -> None:
+    """As the REST door does with bodies: a write's message is read only once the door's budget
+    has room for the largest one; with room for one, a second write waits, unread, until the
+    first is done."""
+    port = small_daemon.grpc_port
+    auth = [("authorization", f"Bearer {_token(small_daemon.settings.token_file)}")]
+    budget = small_daemon.grpc_door._door.budget
+    async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        session = (await rpc.SessionsStub(channel).Open(pb.OpenSessionRequest(), metadata=auth, timeout=5)).session
+        metadata = [*auth, ("sockbroker-session", session)]
+        writers = [RawH2(port), RawH2(port)]
+        try:
+            streams = []
+            for writer in writers:  # each sends its headers and the first 1,000 of 60,000 bytes
+                stream = writer.call("/sockbroker.v1.Ports/Write", metadata, None, end=False)
+                writer.conn.send_data(stream, b"\0" + struct.pack("!I", 60_000) + b"x" * 1000)
+                writer.flush()
+                streams.append(stream)
+                await asyncio.sleep(0.2)
+            assert (budget.used, budget.waiting) == (65536, 1)  # the first holds it, the second waits
+            _finish(writers[0], streams[0], 59_000)
+            # The first is read (malformed: a contract error) and done; the second now holds it.
+            await eventually(lambda: (budget.used, budget.waiting) == (65536, 0), within=3)
+            _finish(writers[1], streams[1], 59_000)
+            await eventually(lambda: budget.used == 0, within=3)
+        finally:
+            for writer in writers:
+                writer.close()

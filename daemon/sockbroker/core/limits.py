@@ -75,5 +75,6 @@ class Limits:
     #: Deepest JSON nesting a request body or WebSocket text frame may have (a top-level object is 1).
     json_max_depth: int = 64
     #: Bytes of request bodies and WebSocket messages being received and decoded at once, across
-    #: the door; one that does not fit waits, unread. Never less than ``max_request_bytes``.
+    #: the door; one that does not fit waits, unread. Never less than ``max_request_bytes``. The
+    #: gRPC door has a budget of its own of this size for writes' messages.
     request_bytes_in_flight: int = 8 * 1024 * 1024

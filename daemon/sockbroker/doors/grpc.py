@@ -49,6 +49,7 @@ from ..core.tcp import MAX_READ
 from ..metrics import Metrics
 from . import dispatch
 from ._delivery import Delivery, peer_gone, settle
+from ._in_flight import ByteBudget
 
 __all__ = [
     "CALL_METADATA",
@@ -516,6 +517,8 @@ class _Door:
         self.metrics = metrics
         self.connections = _Connections(watch.ports)
         self.watch = watch
+        limits = broker.limits
+        self.budget = ByteBudget(max(limits.request_bytes_in_flight, limits.max_request_bytes))
 
     def _metadata(self, context: Context) -> dict[str, str]:
         return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
@@ -575,9 +578,12 @@ class _Door:
         A request carrying bytes to send (:func:`.dispatch.sends_bytes`) is served
         as a client-streaming RPC (the same on the wire: one message, then the client's
         half-close), so that the door decides when its message is read: after the caller's token
-        and session are checked, and once the session admits it (:meth:`Api.sending`). Until then
-        gRPC core holds at most the stream's flow-control window of it, and a flood of big writes
-        waits in its clients rather than in the daemon (DESIGN §7 P8)."""
+        and session are checked, once the session admits it (:meth:`Api.sending`), and once the
+        door's :class:`ByteBudget` of ``request_bytes_in_flight`` has room for the largest message
+        (its size is unknown until it is read; then the call keeps its real size until it is
+        done), as the REST door does with a body. Until then gRPC core holds at most the stream's
+        flow-control window of it (:data:`STREAM_WINDOW`), and a flood of big writes waits in its
+        clients rather than in the daemon (DESIGN §7 P8)."""
         decode = _fields_decoder(route.input)
         serialize = route.output.SerializeToString
         if not dispatch.sends_bytes(route):
@@ -597,10 +603,12 @@ class _Door:
         async def sending(context: Context) -> Message:
             metadata = self._metadata(context)
             principal = self.authenticate(context, metadata)
-            async with self.broker.api(principal, metadata.get(SESSION_METADATA), route.name).sending():
+            admission = self.broker.api(principal, metadata.get(SESSION_METADATA), route.name).sending()
+            async with admission, self.budget.holding(self.broker.limits.max_request_bytes) as keep:
                 raw = await context.read()
                 if not isinstance(raw, bytes):  # grpc.aio.EOF: the client sent no message
                     raise ContractError(route.name, "the request ended before its message")
+                keep(len(raw))
                 values = _checked(decode(raw), route.name)
                 del raw
                 return await self._run(route, context, metadata, principal, values)
@@ -729,6 +737,8 @@ class GrpcDoor:
         self.broker = broker
         self.connections = ConnectionWatch(broker.limits)
         self._door = _Door(broker, metrics, self.connections)
+        if metrics is not None:
+            metrics.watch_door("grpc", lambda: self.connections.clients, lambda: self._door.budget.used)
 
     def options(self) -> list[tuple[str, int]]:
         return server_options(self.broker.limits)
