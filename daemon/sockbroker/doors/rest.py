@@ -595,19 +595,38 @@ class _BrowserSafety:
         if error is None:
             await self.app(scope, receive, send)
             return
-        status, body = problem(error)
-        content = json.dumps(body).encode()
-        start, end = ("http.response.start", "http.response.body")
-        if scope["type"] == "websocket":  # refused before the handshake (ASGI's WebSocket denial response)
-            start, end = ("websocket.http.response.start", "websocket.http.response.body")
-        await send(
-            {
-                "type": start,
-                "status": status,
-                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(content)).encode())],
-            }
-        )
-        await send({"type": end, "body": content})
+        await _refuse(scope, send, error)
+
+
+async def _refuse(scope: Scope, send: Send, error: BrokerError) -> None:
+    """Answer with ``error``'s problem document: a WebSocket is refused before its handshake (ASGI's
+    WebSocket denial response), with the same status and body as an HTTP request would get."""
+    status, body = problem(error)
+    content = json.dumps(body).encode()
+    start, end = ("http.response.start", "http.response.body")
+    if scope["type"] == "websocket":
+        start, end = ("websocket.http.response.start", "websocket.http.response.body")
+    await send(
+        {
+            "type": start,
+            "status": status,
+            "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(content)).encode())],
+        }
+    )
+    await send({"type": end, "body": content})
+
+
+def _websocket_not_found(app: FastAPI) -> None:
+    """A WebSocket to no route gets a typed 404 (Starlette's router would refuse it with a bare 403)."""
+    not_found = app.router.default
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await _refuse(scope, send, NotFoundError(f"WebSocket {scope['path']}"[:200], "no such route"))
+            return
+        await not_found(scope, receive, send)
+
+    app.router.default = default
 
 
 def _has_port(host: str) -> bool:
@@ -688,6 +707,7 @@ def create_app(
         )
 
     _bearer_security(app)
+    _websocket_not_found(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
