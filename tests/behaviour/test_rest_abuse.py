@@ -489,10 +489,15 @@ async def test_there_is_no_cors(http: httpx.AsyncClient) -> None:
     await http.delete(f"/v1/sessions/{response.json()['session']}")
 
 
-async def test_a_websocket_to_no_route_is_a_typed_404(daemon: Daemon, http: httpx.AsyncClient) -> None:
+async def test_a_websocket_to_no_route_is_a_typed_404(
+    daemon: Daemon, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     session = await _session(http)
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(f"ws://127.0.0.1:{daemon.rest_port}/v1/no/such/stream", additional_headers=session)
     assert refused.value.response.status_code == 404
     problem = json.loads(refused.value.response.body)
     assert problem["status"] == 404 and problem["kind"] == "not-found" and "no such route" in problem["detail"]
+    # A refusal is a complete answer: uvicorn logged "returned without completing handshake" for it.
+    await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -437,6 +437,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._unpaid = 0  # the hold counted above that the budget has not granted yet
         self._lingering = False
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            # A refusal before the handshake (ASGI's denial response: a typed 403, 404…) is a
+            # complete answer; uvicorn would log "returned without completing handshake" and
+            # try to send a 500 after it.
+            self.handshake_complete = True
+
     # ── the connection ──────────────────────────────────────────────────────
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
