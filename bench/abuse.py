@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sockbroker.core.limits import Limits
+from sockbroker.doors.grpc import GRPC_CONNECTION_HEADROOM
 from sockbroker_client import AsyncBroker, BrokerError, BrokerUnavailableError
 
 from bench.common import LOOPBACK, MIB
@@ -1442,34 +1443,56 @@ async def _p50(broker: AsyncBroker, calls: int) -> float:
 async def conn_attack(ctx: Ctx) -> None:
     """(h) ``attack_idle`` connections that never send a byte and ``attack_slowloris`` that send one
     byte a second, over both doors, held for ``attack_seconds`` (reopened when the daemon closes
-    them), while a client holding the token measures ``Handles.Describe`` p50 on each door."""
+    them), while a client holding the token measures ``Handles.Describe`` p50 on each door.
+    Checks: the p50s; the daemon never holds more than its caps (its descriptors, sampled every
+    0.2 s); with an attack longer than the timeouts, it closed at least as many attacking
+    connections as it can hold (each one it held timed out). Connections past the caps wait in
+    the kernel (REST: the listen queue; gRPC: dropped SYNs) and are never the daemon's."""
     sizes = ctx.sizes
+    cap = int(os.environ.get("SOCKBROKER_CONNECTIONS_PER_DOOR") or Limits().connections_per_door)
     good = {door: await ctx.session(door) for door in ("grpc", "rest")}
     idle = {}
     for door, broker in good.items():
         await _p50(broker, 50)
         idle[door] = await _p50(broker, sizes.latency_calls)
+    base_fds = ctx.daemon.fds()
+    peak_fds = base_fds
     args: tuple[str, ...] = ("--rest-port", str(ctx.daemon.rest_port), "--grpc-port", str(ctx.daemon.grpc_port))
     args += ("--idle", str(sizes.attack_idle), "--slowloris", str(sizes.attack_slowloris))
     with peer("attack", *args, "--seconds", str(sizes.attack_seconds)) as attacker:
-        up = await asyncio.to_thread(attacker.read_line, 120)
-        ctx.note(f"attack {up}, daemon fds {ctx.daemon.fds()}")
-        loaded = {}
-        for door, broker in good.items():
-            ctx.tally.tried += sizes.latency_calls
-            try:
-                loaded[door] = await asyncio.wait_for(_p50(broker, sizes.latency_calls), sizes.attack_seconds + 60)
-                ctx.tally.ok += sizes.latency_calls
-            except Exception as exc:
-                ctx.tally.failed(exc)
-                loaded[door] = float("inf")
-        done = await asyncio.to_thread(attacker.read_line, sizes.attack_seconds + 120)
+
+        async def sample() -> None:
+            nonlocal peak_fds
+            while True:
+                peak_fds = max(peak_fds, await asyncio.to_thread(ctx.daemon.fds))
+                await asyncio.sleep(0.2)
+
+        sampler = asyncio.ensure_future(sample())
+        try:
+            up = await asyncio.to_thread(attacker.read_line, 120)
+            ctx.note(f"attack {up}, daemon fds {ctx.daemon.fds()}")
+            loaded = {}
+            for door, broker in good.items():
+                ctx.tally.tried += sizes.latency_calls
+                try:
+                    loaded[door] = await asyncio.wait_for(_p50(broker, sizes.latency_calls), sizes.attack_seconds + 60)
+                    ctx.tally.ok += sizes.latency_calls
+                except Exception as exc:
+                    ctx.tally.failed(exc)
+                    loaded[door] = float("inf")
+            done = await asyncio.to_thread(attacker.read_line, sizes.attack_seconds + 120)
+        finally:
+            sampler.cancel()
         ctx.note(f"attack {done}")
     closed = int(done.split("closed_by_daemon=")[1])
+    held = 2 * cap + GRPC_CONNECTION_HEADROOM  # both doors, and gRPC core's room between sweeps
+    ctx.note(f"daemon fds {base_fds} before, at most {peak_fds} during (caps: {held} connections)")
+    # Slack: the daemon's other descriptors (the bench's health and metrics probes, its log).
+    ctx.row.checks["the daemon held no more connections than its caps"] = peak_fds - base_fds <= held + 32
     timeout = sizes.attack_timeout or 10.0  # the daemon's default header / unauthenticated timeout
     if sizes.attack_seconds >= timeout + 3:  # long enough for every attacking connection to time out
-        ctx.row.checks["the daemon closed every attacking connection"] = (
-            closed >= sizes.attack_idle + sizes.attack_slowloris
+        ctx.row.checks["the daemon closed every attacking connection it held"] = closed >= min(
+            2 * cap, sizes.attack_idle + sizes.attack_slowloris
         )
     for door in good:
         ctx.note(f"{door} p50 {idle[door]:.2f} ms idle, {loaded[door]:.2f} ms attacked")

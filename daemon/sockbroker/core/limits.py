@@ -54,7 +54,10 @@ class Limits:
     #: doors' descriptors are kept for them: sockets lent to clients may not take the last
     #: ``2 × connections_per_door + 512`` descriptors of the daemon's limit (at most half of it),
     #: so no session can lock the front doors out by opening sockets (:func:`._net.lendable`).
-    connections_per_door: int = 2048
+    #: The cap bounds the doors' memory too (gRPC core holds 11-15 KiB per connection, the REST
+    #: door a few): both doors full of attackers took +54 to +66 MiB at 2,048, past DESIGN §7
+    #: P8's 64 MiB with everything else the daemon holds; +24 to +33 MiB at 1,024.
+    connections_per_door: int = 1024
     #: Seconds a new connection may take to send its request headers (REST) or finish its
     #: handshake (gRPC) before it is closed.
     header_timeout: float = 10.0
