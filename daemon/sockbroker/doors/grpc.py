@@ -179,6 +179,16 @@ def _checked(message: Any, who: str) -> Any:
     return message
 
 
+async def _write(context: Context, message: Message) -> None:
+    """A stream's ``context.write``. A write gRPC core could not do (the client's connection went
+    before gRPC noticed the client had left) ends the call as the client's cancel would: grpcio
+    would log it at ERROR, with a traceback, when the handler lets it out."""
+    try:
+        await context.write(message)
+    except grpc.aio.InternalError:  # cygrpc's ExecuteBatchError: the send failed in core
+        raise asyncio.CancelledError from None
+
+
 async def _frames(requests: AsyncIterator[Any], who: str) -> AsyncIterator[Any]:
     async for message in requests:
         yield _checked(message, who)
@@ -644,7 +654,7 @@ class _Door:
                     yield bool(request.detach)
 
             async def emit(event: AttachEvent) -> None:
-                await context.write(pb.AttachEvent(**dispatch.opened(event)))
+                await _write(context, pb.AttachEvent(**dispatch.opened(event)))
 
             await api.attach(detaches(), emit)
 
@@ -669,7 +679,7 @@ class _Door:
                         return
 
             async def emit(data: bytes | None) -> None:
-                await context.write(pb.StreamFrame(eof=True) if data is None else pb.StreamFrame(data=data))
+                await _write(context, pb.StreamFrame(eof=True) if data is None else pb.StreamFrame(data=data))
 
             await api.port_stream(first.port, incoming(), emit)
 
@@ -679,7 +689,7 @@ class _Door:
     def _emit_batches(context: Context) -> Callable[[Sequence[tuple[bytes, str, int]], int], Awaitable[None]]:
         async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
             datagrams = [pb.Datagram(data=data, host=host, port=port) for data, host, port in batch]
-            await context.write(pb.DatagramBatch(datagrams=datagrams, queue_dropped=dropped))
+            await _write(context, pb.DatagramBatch(datagrams=datagrams, queue_dropped=dropped))
 
         return emit
 
