@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
 import stat
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
@@ -203,22 +204,31 @@ def _peer_address(peer: str) -> tuple[str, int] | None:
     return urllib.parse.unquote(host).strip("[]"), int(port)
 
 
+@contextlib.contextmanager
+def _borrowed(fd: int, inode: int | None = None) -> Iterator[socket.socket]:
+    """A socket object over descriptor ``fd``, which gRPC owns: detached, never closed, at the
+    end. OSError when ``fd`` is not open or (``inode`` given) no longer that socket: closing or
+    touching a reused number would hit another file."""
+    if inode is not None and os.fstat(fd).st_ino != inode:
+        raise OSError(errno.EBADF, "descriptor reused", fd)
+    sock = socket.socket(fileno=fd)
+    try:
+        yield sock
+    finally:
+        sock.detach()
+
+
 def _client_of(fd: int, ports: Collection[int]) -> tuple[str, int] | None:
     """The peer of socket ``fd`` (borrowed, never closed) when it is a TCP connection accepted on
     one of the door's ``ports``, or None. The local port matters: the broker's own connections
     may have a peer of the same address (a port the kernel gave two connections to two places)."""
     try:
-        sock = socket.socket(fileno=fd)
+        with _borrowed(fd) as sock:
+            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                return None
+            local, remote = sock.getsockname(), sock.getpeername()
     except OSError:
-        return None
-    try:
-        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        local, remote = sock.getsockname(), sock.getpeername()
-    except OSError:
-        return None  # a listening socket has no peer
-    finally:
-        sock.detach()
+        return None  # not open any more, or a listening socket (it has no peer)
     if local[1] not in ports:
         return None
     host = str(remote[0])
@@ -234,21 +244,16 @@ def _listening_on(port: int) -> list[tuple[int, int]]:
         fd = int(name)
         try:
             inode = os.fstat(fd).st_ino
-            sock = socket.socket(fileno=fd)
+            with _borrowed(fd) as sock:
+                if (
+                    sock.type == socket.SOCK_STREAM
+                    and sock.family in (socket.AF_INET, socket.AF_INET6)
+                    and sock.getsockname()[1] == port
+                    and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                ):
+                    found.append((fd, inode))
         except OSError:
             continue
-        try:
-            if (
-                sock.type == socket.SOCK_STREAM
-                and sock.family in (socket.AF_INET, socket.AF_INET6)
-                and sock.getsockname()[1] == port
-                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-            ):
-                found.append((fd, inode))
-        except OSError:
-            pass
-        finally:
-            sock.detach()
     return found
 
 
@@ -458,14 +463,8 @@ class ConnectionWatch:
         if closed == self.gated:
             return
         for fd, inode in self._listeners:
-            with contextlib.suppress(OSError):
-                if os.fstat(fd).st_ino != inode:
-                    continue
-                sock = socket.socket(fileno=fd)
-                try:
-                    drop_every_packet(sock, closed)
-                finally:
-                    sock.detach()
+            with contextlib.suppress(OSError), _borrowed(fd, inode) as sock:
+                drop_every_packet(sock, closed)
         self.gated = closed
         if closed:
             log.info("gRPC door full (%d connections): new connections wait", self.limits.connections_per_door)
@@ -505,19 +504,15 @@ class ConnectionWatch:
         """Close a client connection under gRPC's feet: ``shutdown(2)`` makes its reads end, and
         gRPC closes the descriptor it owns (closing it here could close a reused number)."""
         try:
-            if os.fstat(client.fd).st_ino != client.inode:
-                return
-            sock = socket.socket(fileno=client.fd)
+            with _borrowed(client.fd, client.inode) as sock:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    self.closed += 1
+                    log.debug("gRPC door: closed connection from %s:%d (no valid token)", *client.peer)
+                except OSError:
+                    pass
         except OSError:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-            self.closed += 1
-            log.debug("gRPC door: closed connection from %s:%d (no valid token)", *client.peer)
-        except OSError:
-            pass
-        finally:
-            sock.detach()
+            return  # gone, or its number is another file's now
         self._clients.pop(client.fd, None)
 
 
