@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with sockbroker installed (editable) and, with
 # --test, everything the test suite needs. Works on a fresh Debian with Python 3.11 as root
-# (installs python3-venv, and with --test util-linux, mount, iproute2 and racket, with apt when
+# (installs python3-venv, and with --test util-linux, mount, iproute2, racket and Node.js, with apt when
 # they are missing; racket 8.7 is the reference the error comparison in tests/racket runs against) and on any
 # machine that already has them. Idempotent: a second run only checks.
 set -euo pipefail
@@ -40,6 +40,9 @@ if [ "$want_test" = 1 ]; then
   command -v mount >/dev/null 2>&1 || apt_install mount
   command -v ip >/dev/null 2>&1 || apt_install iproute2
   command -v racket >/dev/null 2>&1 || apt_install racket
+  # The Node client's tests (clients/node): Node.js, npm, and the packages of its lock file.
+  command -v node >/dev/null 2>&1 || apt_install nodejs
+  command -v npm >/dev/null 2>&1 || apt_install npm
   extras='.[test]'
 else
   extras='.'
@@ -50,4 +53,11 @@ if [ ! -f "$stamp-$want_test" ] && [ ! -f "$stamp-1" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e "$extras"
   touch "$stamp-$want_test"
+fi
+if [ "$want_test" = 1 ] && [ -f clients/node/package-lock.json ]; then
+  node_stamp="clients/node/node_modules/.installed-$(sha1sum <clients/node/package-lock.json | cut -c1-12)"
+  if [ ! -f "$node_stamp" ]; then
+    (cd clients/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$node_stamp"
+  fi
 fi
