@@ -149,6 +149,11 @@ class Settings(BaseSettings):
         [], description="WebSocket Origin values accepted (scheme://host[:port]); a WebSocket without Origin is fine"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="log lines as text, or as one JSON object a line (time, level, logger, message, extra fields, "
+        "traceback)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -14,12 +14,15 @@ import resource
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Generator
 
 import grpc
 import uvicorn
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from pythonjsonlogger.json import JsonFormatter
 from sockbroker_wire.paths import default_runtime_file
 from sockbroker_wire.routes import PACKAGE
 from sockbroker_wire.v1 import broker_pb2
@@ -31,9 +34,74 @@ from .doors.grpc import GrpcDoor
 from .doors.rest import Acceptor, Protocol, WebSocketProtocol, create_app
 from .metrics import Metrics
 
-__all__ = ["Daemon"]
+__all__ = ["REFLECTION_V1", "Daemon", "configure_logging"]
 
 log = logging.getLogger(__name__)
+
+#: gRPC server reflection v1, served beside v1alpha (DESIGN §6; grpcio-reflection has v1alpha only).
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to standard error at ``log_level``, as text lines or (``log_format = "json"``) one JSON
+    object a line: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, the record's extra
+    fields, and ``traceback`` when there is one."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}",
+                style="{",
+                rename_fields={"levelname": "level", "name": "logger", "exc_info": "traceback"},
+                timestamp="time",
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+def _enable_reflection(server: grpc.aio.Server, services: list[str]) -> None:
+    """Server reflection under both names, one implementation: v1 is v1alpha's proto under
+    another package, message for message and field for field, so v1alpha's servicer answers it
+    (grpc-go and C++ serve both the same way). v1's file joins the descriptor pool, so a client
+    can describe the v1 service too."""
+    _add_reflection_v1_file()
+    servicer = reflection.aio.ReflectionServicer([*services, reflection.SERVICE_NAME, REFLECTION_V1])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
+
+
+def _add_reflection_v1_file() -> None:
+    pool = descriptor_pool.Default()
+    name = "grpc/reflection/v1/reflection.proto"
+    try:
+        pool.FindFileByName(name)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto.name, proto.package = name, "grpc.reflection.v1"
+    proto.ClearField("options")
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name:
+                field.type_name = field.type_name.replace(old, new)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.Add(proto)
 
 
 def _read(setting: str, path: pathlib.Path) -> bytes:
@@ -117,7 +185,7 @@ class Daemon:
         server.add_generic_rpc_handlers(self.grpc_door.handlers())
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         services = [f"{PACKAGE}.{name}" for name in broker_pb2.DESCRIPTOR.services_by_name]
-        reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        _enable_reflection(server, [*services, health.SERVICE_NAME])
         self._grpc = server
         grpc_host, grpc_port = split_address(settings.grpc_address)
         files.check_tcp_free("--grpc-address", grpc_host, grpc_port)
@@ -221,13 +289,17 @@ class Daemon:
             self._runtime = (path, content)
             path_note = str(path)
         log.info(
-            "sockbroker %s serving gRPC on %s%s and REST on %s (pid %d, runtime file %s)",
+            "sockbroker %s serving gRPC on %s%s and REST on %s (pid %d, runtime file %s, token file %s, "
+            "API docs %s/docs)",
             __version__,
             grpc_address,
             f" and unix:{unix}" if unix is not None else "",
             rest_address,
             os.getpid(),
             path_note,
+            content["token_file"],
+            content["rest_url"],
+            extra={key: value for key, value in content.items() if key != "version"},
         )
 
     def _grpc_credentials(self) -> grpc.ServerCredentials | None:
@@ -264,6 +336,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
+        configure_logging(self.settings)
         await self.start()
         try:
             await self.stopping.wait()

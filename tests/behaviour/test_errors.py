@@ -121,4 +121,7 @@ async def test_policy_denial_is_permission_denied(broker: AsyncBroker, peer: Pee
     with pytest.raises(PermissionDeniedError) as info:
         await broker.tcp_connect("0.0.0.0", peer.port)
     assert info.value.status == expected_status(broker, "permission-denied")
-    assert "policy forbids connecting to this address" in info.value.message
+    assert info.value.message.startswith(
+        f"tcp-connect: connect to 0.0.0.0:{peer.port} denied: not in --allow-connect (add 0.0.0.0/32, "
+        "or allow_connect in the config's [policy] table)"
+    )

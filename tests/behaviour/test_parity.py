@@ -11,7 +11,8 @@ from sockbroker.server import Daemon
 from sockbroker_wire.routes import routes
 from sockbroker_wire.v1 import broker_pb2
 
-NOT_RPCS = {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+#: REST-only routes: the daemon's own pages, and websockify's relay (DESIGN §9: over gRPC, Ports.Stream).
+NOT_RPCS = {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/v1/tcp/relay"}
 
 
 def test_every_grpc_method_has_a_rest_route_and_back(daemon: Daemon) -> None:
@@ -21,7 +22,7 @@ def test_every_grpc_method_has_a_rest_route_and_back(daemon: Daemon) -> None:
         if isinstance(r, APIRoute) and r.path not in NOT_RPCS:
             for verb in r.methods or ():
                 served[(verb, r.path)] = r.name
-        elif isinstance(r, APIWebSocketRoute):
+        elif isinstance(r, APIWebSocketRoute) and r.path not in NOT_RPCS:
             served[("WS", r.path)] = r.name
     methods = {
         f"{service.name}.{method.name}"

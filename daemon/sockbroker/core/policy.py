@@ -4,6 +4,10 @@ A policy lists the networks a principal may connect or send to, the local addres
 listen or bind on, the ports it may use, and the multicast groups it may join. Checks run on
 resolved addresses, right before the socket call that uses them, so a name that resolves
 somewhere else later cannot slip past. The default allows loopback only.
+
+A denial says, as Deno's do, what was denied and which setting would allow it, the same words
+on every door: ``tcp-connect: connect to 10.0.0.5:80 denied: not in --allow-connect (add
+10.0.0.5/32, or allow_connect in the config's [policy] table)``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from .errors import PermissionDeniedError
 
@@ -61,24 +66,43 @@ class Policy:
 
     def check_connect(self, who: str, host: str, port: int) -> None:
         """May this principal send to / connect to ``host``:``port``?"""
-        self._check(who, "connecting to", self._connect, host, port)
+        verb = "send to" if who.startswith("udp") else "connect to"
+        self._check(who, verb, "allow_connect", self._connect, host, port)
 
     def check_listen(self, who: str, host: str, port: int) -> None:
         """May this principal listen on / bind to ``host``:``port`` (port 0: an ephemeral one)?"""
-        self._check(who, "listening on", self._listen, host, port)
+        self._check(who, "bind to" if who.startswith("udp") else "listen on", "allow_listen", self._listen, host, port)
 
     def check_multicast(self, who: str, group: str) -> None:
         if not _contains(self._multicast, group):
-            log.warning("policy denied %s: multicast group %s", who, group)
-            raise PermissionDeniedError(who, "policy forbids this multicast group", {"group": group})
+            _deny(who, f"join {group}", "allow_multicast", _network_of(group), {"group": group})
 
-    def _check(self, who: str, verb: str, networks: tuple[Network, ...], host: str, port: int) -> None:
+    def _check(self, who: str, verb: str, setting: str, networks: tuple[Network, ...], host: str, port: int) -> None:
+        target = f"{verb} {f'[{host}]' if ':' in host else host}:{port}"
         if not _contains(networks, host):
-            log.warning("policy denied %s: %s address %s", who, verb, host)
-            raise PermissionDeniedError(who, f"policy forbids {verb} this address", {"address": host})
+            _deny(who, target, setting, _network_of(host), {"address": host, "port number": port})
         if port != 0 and not any(lo <= port <= hi for lo, hi in self._ports):
-            log.warning("policy denied %s: %s port %s", who, verb, port)
-            raise PermissionDeniedError(who, f"policy forbids {verb} this port", {"port number": port})
+            _deny(who, target, "allow_ports", str(port), {"address": host, "port number": port})
+
+
+def _deny(who: str, target: str, setting: str, grant: str, details: dict[str, object]) -> NoReturn:
+    """Raise the denial: what was denied, the setting that would allow it, and what to add there."""
+    flag = "--" + setting.replace("_", "-")
+    log.warning("policy denied %s: %s (not in %s)", who, target, setting)
+    raise PermissionDeniedError(
+        who,
+        f"{target} denied: not in {flag} (add {grant}, or {setting} in the config's [policy] table)",
+        {**details, "setting": setting},
+    )
+
+
+def _network_of(host: str) -> str:
+    """The narrowest network naming ``host`` (``10.0.0.5/32``), as a setting would hold it."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return "its address"  # not an address: nothing to add would match it
+    return f"{address}/{address.max_prefixlen}"
 
 
 def _contains(networks: tuple[Network, ...], host: str) -> bool:

@@ -57,6 +57,7 @@ from ..core.errors import BrokerError
 from ._in_flight import ByteBudget
 
 __all__ = [
+    "BEARER_PROTOCOL",
     "LINGER_SECONDS",
     "Acceptor",
     "MAX_HEADER_BYTES",
@@ -65,9 +66,24 @@ __all__ = [
     "Connections",
     "Protocol",
     "WebSocketProtocol",
+    "bearer_authorization",
 ]
 
 log = logging.getLogger(__name__)
+
+#: A WebSocket may carry the bearer token as the subprotocol ``bearer.<token>``, since a browser
+#: cannot set an ``Authorization`` header on one (docs/security.md).
+BEARER_PROTOCOL = "bearer."
+
+
+def bearer_authorization(authorization: str | None, protocols: Sequence[str]) -> str | None:
+    """The request's ``Authorization`` value; without one, ``Bearer <token>`` from a
+    ``bearer.<token>`` entry of its WebSocket subprotocols, if it offers one."""
+    if authorization is not None:
+        return authorization
+    token = next((p[len(BEARER_PROTOCOL) :] for p in protocols if p.startswith(BEARER_PROTOCOL)), None)
+    return None if token is None else f"Bearer {token}"
+
 
 #: Largest request line + headers (bytes): past it the request is refused with 431. Browsers send
 #: a few KiB (cookies included); nginx allows 32 KiB.
@@ -392,10 +408,14 @@ class Protocol(HttpToolsProtocol):
         self._in_headers = False
         self._header_bytes = 0
         if self.connection is not None:
-            authorization = next((v for n, v in self.headers if n == b"authorization"), None)
-            self.registry.headers_complete(
-                self.connection, None if authorization is None else authorization.decode("latin-1")
-            )
+            authorization = next((v.decode("latin-1") for n, v in self.headers if n == b"authorization"), None)
+            protocols = [
+                p.strip()
+                for n, v in self.headers
+                if n == b"sec-websocket-protocol"
+                for p in v.decode("latin-1").split(",")
+            ]
+            self.registry.headers_complete(self.connection, bearer_authorization(authorization, protocols))
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

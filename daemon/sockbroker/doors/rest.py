@@ -40,6 +40,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -67,7 +68,15 @@ from ..metrics import Metrics
 from . import dispatch
 from ._delivery import Delivery, peer_gone, settle
 from ._in_flight import ByteBudget
-from ._rest_connections import TRANSPORT, Acceptor, Connections, Protocol, WebSocketProtocol
+from ._rest_connections import (
+    BEARER_PROTOCOL,
+    TRANSPORT,
+    Acceptor,
+    Connections,
+    Protocol,
+    WebSocketProtocol,
+    bearer_authorization,
+)
 
 __all__ = [
     "CALL_HEADER",
@@ -86,6 +95,11 @@ SESSION_HEADER = "sockbroker-session"
 CALL_HEADER = "sockbroker-call"
 OCTETS = "application/octet-stream"
 PROBLEM = "application/problem+json"
+#: WebSocket subprotocols the daemon agrees to: its own frames (docs/wire.md) and websockify's
+#: ``binary``. Besides one of them, a browser offers ``bearer.<token>`` to authenticate.
+SUBPROTOCOLS = ("sockbroker.v1", "binary")
+#: Where the Swagger UI and ReDoc pages load their scripts and styles from.
+DOCS_ASSETS = "/docs/assets"
 
 
 def problem(exc: BrokerError) -> tuple[int, dict[str, Any]]:
@@ -118,6 +132,11 @@ class _Door:
 
     def principal(self, headers: Any) -> Principal:
         return self.broker.authenticate_header(headers.get("authorization"))
+
+    def ws_principal(self, ws: WebSocket) -> Principal:
+        """A WebSocket's principal: its ``Authorization`` header or its ``bearer.<token>`` subprotocol."""
+        authorization = bearer_authorization(ws.headers.get("authorization"), ws.scope.get("subprotocols", ()))
+        return self.broker.authenticate_header(authorization)
 
     def count(self, method: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -255,12 +274,21 @@ class _Door:
 
     # ── WebSockets ─────────────────────────────────────────────────────────
     async def websocket(
-        self, name: str, ws: WebSocket, body: Callable[[Api], Awaitable[None]], path_session: str | None = None
+        self,
+        name: str,
+        ws: WebSocket,
+        body: Callable[[Api], Awaitable[None]],
+        path_session: str | None = None,
+        *,
+        api: Api | None = None,
     ) -> None:
-        await ws.accept()
+        """Accept the WebSocket and run ``body`` on the caller's session (``api`` when the route
+        made one); an error is sent as a last frame and a close (docs/wire.md)."""
+        await ws.accept(subprotocol=_subprotocol(ws.scope.get("subprotocols", ())))
         try:
-            principal = self.principal(ws.headers)
-            api = self.broker.api(principal, ws.headers.get(SESSION_HEADER), name, named=path_session)
+            if api is None:
+                principal = self.ws_principal(ws)
+                api = self.broker.api(principal, ws.headers.get(SESSION_HEADER), name, named=path_session)
             await body(api)
         except BrokerError as exc:
             self.count(name, exc.kind)
@@ -370,6 +398,73 @@ class _Door:
                 await ws.send_text(frames.encode_text(frames.Sent(sent)))
 
         await self.websocket("Udp.ReceiveStream", ws, body)
+
+    async def tcp_relay(self, ws: WebSocket) -> None:
+        """``WS /v1/tcp/relay?hostname=H&port=P``, websockify's shape (DESIGN §9): one URL opens a
+        session of its own and a connection in it under the principal's policy, then carries
+        binary frames both ways through :meth:`Api.port_stream`. The WebSocket is the session's
+        attachment: when it closes, the session drops and the connection with it. The peer's end
+        of file closes the WebSocket after the last bytes. A refusal (no token, a bad argument,
+        the policy, the OS) is the HTTP error before the handshake, as websockify clients read no
+        error frame."""
+        name, who = "Tcp.Relay", "tcp-relay"
+        api: Api | None = None
+        try:
+            principal = self.ws_principal(ws)
+            hostname, port = _relay_target(ws.query_params, who)
+            api = self.broker.open_session(principal)
+            api.session.attach()  # the WebSocket holds the session, whatever its lease
+            connection = await api.tcp_connect(hostname, port)
+        except BrokerError as exc:
+            if api is not None:
+                api.close_session()
+            self.count(name, exc.kind)
+            await ws.send_denial_response(_problem_response(exc))
+            return
+
+        async def incoming() -> AsyncIterator[tuple[bytes, bool]]:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":  # the client closed: drop both
+                    raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+                if message.get("bytes") is None:
+                    raise ContractError(who, "the relay carries binary frames only")
+                yield message["bytes"], False
+
+        async def emit(data: bytes | None) -> None:
+            if data is None:
+                await ws.close()  # the peer's end of file, after everything it sent
+            else:
+                await ws.send_bytes(data)
+
+        try:
+            await self.websocket(
+                name, ws, lambda relay: relay.port_stream(connection.in_port.handle, incoming(), emit), api=api
+            )
+        finally:
+            api.close_session()
+
+
+def _subprotocol(offered: Sequence[str]) -> str | None:
+    """The subprotocol to answer: the first offered of :data:`SUBPROTOCOLS`; else a
+    ``bearer.<token>`` offered alone, since a browser fails a handshake that answers none of what
+    it offered (offering ``sockbroker.v1`` too keeps the token out of the reply)."""
+    chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
+    return chosen or next((p for p in offered if p.startswith(BEARER_PROTOCOL)), None)
+
+
+def _relay_target(query: Any, who: str) -> tuple[str, int]:
+    """The relay's ``hostname`` and ``port`` query parameters (the port is checked by tcp-connect)."""
+    unknown = sorted(set(query) - {"hostname", "port"})
+    if unknown:
+        raise ContractError(who, "unknown query parameter", {"parameter": unknown[0]})
+    hostname, port = query.get("hostname"), query.get("port")
+    if not hostname or port is None:
+        raise ContractError(who, "the relay needs ?hostname=H&port=P")
+    try:
+        return hostname, int(port)
+    except ValueError:
+        raise ContractError(who, "bad query parameter", {"parameter": "port", "given": port[:100]}) from None
 
 
 def _connection(scope: Scope) -> Any:
@@ -517,11 +612,31 @@ def _schema(descriptor: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
+#: Every error body (RFC 9457, the members of :func:`sockbroker_wire.errors.problem`; docs/errors.md).
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An error: RFC 9457 problem details with the Racket exception kind and the OS errno",
+    "required": ["type", "title", "status", "detail", "kind", "errno", "errno_family"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:sockbroker:error:KIND"},
+        "title": {"type": "string", "description": "the kind again"},
+        "status": {"type": "integer", "description": "the HTTP status"},
+        "detail": {"type": "string", "description": "the message, in Racket's style"},
+        "kind": {"type": "string", "enum": sorted(wire_errors.WIRE_STATUS)},
+        "errno": {"type": ["integer", "null"], "description": "the OS error number, when the OS gave one"},
+        "errno_family": {"type": ["string", "null"], "enum": ["posix", "gai", None]},
+    },
+}
+
+
 def _openapi_extra(route: Route) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "responses": {
             "200": {"content": {"application/json": {"schema": _schema(route.output.DESCRIPTOR)}}},
-            "default": {"description": "An error", "content": {PROBLEM: {"schema": {"type": "object"}}}},
+            "default": {
+                "description": "An error (docs/errors.md)",
+                "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            },
         },
         "parameters": [
             {
@@ -648,6 +763,7 @@ def _bearer_security(app: FastAPI) -> None:
                 }
             }
             schema["security"] = [{"bearer": []}]
+            schema["components"].setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -664,7 +780,11 @@ def create_app(
 ) -> FastAPI:
     """The REST door. Its connections (``app.state.connections``) are kept by the uvicorn
     protocols :class:`Protocol` and :class:`WebSocketProtocol`, which the server must use."""
-    app = FastAPI(
+    # /docs and /redoc from assets shipped in a Python package (fastapi-offline), under
+    # /docs/assets: no CDN, so they work offline and load nothing from off the daemon.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask validator.swagger.io
         title="sockbroker",
         version=__version__,
         description="Real TCP and UDP sockets, lent on opaque handles (racket/tcp and racket/udp).",
@@ -689,6 +809,7 @@ def create_app(
         "Udp.ReceiveStream": door.udp_stream,
         "Udp.SendStream": door.udp_stream,
     }
+    app.add_api_websocket_route("/v1/tcp/relay", door.tcp_relay, name="Tcp.Relay")  # REST only (docs/api.md)
     served: set[str] = set()
     for route in routes():
         if route.streaming:
