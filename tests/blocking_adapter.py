@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -121,32 +121,35 @@ class AdaptedBroker:
 
     # ── session ────────────────────────────────────────────────────────────
     @classmethod
-    async def connect(
+    def connect(
         cls,
         target: str | None = None,
         *,
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
-        transport: str = "grpc",
+        transport: str | None = None,
         attach: bool = True,
         lease_seconds: float | None = None,
         credentials: Any = None,
         verify: Any = True,
-    ) -> AdaptedBroker:
+    ) -> Awaitable[AdaptedBroker]:
+        """Awaitable, as ``AsyncBroker.connect`` is (the suite never uses it in ``async with``)."""
+        return cls._connect(
+            target,
+            token=token,
+            token_file=token_file,
+            transport=transport,
+            attach=attach,
+            lease_seconds=lease_seconds,
+            credentials=credentials,
+            verify=verify,
+        )
+
+    @classmethod
+    async def _connect(cls, target: str | None, **options: Any) -> AdaptedBroker:
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-adapter")
         try:
-            blocking = await _in_thread(
-                pool,
-                Broker.connect,
-                target,
-                token=token,
-                token_file=token_file,
-                transport=transport,
-                attach=attach,
-                lease_seconds=lease_seconds,
-                credentials=credentials,
-                verify=verify,
-            )
+            blocking = await _in_thread(pool, Broker.connect, target, **options)
         except BaseException:
             pool.shutdown(wait=False)
             raise
@@ -425,6 +428,13 @@ class _AdaptedHandle:
 
     async def addresses(self, port_numbers: bool = False) -> tuple[Any, ...]:
         return await self._run(self._blocking.addresses, port_numbers)
+
+    async def __aenter__(self) -> Any:
+        await self._run(self._blocking.__enter__)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._run(self._blocking.__exit__, *exc)
 
 
 class AdaptedCustodian(_AdaptedHandle):

@@ -1,15 +1,25 @@
-"""`sockbroker serve` as a real process: defaults, token file, health, auth, signals."""
+"""The `sockbroker` console script as real processes.
+
+`sockbroker serve`: defaults, token file, health, auth, signals. The client commands (`status`,
+`token`, `connect`, `listen`, `udp send|receive`): each runs as a subprocess of the installed
+console script against a real daemon process on loopback, found through its runtime file; every
+wait is bounded and every process is stopped by its pid.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -159,3 +169,258 @@ def test_config_file_and_environment(tmp_path: pathlib.Path) -> None:
         assert Settings.load(config, lease_seconds=3).lease_seconds == 3  # and flags over both
     finally:
         del os.environ["SOCKBROKER_LEASE_SECONDS"]
+
+
+# ═════════════════════════════ the client commands ═════════════════════════════
+
+SOCKBROKER = str(pathlib.Path(sys.executable).with_name("sockbroker"))
+#: Longest any one command may take here.
+WAIT = 60.0
+ONE_MIB = 1024 * 1024
+
+
+class Daemon:
+    """A `sockbroker serve` process on port 0 of 127.0.0.1 that may connect to 127.0.0.1 only."""
+
+    def __init__(self, base: pathlib.Path) -> None:
+        self.token_file = base / "token"
+        self.runtime_file = base / "runtime.json"
+        self.proc = subprocess.Popen(
+            [
+                SOCKBROKER,
+                "serve",
+                "--grpc-address=127.0.0.1:0",
+                "--rest-address=127.0.0.1:0",
+                f"--token-file={self.token_file}",
+                f"--runtime-file={self.runtime_file}",
+                "--allow-connect",
+                "127.0.0.1/32",
+            ],
+            env=ENV,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 20
+        while not self.runtime_file.exists() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.runtime_file.exists():
+            stop(self.proc)
+            raise AssertionError("the daemon did not write its runtime file")
+        self.runtime = json.loads(self.runtime_file.read_text())
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a CLI process that finds this daemon the way a user's does."""
+        env = {k: v for k, v in ENV.items() if not k.startswith("SOCKBROKER_")}
+        env.update(SOCKBROKER_TOKEN_FILE=str(self.token_file), SOCKBROKER_RUNTIME_FILE=str(self.runtime_file))
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    daemon = Daemon(tmp_path_factory.mktemp("served"))
+    try:
+        yield daemon
+    finally:
+        daemon.proc.send_signal(signal.SIGTERM)
+        try:
+            daemon.proc.wait(timeout=10)
+        finally:
+            stop(daemon.proc)
+
+
+def cli(*args: str, env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([SOCKBROKER, *args], input=stdin, env=env, capture_output=True, timeout=WAIT, check=False)
+
+
+def one_line_error(result: subprocess.CompletedProcess[bytes], prefix: str) -> str:
+    """The failed command's stderr, checked to be one line (no traceback) starting with ``prefix``."""
+    assert result.returncode == 1, result
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), lines
+    return lines[0]
+
+
+class Background:
+    """A CLI process left running: stdin and stdout are files, stderr is polled for a line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], base: pathlib.Path, stdin: bytes = b"") -> None:
+        self.stdin, self.stdout, self.stderr = base / "in", base / "out", base / "err"
+        self.stdin.write_bytes(stdin)
+        with self.stdin.open("rb") as fin, self.stdout.open("wb") as fout, self.stderr.open("wb") as ferr:
+            self.proc = subprocess.Popen([SOCKBROKER, *args], stdin=fin, stdout=fout, stderr=ferr, env=env)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.stderr.read_text())
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        stop(self.proc)
+        raise AssertionError(f"no {pattern!r} on stderr: {self.stderr.read_text()!r}")
+
+    def finish(self) -> bytes:
+        try:
+            assert self.proc.wait(timeout=WAIT) == 0, self.stderr.read_text()
+        finally:
+            stop(self.proc)
+        return self.stdout.read_bytes()
+
+
+@pytest.mark.parametrize("door", ["grpc", "rest"])
+def test_listen_and_connect_move_a_mebibyte_each_way_with_half_close(
+    served: Daemon, tmp_path: pathlib.Path, door: str
+) -> None:
+    """Each side sends its stdin, then half-closes; each exits only when it has read the other's EOF."""
+    url = served.runtime["grpc_address"] if door == "grpc" else served.runtime["rest_url"]
+    env = served.env(SOCKBROKER_URL=url)
+    to_connector, to_listener = os.urandom(ONE_MIB), os.urandom(ONE_MIB)
+    (tmp_path / "l").mkdir()
+    (tmp_path / "c").mkdir()
+    listener = Background(["listen", "0"], env, tmp_path / "l", stdin=to_connector)
+    port = listener.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+    connector = Background(["connect", "127.0.0.1", port], env, tmp_path / "c", stdin=to_listener)
+    assert connector.finish() == to_connector
+    assert listener.finish() == to_listener
+    assert re.search(r"connection from 127\.0\.0\.1:\d+", listener.stderr.read_text())
+
+
+def test_connect_to_a_plain_listener_carries_the_half_close(served: Daemon) -> None:
+    """The peer reads until EOF (which only stdin's end can cause), then answers and closes."""
+    request = os.urandom(300_000)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(WAIT)
+        answered: list[bytes] = []
+
+        def serve_one() -> None:
+            peer, _ = server.accept()
+            with peer:
+                peer.settimeout(WAIT)
+                received = b""
+                while chunk := peer.recv(65536):
+                    received += chunk
+                answered.append(received)
+                peer.sendall(b"got %d bytes" % len(received))
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        result = cli("connect", "127.0.0.1", str(server.getsockname()[1]), env=served.env(), stdin=request)
+        thread.join(WAIT)
+    assert result.returncode == 0, result.stderr
+    assert answered == [request]
+    assert result.stdout == b"got 300000 bytes"
+
+
+def test_udp_send_and_receive(served: Daemon, tmp_path: pathlib.Path) -> None:
+    env = served.env()
+    receiver = Background(["udp", "receive", "0", "--count", "2", "--timeout", "30", "--show-sender"], env, tmp_path)
+    port = receiver.wait_for(r"listening on udp 127\.0\.0\.1:(\d+)").group(1)
+    binary = bytes(range(256)) * 4
+    assert cli("udp", "send", "127.0.0.1", port, "first", env=env).returncode == 0
+    sent = cli("udp", "send", "127.0.0.1", port, env=env, stdin=binary)  # no DATA: stdin, binary as it is
+    assert sent.returncode == 0, sent.stderr
+    assert receiver.finish() == b"first" + binary
+    assert re.findall(r"from 127\.0\.0\.1:\d+, (\d+) bytes", receiver.stderr.read_text()) == ["5", "1024"]
+
+
+def test_udp_receive_ends_at_its_timeout(served: Daemon) -> None:
+    started = time.monotonic()
+    result = cli("udp", "receive", "0", "--count", "1", "--timeout", "0.3", env=served.env())
+    assert time.monotonic() - started < WAIT
+    assert result.returncode == 1 and result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert lines[0].startswith("listening on udp 127.0.0.1:")
+    assert lines[1:] == ["sockbroker udp receive: 0 of 1 datagrams within 0.3 s"]
+
+
+def test_status_of_a_running_daemon(served: Daemon) -> None:
+    token = served.token_file.read_text().strip()
+    session = httpx.post(
+        f"{served.runtime['rest_url']}/v1/sessions", json={}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert session.status_code == 200
+    result = cli("status", "--json", env=served.env())
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "serving" and report["pid"] == served.proc.pid
+    assert report["grpc_address"] == served.runtime["grpc_address"]
+    assert report["rest_url"] == served.runtime["rest_url"]
+    assert report["token_file"] == str(served.token_file)
+    assert report["sessions"] >= 1 and report["handles"] >= 1  # the session above and its root custodian
+    text = cli("status", env=served.env())
+    assert text.returncode == 0
+    assert f"pid:          {served.proc.pid}" in text.stdout.decode()
+
+
+def test_status_without_a_daemon_is_one_line(tmp_path: pathlib.Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in ENV.items() if not k.startswith("SOCKBROKER_")}
+    env.update(SOCKBROKER_RUNTIME_FILE=str(tmp_path / "absent.json"), SOCKBROKER_URL=f"http://127.0.0.1:{port}")
+    result = cli("status", env=env)
+    one_line_error(result, f"sockbroker status: no daemon at http://127.0.0.1:{port}: start it with `sockbroker serve`")
+    connect = cli("connect", "127.0.0.1", "9", env=dict(env, SOCKBROKER_TOKEN="x" * 43))
+    one_line_error(
+        connect, f"sockbroker connect: no daemon at http://127.0.0.1:{port}: start it with `sockbroker serve`"
+    )
+
+
+def test_token_prints_the_path_or_the_token(served: Daemon, tmp_path: pathlib.Path) -> None:
+    path = cli("token", env=served.env())
+    assert (path.returncode, path.stdout.decode()) == (0, f"{served.token_file}\n")
+    shown = cli("token", "--show", env=served.env())
+    assert (shown.returncode, shown.stdout.decode().strip()) == (0, served.token_file.read_text().strip())
+    missing = cli("token", "--show", "--token-file", str(tmp_path / "absent"), env=served.env())
+    line = one_line_error(missing, f"sockbroker token: token file {tmp_path / 'absent'}: no such file or directory")
+    assert "`sockbroker serve`" in line and line.endswith("[unauthenticated, errno 2 (posix)]")
+
+
+def test_a_denied_target_is_a_typed_one_line_error(served: Daemon) -> None:
+    result = cli("connect", "127.0.0.2", "9", env=served.env())  # the daemon may connect to 127.0.0.1 only
+    line = one_line_error(result, "sockbroker connect: ")
+    assert line.endswith("[permission-denied]") and "127.0.0.2" in line
+    refused = cli("connect", "127.0.0.1", str(free_port()), env=served.env())
+    line = one_line_error(refused, "sockbroker connect: tcp-connect: connection failed; ")
+    assert line.endswith("[exn:fail:network:errno, errno 111 (posix)]")
+
+
+def test_ctrl_c_ends_a_command_quietly_with_130(served: Daemon, tmp_path: pathlib.Path) -> None:
+    waiting = Background(["listen", "0"], served.env(), tmp_path)
+    waiting.wait_for(r"listening on 127\.0\.0\.1:\d+")
+    waiting.proc.send_signal(signal.SIGINT)
+    try:
+        assert waiting.proc.wait(timeout=WAIT) == 130
+    finally:
+        stop(waiting.proc)
+    assert len(waiting.stderr.read_text().splitlines()) == 1  # the "listening" line: no traceback
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["connect", "127.0.0.1"],
+        ["connect", "127.0.0.1", "70000"],
+        ["connect", "127.0.0.1", "http"],
+        ["listen", "-1"],
+        ["udp"],
+        ["udp", "receive", "0", "--count", "0"],
+        ["udp", "receive", "0", "--timeout", "-1"],
+        ["status", "--url", "127.0.0.1:50051"],
+        ["frobnicate"],
+    ],
+    ids=" ".join,
+)
+def test_bad_arguments_are_a_usage_error(argv: list[str], tmp_path: pathlib.Path) -> None:
+    env = {k: v for k, v in ENV.items() if not k.startswith("SOCKBROKER_")}
+    result = cli(*argv, env=dict(env, SOCKBROKER_RUNTIME_FILE=str(tmp_path / "absent.json")))
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("usage: sockbroker")
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["token"], ["connect"], ["listen"], ["udp", "send"], ["udp", "receive"], []]
+)
+def test_every_command_s_help_has_examples(command: list[str]) -> None:
+    result = subprocess.run([SOCKBROKER, *command, "--help"], env=ENV, capture_output=True, timeout=WAIT, check=True)
+    assert "examples:\n  sockbroker" in result.stdout.decode()

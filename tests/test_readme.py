@@ -4,9 +4,10 @@ The daemon is started with the README's first command (``bash scripts/serve.sh``
 defaults, gRPC on 127.0.0.1:50051 and REST on 127.0.0.1:8080, free in the suite's private network
 namespace) with ``XDG_RUNTIME_DIR`` and ``HOME`` in a temporary directory, so the token and the
 runtime file land where the README says. Then every code block of "A first session" runs as it
-is, each in a fresh process, and must exit 0. What the README says a block shows is checked too:
-a ``# → {...}`` line that is literal JSON must be a line of the block's output (handles shortened
-with "…" are not compared), and ``print(...)  # X`` must print ``X``.
+is, each in a fresh process started in the repository (as the README's user, who just ran
+``scripts/serve.sh``), and must exit 0. What the README says a block shows is checked too: a
+``# → X`` line whose X is literal JSON or one word must be a line of the block's output (handles
+shortened with "…" and descriptions are not compared), and ``print(...)  # X`` must print ``X``.
 """
 
 from __future__ import annotations
@@ -42,15 +43,16 @@ class Block:
     line: int  # where it starts in README.md
 
     def expected(self) -> list[str]:
-        """The lines the README says the block prints: ``# → X`` with X literal JSON (not a
-        description, nor handles shortened with "…"), unless the command it describes captures
-        its output (``NAME=$(…``); and ``X`` of ``print(…)  # X``."""
+        """The lines the README says the block prints: ``# → X`` with X literal JSON or one word
+        (not a description, nor handles shortened with "…"), unless the command it describes
+        captures its output (``NAME=$(…``); and ``X`` of ``print(…)  # X``."""
         wanted = []
         lines = self.text.splitlines()
         for at, line in enumerate(lines):
             if shown := re.match(r"\s*#\s*→\s*(.+)$", line):
                 command = next((c for c in lines[at + 1 :] if not c.lstrip().startswith("#")), "")
-                value = None if "…" in shown[1] else _json(shown[1])
+                word = shown[1] if re.fullmatch(r"\w+", shown[1]) else None
+                value = None if "…" in shown[1] else _json(shown[1]) or word
                 if value is not None and not re.match(r"\w+=\$\(", command):
                     wanted.append(value)
             elif printed := re.match(r"\s*print\(.*\)\s*#\s*(.+)$", line):
@@ -128,7 +130,7 @@ def _started(runtime: pathlib.Path, pid: int) -> bool:
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.language}-line{b.line}" for b in BLOCKS])
 def test_the_block_runs_as_written(block: Block, home: dict[str, str]) -> None:
     result = subprocess.run(
-        RUNNERS[block.language], input=block.text, env=home, cwd=home["HOME"],
+        RUNNERS[block.language], input=block.text, env=home, cwd=REPO,
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     shown = f"README.md line {block.line} ({block.language}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -1,4 +1,6 @@
-"""The ``sockbroker`` console script. Every setting of :class:`~sockbroker.config.Settings` is a flag."""
+"""The ``sockbroker`` console script: ``serve`` runs the daemon (every setting of
+:class:`~sockbroker.config.Settings` is a flag); the client commands (``status``, ``token``,
+``connect``, ``listen``, ``udp``) are in :mod:`.cli_client`."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import logging
 import pathlib
 import sys
 import typing
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from . import __version__
+from .cli_client import add_commands
+from .cli_client import run as run_client
 from .config import Settings
 from .files import StartupError
 
@@ -37,7 +40,14 @@ def _flag_type(annotation: object) -> tuple[dict[str, object], bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sockbroker", description="Lend real TCP and UDP sockets over gRPC and REST.")
+    parser = argparse.ArgumentParser(
+        prog="sockbroker",
+        description="Lend real TCP and UDP sockets over gRPC and REST.",
+        epilog="examples:\n  sockbroker serve\n  sockbroker status\n  sockbroker listen 9000 > received.bin\n"
+        "  sockbroker connect 127.0.0.1 9000 < file.bin\n  sockbroker udp send 127.0.0.1 9999 hello\n"
+        "\n`sockbroker COMMAND --help` describes each command, with examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"sockbroker {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -60,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{field.description} (default: {default}; env SOCKBROKER_{name.upper()})",
             **keywords,  # type: ignore[arg-type]
         )
+    add_commands(commands)
     return parser
 
 
@@ -78,7 +89,11 @@ def _few_malloc_arenas() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _few_malloc_arenas()
-    arguments = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    parsed = parser.parse_args(argv)
+    if parsed.command != "serve":
+        return run_client(parser, parsed)
+    arguments = vars(parsed)
     arguments.pop("command")
     config = arguments.pop("config", None)
     try:
@@ -86,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ValueError, OSError) as exc:
         print(f"sockbroker: bad settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .server import Daemon, configure_logging
+
+    configure_logging(settings)  # before anything logs: text, or JSON lines (--log-format)
     insecure = settings.insecure_remote_doors()
     if insecure and not settings.allow_insecure_remote:
         print(
@@ -96,8 +113,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from .server import Daemon
-
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; the daemon runs without it

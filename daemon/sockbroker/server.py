@@ -336,7 +336,6 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
-        configure_logging(self.settings)
         await self.start()
         try:
             await self.stopping.wait()

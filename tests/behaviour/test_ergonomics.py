@@ -146,11 +146,6 @@ async def test_json_logs_are_one_object_a_line(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the token is written (and logged) before Daemon.run configures logging: needs cli.py to call "
-    "sockbroker.server.configure_logging instead of logging.basicConfig (ergonomics helper's report)",
-)
 def test_json_logs_include_the_lines_before_the_daemon_runs(
     tmp_path: pathlib.Path, daemon_process: list[subprocess.Popen[bytes]]
 ) -> None:

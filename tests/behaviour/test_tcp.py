@@ -400,7 +400,7 @@ async def test_peek_does_not_consume(broker: AsyncBroker, peer: PeerServer) -> N
 async def test_read_timeout_returns_nothing_and_consumes_nothing(broker: AsyncBroker, peer: PeerServer) -> None:
     i, _o, (_, writer) = await connected(broker, peer)
     writer.write(b"ab")
-    assert await i.read(5, mode="exact", timeout=0.1) == b""
+    assert await i.read(5, mode="exact", timeout=0.1) is None
     assert await i.read_bytes(2) == b"ab"
 
 

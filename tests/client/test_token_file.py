@@ -158,7 +158,10 @@ def test_a_missing_or_unopenable_token_file_is_a_typed_error(tmp_path: pathlib.P
     error = caught.value
     assert isinstance(error, UnauthenticatedError) and error.kind == "unauthenticated" and error.status is None
     assert (error.errno, error.errno_family) == (errno.ENOENT, "posix")
-    assert str(error) == f"token file {missing}: no such file or directory"
+    assert str(error) == (
+        f"token file {missing}: no such file or directory (start the daemon with `sockbroker serve`, which "
+        "writes it, or name another file with SOCKBROKER_TOKEN_FILE or give the token in SOCKBROKER_TOKEN)"
+    )
     with pytest.raises(TokenFileError, match="is a directory, not a regular file"):
         read_token_file(tmp_path)
 

@@ -49,7 +49,7 @@ CASES = [
             grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "failed to connect to all addresses"
         ),
         BrokerUnavailableError,
-        f"no sockbroker daemon answers at {TARGET}: failed to connect to all addresses",
+        f"no daemon at {TARGET}: start it with `sockbroker serve` (failed to connect to all addresses",
         id="grpc-no-daemon",
     ),
     pytest.param(
@@ -61,7 +61,7 @@ CASES = [
     pytest.param(
         _http(502, b"<html>bad gateway</html>", "text/html"),
         BrokerUnavailableError,
-        f"no sockbroker daemon answers at {TARGET}: <html>bad gateway</html>",
+        f"no daemon at {TARGET}: start it with `sockbroker serve` (<html>bad gateway</html>",
         id="rest-proxy-page",
     ),
     pytest.param(
@@ -81,22 +81,24 @@ CASES = [
     pytest.param(
         websockets.ConnectionClosedError(None, None),
         BrokerUnavailableError,
-        f"no sockbroker daemon answers at {TARGET}: the WebSocket broke",
+        f"no daemon at {TARGET}: start it with `sockbroker serve` (the WebSocket broke",
         id="ws-broken",
     ),
     pytest.param(
         httpx.ConnectError("All connection attempts failed"),
         BrokerUnavailableError,
-        f"no sockbroker daemon answers at {TARGET}: ConnectError: All connection attempts failed",
+        f"no daemon at {TARGET}: start it with `sockbroker serve` (ConnectError: All connection attempts failed",
         id="http-refused",
     ),
     pytest.param(
         ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
         BrokerUnavailableError,
-        f"no sockbroker daemon answers at {TARGET}: ConnectionRefusedError",
+        f"no daemon at {TARGET}: start it with `sockbroker serve` (ConnectionRefusedError",
         id="os-refused",
     ),
-    pytest.param(TimeoutError(), BrokerUnavailableError, f"no sockbroker daemon answers at {TARGET}", id="timeout"),
+    pytest.param(
+        TimeoutError(), BrokerUnavailableError, f"no daemon at {TARGET}: start it with `sockbroker serve`", id="timeout"
+    ),
     pytest.param(
         ValueError("sent: expected a non-negative integer, got '3'"),
         NetworkError,

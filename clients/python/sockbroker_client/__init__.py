@@ -8,6 +8,7 @@ function after Racket's.
 from ._client import (
     EOF,
     AsyncBroker,
+    Connecting,
     Custodian,
     Datagram,
     InputPort,
@@ -67,6 +68,7 @@ __all__ = [
     "BrokerError",
     "BrokerUnavailableError",
     "Canceller",
+    "Connecting",
     "ContractError",
     "Custodian",
     "Datagram",

@@ -6,6 +6,12 @@ prefix where the handle already says it (``tcp-accept-ready? l`` → ``l.accept_
 as ``broker.tcp_accept_ready(l)``). So ``tcp-accept-ready?`` → ``tcp_accept_ready``,
 ``udp-receive!*`` → ``udp_receive_nowait``, ``udp-multicast-join-group!`` →
 ``udp_multicast_join_group``, ``read-bytes-avail!*`` → ``read_bytes_avail_nowait``.
+
+What a read returns follows Racket too: bytes; :data:`EOF` (Racket's eof object) at end of file;
+``b""`` from the never-blocking ``read_bytes_avail_nowait`` when nothing is there (Racket's
+``read-bytes-avail!*`` returns 0); and None when a read's ``timeout`` passes first (as
+``sync/timeout`` returns ``#f``), having consumed nothing. Test ``data is EOF`` and
+``data is None``: all three of ``EOF``, ``None`` and ``b""`` are false.
 """
 
 from __future__ import annotations
@@ -13,20 +19,21 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from sockbroker_wire.paths import default_token_file as daemon_token_file
 
 from ._breaks import breakable
-from ._errors import ContractError
+from ._errors import BrokerError, ContractError
 from ._files import read_token_file, runtime_file, runtime_target
 from ._transport import Channel, GrpcTransport, PortStream, RestTransport
 
 __all__ = [
     "EOF",
     "AsyncBroker",
+    "Connecting",
     "Custodian",
     "Datagram",
     "InputPort",
@@ -58,6 +65,22 @@ def default_token_file() -> pathlib.Path:
 
 #: Per transport: the environment variable naming the target, and the target when nothing names one.
 _TARGETS = {"grpc": ("SOCKBROKER_GRPC", "127.0.0.1:50051"), "rest": ("SOCKBROKER_REST", "http://127.0.0.1:8080")}
+_URL_SCHEMES = ("http://", "https://")
+
+
+def _transport_for(target: str | None, transport: str | None) -> str:
+    """The transport to use: the one asked for, else REST for an ``http(s)://`` target and gRPC
+    for anything else (DESIGN §9). A target that contradicts the transport is a contract error."""
+    if transport is not None and transport not in _TARGETS:
+        raise ContractError(f"connect: transport must be 'grpc' or 'rest', not {transport!r}")
+    is_url = bool(target) and str(target).startswith(_URL_SCHEMES)
+    if transport is None:
+        return "rest" if is_url else "grpc"
+    if target and transport == "grpc" and is_url:
+        raise ContractError(f"connect: {target} is a REST URL; a gRPC target is HOST:PORT (or leave transport out)")
+    if target and transport == "rest" and not is_url:
+        raise ContractError(f"connect: a REST target is a URL, http://HOST:PORT or https://HOST:PORT, not {target}")
+    return transport
 
 
 def _default_target(transport: str, token_file: pathlib.Path) -> str:
@@ -91,6 +114,22 @@ class _Handle:
     async def addresses(self, port_numbers: bool = False) -> tuple[Any, ...]:
         return await self.broker.tcp_addresses(self, port_numbers)
 
+    async def _close_on_exit(self) -> None:
+        """What leaving ``async with`` does; each kind of handle says."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``async with handle:`` closes it on leaving (a custodian is shut down); a handle closed
+        already inside the block is not an error there."""
+        try:
+            await self._close_on_exit()
+        except BrokerError:
+            if not (await self.describe()).get("closed"):
+                raise
+
 
 def _h(value: Any) -> Any:
     """A handle object (async, or wrapped by the blocking client) as its handle string."""
@@ -101,6 +140,9 @@ def _h(value: Any) -> Any:
 class Custodian(_Handle):
     async def shutdown_all(self) -> None:
         await self.broker.custodian_shutdown_all(self)
+
+    async def _close_on_exit(self) -> None:
+        await self.shutdown_all()
 
 
 class Listener(_Handle):
@@ -115,6 +157,9 @@ class Listener(_Handle):
     async def close(self) -> None:
         await self.broker.tcp_close(self)
 
+    async def _close_on_exit(self) -> None:
+        await self.close()
+
 
 class _Port(_Handle):
     """What both ports of a TCP connection can do."""
@@ -128,27 +173,39 @@ class _Port(_Handle):
     async def abandon(self) -> None:
         await self.broker.tcp_abandon_port(self.handle)
 
+    async def _close_on_exit(self) -> None:
+        await self.close()
+
 
 class InputPort(_Port):
     async def read(
         self, max_bytes: int = 65536, *, mode: str = "avail", peek: bool = False, timeout: float | None = None
-    ) -> bytes | _Eof:
-        """read-bytes-avail! (``avail``), read-bytes-avail!* (``nowait``), read-bytes (``exact``)."""
+    ) -> bytes | _Eof | None:
+        """read-bytes-avail! (``avail``), read-bytes-avail!* (``nowait``), read-bytes (``exact``).
+
+        Bytes; :data:`EOF` at end of file; ``b""`` when ``nowait`` finds nothing; None when
+        ``timeout`` passed before anything came (nothing was consumed)."""
         reply = await self.broker.call(
             "Ports.Read", port=self.handle, max=max_bytes, mode=mode, peek=peek, timeout=timeout
         )
-        return EOF if reply.get("eof") else reply.get("data", b"")
+        if reply.get("eof"):
+            return EOF
+        data: bytes = reply.get("data", b"")
+        # A waiting read comes back empty only when its timeout passed (the daemon's rule, docs/semantics.md).
+        if not data and timeout is not None and mode != "nowait" and max_bytes > 0:
+            return None
+        return data
 
-    async def read_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
+    async def read_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof | None:
         return await self.read(max_bytes, timeout=timeout)
 
-    async def read_bytes_avail_nowait(self, max_bytes: int = 65536) -> bytes | _Eof:
+    async def read_bytes_avail_nowait(self, max_bytes: int = 65536) -> bytes | _Eof | None:
         return await self.read(max_bytes, mode="nowait")
 
-    async def read_bytes(self, amount: int, *, timeout: float | None = None) -> bytes | _Eof:
+    async def read_bytes(self, amount: int, *, timeout: float | None = None) -> bytes | _Eof | None:
         return await self.read(amount, mode="exact", timeout=timeout)
 
-    async def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
+    async def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof | None:
         return await self.read(max_bytes, peek=True, timeout=timeout)
 
 
@@ -240,6 +297,9 @@ class UdpSocket(_Handle):
     async def close(self) -> None:
         await self._call("Udp.Close")
 
+    async def _close_on_exit(self) -> None:
+        await self.close()
+
     async def bound(self) -> bool:
         return bool((await self.describe()).get("bound"))
 
@@ -287,8 +347,28 @@ class UdpSocket(_Handle):
         return await self.broker._send_stream(self, datagrams)
 
 
+class Connecting:
+    """What :meth:`AsyncBroker.connect` returns: ``await`` it for the broker, or use it in
+    ``async with`` directly, which closes the session on leaving the block."""
+
+    def __init__(self, opening: Coroutine[Any, Any, AsyncBroker]) -> None:
+        self._opening = opening
+        self._broker: AsyncBroker | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncBroker]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> AsyncBroker:
+        self._broker = await self._opening
+        return self._broker
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._broker is not None:
+            await self._broker.aclose()
+
+
 class AsyncBroker:
-    """A session with the broker. ``async with await AsyncBroker.connect(...) as broker: ...``"""
+    """A session with the broker. ``async with AsyncBroker.connect(...) as broker: ...``"""
 
     def __init__(self, channel: Channel, session: str, custodian: str, lease_seconds: float) -> None:
         self.channel = channel
@@ -299,20 +379,22 @@ class AsyncBroker:
 
     # ── session ────────────────────────────────────────────────────────────
     @classmethod
-    async def connect(
+    def connect(
         cls,
         target: str | None = None,
         *,
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
-        transport: str = "grpc",
+        transport: str | None = None,
         attach: bool = True,
         lease_seconds: float | None = None,
         credentials: Any = None,
         verify: Any = True,
-    ) -> AsyncBroker:
-        """Open a session. ``target``: ``HOST:PORT`` for gRPC, ``http://HOST:PORT`` for REST.
+    ) -> Connecting:
+        """Open a session: ``async with AsyncBroker.connect() as broker:`` (or ``await`` it).
 
+        ``target``: ``HOST:PORT`` for gRPC, ``http(s)://HOST:PORT`` for REST; ``transport``
+        (``"grpc"`` or ``"rest"``) defaults to what the target says, gRPC without a target.
         The token defaults to ``$SOCKBROKER_TOKEN``, then the token file (``$SOCKBROKER_TOKEN_FILE``
         or the daemon's default path), which must be a regular file of at most 4096 bytes
         (``TokenFileError`` otherwise). The target defaults to ``$SOCKBROKER_GRPC`` /
@@ -324,17 +406,42 @@ class AsyncBroker:
         for gRPC; an ``https://`` target and ``verify`` (a CA bundle path or ``ssl.SSLContext``)
         for REST.
         """
-        if transport not in _TARGETS:
-            raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
+        return Connecting(
+            cls._open(
+                target,
+                token=token,
+                token_file=token_file,
+                transport=transport,
+                attach=attach,
+                lease_seconds=lease_seconds,
+                credentials=credentials,
+                verify=verify,
+            )
+        )
+
+    @classmethod
+    async def _open(
+        cls,
+        target: str | None,
+        *,
+        token: str | None,
+        token_file: str | os.PathLike[str] | None,
+        transport: str | None,
+        attach: bool,
+        lease_seconds: float | None,
+        credentials: Any,
+        verify: Any,
+    ) -> AsyncBroker:
+        kind = _transport_for(target, transport)
         path = pathlib.Path(token_file) if token_file else default_token_file()
         if token is None:
             token = os.environ.get("SOCKBROKER_TOKEN")
         if token is None:
             token = await asyncio.to_thread(read_token_file, path)
         if not target:
-            target = await asyncio.to_thread(_default_target, transport, path)
+            target = await asyncio.to_thread(_default_target, kind, path)
         channel: Channel
-        if transport == "grpc":
+        if kind == "grpc":
             channel = GrpcTransport(target, token, credentials=credentials)
         else:
             channel = RestTransport(target, token, verify=verify)

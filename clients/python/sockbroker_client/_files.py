@@ -15,6 +15,7 @@ default address, and a missing daemon shows up as ``BrokerUnavailableError`` the
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -25,7 +26,14 @@ from sockbroker_wire.paths import default_runtime_file
 
 from ._errors import TokenFileError
 
-__all__ = ["MAX_RUNTIME_FILE_BYTES", "MAX_TOKEN_BYTES", "read_token_file", "runtime_file", "runtime_target"]
+__all__ = [
+    "MAX_RUNTIME_FILE_BYTES",
+    "MAX_TOKEN_BYTES",
+    "read_runtime_file",
+    "read_token_file",
+    "runtime_file",
+    "runtime_target",
+]
 
 #: Largest token file read, as the daemon's own limit: anything longer is not a token.
 MAX_TOKEN_BYTES = 4096
@@ -38,6 +46,11 @@ _KINDS = (
     (stat.S_ISSOCK, "a socket"),
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
+)
+#: How to get a token, said when there is no token file: the daemon writes one when it starts.
+_TOKEN_HINT = (
+    "start the daemon with `sockbroker serve`, which writes it, or name another file with "
+    "SOCKBROKER_TOKEN_FILE or give the token in SOCKBROKER_TOKEN"
 )
 #: A daemon listening on every address is reached on loopback.
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
@@ -99,7 +112,8 @@ def read_token_file(path: pathlib.Path) -> str:
         data = _read_regular(path, MAX_TOKEN_BYTES)
     except _Unreadable as exc:
         errno_family = "posix" if exc.errno is not None else None
-        raise TokenFileError(f"{where}: {exc}", errno=exc.errno, errno_family=errno_family) from None
+        hint = f" ({_TOKEN_HINT})" if exc.errno == errno.ENOENT else ""
+        raise TokenFileError(f"{where}: {exc}{hint}", errno=exc.errno, errno_family=errno_family) from None
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError:
@@ -120,15 +134,23 @@ def runtime_file(token_file: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(configured) if configured else default_runtime_file(token_file)
 
 
-def runtime_target(transport: str, path: pathlib.Path) -> str | None:
-    """Where the daemon of the runtime file at ``path`` listens for ``transport`` (``grpc``:
-    ``HOST:PORT``, ``rest``: its URL), or None: no file, not readable, not the daemon's, or its
-    daemon no longer runs."""
+def read_runtime_file(path: pathlib.Path) -> dict[str, Any] | None:
+    """What the runtime file at ``path`` says (pid, version, addresses, token file), or None: no
+    file, not readable, not the daemon's, or its daemon no longer runs."""
     try:
         content: Any = json.loads(_read_regular(path, MAX_RUNTIME_FILE_BYTES))
     except (_Unreadable, ValueError):
         return None
     if not isinstance(content, dict) or not _alive(content.get("pid")):
+        return None
+    return content
+
+
+def runtime_target(transport: str, path: pathlib.Path) -> str | None:
+    """Where the daemon of the runtime file at ``path`` listens for ``transport`` (``grpc``:
+    ``HOST:PORT``, ``rest``: its URL), or None when :func:`read_runtime_file` finds no daemon."""
+    content = read_runtime_file(path)
+    if content is None:
         return None
     if transport == "grpc":
         address = content.get("grpc_address")

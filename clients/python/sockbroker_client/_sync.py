@@ -88,17 +88,18 @@ class Broker:
         *,
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
-        transport: str = "grpc",
+        transport: str | None = None,
         attach: bool = True,
         lease_seconds: float | None = None,
         credentials: Any = None,
         verify: Any = True,
     ) -> Broker:
-        """Open a session; the arguments are :meth:`AsyncBroker.connect`'s."""
+        """Open a session; the arguments are :meth:`AsyncBroker.connect`'s (an ``http(s)://``
+        target picks REST)."""
         runner = Runner()
         try:
             async_broker = runner.run(
-                AsyncBroker.connect(
+                AsyncBroker._open(
                     target,
                     token=token,
                     token_file=token_file,

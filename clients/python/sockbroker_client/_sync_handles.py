@@ -171,7 +171,8 @@ class _BlockingPort(BlockingHandle):
 
 
 class BlockingInputPort(_BlockingPort):
-    """The input port of a TCP connection; reads return bytes, or :data:`EOF`."""
+    """The input port of a TCP connection; reads return bytes, :data:`EOF` at end of file, ``b""``
+    when ``read_bytes_avail_nowait`` finds nothing, and None when a ``timeout`` passed."""
 
     _async: _AsyncInputPort
 
@@ -180,23 +181,26 @@ class BlockingInputPort(_BlockingPort):
 
     def read(
         self, max_bytes: int = 65536, *, mode: str = "avail", peek: bool = False, timeout: float | None = None
-    ) -> bytes | _Eof:
-        """read-bytes-avail! (``avail``), read-bytes-avail!* (``nowait``), read-bytes (``exact``)."""
+    ) -> bytes | _Eof | None:
+        """read-bytes-avail! (``avail``), read-bytes-avail!* (``nowait``), read-bytes (``exact``).
+
+        Bytes; :data:`EOF` at end of file; ``b""`` when ``nowait`` finds nothing; None when
+        ``timeout`` passed before anything came (nothing was consumed)."""
         return self._run(self._async.read(max_bytes, mode=mode, peek=peek, timeout=timeout))
 
-    def read_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
+    def read_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof | None:
         """read-bytes-avail!: waits for at least one byte (or EOF)."""
         return self._run(self._async.read_bytes_avail(max_bytes, timeout=timeout))
 
-    def read_bytes_avail_nowait(self, max_bytes: int = 65536) -> bytes | _Eof:
+    def read_bytes_avail_nowait(self, max_bytes: int = 65536) -> bytes | _Eof | None:
         """read-bytes-avail!*: what is there now, maybe zero bytes."""
         return self._run(self._async.read_bytes_avail_nowait(max_bytes))
 
-    def read_bytes(self, amount: int, *, timeout: float | None = None) -> bytes | _Eof:
+    def read_bytes(self, amount: int, *, timeout: float | None = None) -> bytes | _Eof | None:
         """read-bytes: exactly ``amount`` bytes, fewer only at EOF."""
         return self._run(self._async.read_bytes(amount, timeout=timeout))
 
-    def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof:
+    def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof | None:
         """peek-bytes-avail!: like read_bytes_avail, consuming nothing."""
         return self._run(self._async.peek_bytes_avail(max_bytes, timeout=timeout))
 

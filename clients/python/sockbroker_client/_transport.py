@@ -116,8 +116,11 @@ def _broker_error(problem: object, target: str) -> BrokerError:
     else:
         wire = WireError(UNAVAILABLE, f"{type(problem).__name__}: {problem}")
     if wire.kind == UNAVAILABLE:
+        reason = _first_line(wire.message)
         wire = WireError(
-            UNAVAILABLE, f"no sockbroker daemon answers at {target}: {_first_line(wire.message)}", status=wire.status
+            UNAVAILABLE,
+            f"no daemon at {target}: start it with `sockbroker serve`" + (f" ({reason})" if reason else ""),
+            status=wire.status,
         )
     return error_from_wire(wire)
 

@@ -1,0 +1,456 @@
+"""The CLI's client commands: ``status``, ``token``, ``connect``, ``listen`` and ``udp``.
+
+Each is a thin program over the Python client (``sockbroker_client``), which finds the daemon
+the way every client does: ``--url`` (or ``$SOCKBROKER_URL``), else the running daemon's
+runtime file beside the token file, else the default ports; the token from ``--token-file``
+(or ``$SOCKBROKER_TOKEN_FILE``, or ``$SOCKBROKER_TOKEN``). ``connect`` and ``listen`` move bytes
+between stdin/stdout and one TCP connection with :func:`pump`, over the connection's byte stream
+(``Ports.Stream``), half-close carried: stdin's end of file closes the connection's output.
+
+Exit status: 0 done, 1 the operation failed (one line on stderr: the message, then the error's
+kind and errno in brackets; never a traceback), 2 bad usage (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import pathlib
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sockbroker_client import AsyncBroker, BrokerError, BrokerUnavailableError, Connecting, default_token_file
+from sockbroker_client._files import read_runtime_file, read_token_file, runtime_file
+from sockbroker_client._transport import PortStream
+
+__all__ = ["add_commands", "pump", "run"]
+
+#: Bytes read from stdin at a time.
+CHUNK = 64 * 1024
+#: Most bytes ``udp send`` reads from stdin: more than any datagram can carry, so that the daemon
+#: reports an oversized one (exn:fail:network) rather than the CLI cutting it short.
+MAX_STDIN_DATAGRAM = 65536
+#: How long ``status`` waits for the daemon's answer.
+STATUS_SECONDS = 5.0
+#: The REST door's default address, when neither --url nor a runtime file names one.
+DEFAULT_REST = "http://127.0.0.1:8080"
+
+_COMMON_EPILOG = """
+The daemon is found through --url, else $SOCKBROKER_URL, else the runtime file the running daemon
+wrote beside its token file, else the default ports. A URL http(s)://HOST:PORT is the REST door,
+HOST:PORT the gRPC door.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples in an epilog keep their lines."""
+
+
+# ═════════════════════════════ the byte pump ═════════════════════════════
+
+
+def _read_stdin(fd: int, loop: asyncio.AbstractEventLoop, chunks: asyncio.Queue[bytes]) -> None:
+    """In a thread of its own: hand ``fd``'s chunks to the loop, ``b""`` at end of file (or a read
+    error). Waiting for room in ``chunks`` is the backpressure; a thread left blocked on a terminal
+    when the program ends is a daemon thread and does not hold the exit."""
+    while True:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except OSError:
+            chunk = b""
+        try:
+            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+        except (RuntimeError, concurrent.futures.CancelledError):
+            return  # the loop has ended: nobody reads any more
+        if not chunk:
+            return
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def pump(stream: PortStream, source: int = 0, sink: int = 1) -> None:
+    """Bytes from the file descriptor ``source`` to the connection, and from the connection to
+    ``sink``, until both directions are done: ``source``'s end of file half-closes the connection
+    (the peer reads EOF and may go on sending), and the peer's end of file ends the other way.
+    Then it waits for the daemon to end the stream, which it does once it has written everything
+    sent and closed the output port: returning earlier, and closing the session, could cut the
+    last bytes off. A ``sink`` that stops reading (a closed pipe) ends that direction without
+    that wait. The first error ends both."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=8)
+    threading.Thread(target=_read_stdin, args=(source, loop, chunks), name="sockbroker-stdin", daemon=True).start()
+
+    async def upstream() -> None:
+        while chunk := await chunks.get():
+            await stream.send(chunk)
+        await stream.send_eof()
+
+    async def downstream() -> bool:
+        """Whether the peer's EOF came (rather than ``sink`` closing)."""
+        while (chunk := await stream.receive()) is not None:
+            try:
+                await asyncio.to_thread(_write_all, sink, chunk)
+            except BrokenPipeError:
+                return False
+        return True
+
+    sending, receiving = asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())
+    try:
+        done, _ = await asyncio.wait([sending, receiving], return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # the first error, if any
+    finally:
+        for task in (sending, receiving):
+            task.cancel()
+        await asyncio.gather(sending, receiving, return_exceptions=True)
+    if receiving.result():
+        await stream.receive()  # None once the daemon has ended the stream
+
+
+# ═════════════════════════════ the commands ═════════════════════════════
+
+
+def _connect(args: argparse.Namespace) -> Connecting:
+    """A session with the daemon the options name (see the module's docstring)."""
+    return AsyncBroker.connect(args.url or os.environ.get("SOCKBROKER_URL") or None, token_file=args.token_file)
+
+
+def _token_file(args: argparse.Namespace) -> pathlib.Path:
+    return pathlib.Path(args.token_file) if args.token_file else default_token_file()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("SOCKBROKER_URL")
+    if url and not url.startswith(("http://", "https://")):
+        raise _Usage(f"status asks the REST door: give --url http://HOST:PORT, not {url}")
+    token_file = _token_file(args)
+    runtime_path = runtime_file(token_file)
+    runtime = await asyncio.to_thread(read_runtime_file, runtime_path) or {}
+    rest = (url or runtime.get("rest_url") or os.environ.get("SOCKBROKER_REST") or DEFAULT_REST).rstrip("/")
+    try:
+        async with httpx.AsyncClient(base_url=rest, timeout=STATUS_SECONDS) as http:
+            health = await http.get("/healthz")
+            metrics = await http.get("/metrics")
+    except httpx.HTTPError as exc:
+        raise BrokerUnavailableError(f"no daemon at {rest}: start it with `sockbroker serve` ({exc})") from None
+    serving = health.status_code == 200
+    gauges: dict[str, float] = {}
+    if metrics.status_code == 200:
+        for family in text_string_to_metric_families(metrics.text):
+            for sample in family.samples:
+                if sample.name in ("sockbroker_sessions", "sockbroker_handles") and not sample.labels:
+                    gauges[sample.name] = sample.value
+    report: dict[str, Any] = {
+        "status": "serving" if serving else "stopping",
+        "rest_url": rest,
+        "grpc_address": runtime.get("grpc_address"),
+        "pid": runtime.get("pid"),
+        "version": runtime.get("version"),
+        "token_file": runtime.get("token_file") or str(token_file),
+        "runtime_file": str(runtime_path) if runtime else None,
+        "sessions": int(gauges["sockbroker_sessions"]) if "sockbroker_sessions" in gauges else None,
+        "handles": int(gauges["sockbroker_handles"]) if "sockbroker_handles" in gauges else None,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        width = max(len(name) for name in report)
+        for name, value in report.items():
+            shown = (
+                "unknown (no runtime file)" if value is None and name in ("grpc_address", "pid", "version") else value
+            )
+            print(f"{name + ':':<{width + 2}}{'unknown' if shown is None else shown}")
+    return 0 if serving else 1
+
+
+async def _token(args: argparse.Namespace) -> int:
+    path = _token_file(args)
+    token = await asyncio.to_thread(read_token_file, path)  # a missing or unusable file fails here, typed
+    print(token if args.show else path)
+    return 0
+
+
+async def _connect_command(args: argparse.Namespace) -> int:
+    async with _connect(args) as broker:
+        port_in, _ = await broker.tcp_connect(args.host, args.port, timeout=args.timeout)
+        stream = await broker.tcp_stream(port_in)
+        try:
+            await pump(stream)
+        finally:
+            await stream.aclose()
+    return 0
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    async with _connect(args) as broker:
+        async with await broker.tcp_listen(args.port, reuse=True, hostname=args.host) as listener:
+            host, port, _, _ = await listener.addresses(port_numbers=True)
+            _say(f"listening on {host}:{port}")
+            ports = await listener.accept()
+            assert ports is not None  # no timeout: accept waits
+        _, _, remote_host, remote_port = await ports[0].addresses(port_numbers=True)
+        _say(f"connection from {remote_host}:{remote_port}")
+        stream = await broker.tcp_stream(ports[0])
+        try:
+            await pump(stream)
+        finally:
+            await stream.aclose()
+    return 0
+
+
+async def _udp_send(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        data = os.fsencode(args.data)
+    else:
+        data = await asyncio.to_thread(sys.stdin.buffer.read, MAX_STDIN_DATAGRAM)
+    async with _connect(args) as broker:
+        sock = await broker.udp_open_socket(args.host)
+        await sock.send_to(args.host, args.port, data)
+    return 0
+
+
+async def _udp_receive(args: argparse.Namespace) -> int:
+    received = 0
+    async with _connect(args) as broker:
+        sock = await broker.udp_open_socket(args.host)
+        await sock.bind(args.host, args.port)
+        host, port, _, _ = await sock.addresses(port_numbers=True)
+        _say(f"listening on udp {host}:{port}")
+        loop = asyncio.get_running_loop()
+        deadline = None if args.timeout is None else loop.time() + args.timeout
+        while args.count is None or received < args.count:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            count, sender, sender_port, data = await sock.receive(args.max, timeout=left)
+            if count is None or data is None:
+                break  # the timeout passed
+            received += 1
+            if args.show_sender:
+                _say(f"from {sender}:{sender_port}, {count} bytes")
+            await asyncio.to_thread(_write_all, 1, data)
+    if args.count is not None and received < args.count:
+        _say(f"sockbroker udp receive: {received} of {args.count} datagrams within {args.timeout} s")
+        return 1
+    return 0
+
+
+# ═════════════════════════════ arguments ═════════════════════════════
+
+
+class _Usage(Exception):
+    """Arguments argparse could not check alone (exit 2)."""
+
+
+def _port(low: int) -> Callable[[str], int]:
+    def port(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        if not low <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"a port number is {low}–65535, not {value}")
+        return value
+
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds are 0 or more, not {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
+def _client_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--url",
+        metavar="URL",
+        help="the daemon: http(s)://HOST:PORT (REST) or HOST:PORT (gRPC) (env SOCKBROKER_URL; "
+        "default: the running daemon's runtime file)",
+    )
+    options.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="the token file (env SOCKBROKER_TOKEN_FILE; default: where `sockbroker serve` writes it)",
+    )
+    return options
+
+
+def add_commands(commands: Any) -> None:
+    """Add the client commands to the ``sockbroker`` parser's subparsers ``commands``."""
+    common = [_client_options()]
+
+    def command(name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+        return commands.add_parser(  # type: ignore[no-any-return]
+            name,
+            help=help,
+            description=description,
+            epilog="examples:\n" + examples + _COMMON_EPILOG,
+            parents=common,
+            formatter_class=_Formatter,
+        )
+
+    status = command(
+        "status",
+        "is the daemon up, where, how many sessions and handles",
+        "Ask the daemon whether it serves, and print its addresses, pid, version, token file, and the open "
+        "sessions and handles. Exit status 1, with one line, when no daemon answers.",
+        "  sockbroker status\n  sockbroker status --json | jq .sessions\n"
+        "  sockbroker status --url http://127.0.0.1:8080\n",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(run=_status)
+
+    token = command(
+        "token",
+        "print the token file's path (or the token)",
+        "Print the path of the token file that clients read, or with --show the token in it. Exit status 1 "
+        "when the file is missing or holds no token.",
+        "  sockbroker token\n"
+        '  curl -H "Authorization: Bearer $(sockbroker token --show)" http://127.0.0.1:8080/v1/sessions -d "{}"\n',
+    )
+    token.add_argument("--show", action="store_true", help="print the token itself")
+    token.set_defaults(run=_token)
+
+    connect = command(
+        "connect",
+        "connect to HOST PORT through the daemon: stdin → connection → stdout",
+        "Connect to HOST PORT from the daemon's host (netcat-like). Bytes read on stdin go to the connection "
+        "and bytes received go to stdout; end of file on stdin closes the connection's output (the peer "
+        "reads EOF) and the command ends once the peer has closed its side too.",
+        "  sockbroker connect 127.0.0.1 9000 < big.bin > reply.bin\n"
+        "  printf 'GET / HTTP/1.0\\r\\n\\r\\n' | sockbroker connect --url https://broker.example:8443 10.0.0.7 80\n",
+    )
+    connect.add_argument("host", metavar="HOST")
+    connect.add_argument("port", metavar="PORT", type=_port(1))
+    connect.add_argument("--timeout", type=_seconds, metavar="S", help="give up connecting after S seconds")
+    connect.set_defaults(run=_connect_command)
+
+    listen = command(
+        "listen",
+        "accept one connection on PORT through the daemon: stdin → connection → stdout",
+        "Listen on PORT on the daemon's host, accept one connection, then move bytes as `connect` does. "
+        "The address really bound (port 0: the kernel's choice) is printed on stderr.",
+        "  sockbroker listen 9000 > received.bin\n"
+        "  sockbroker listen 0 --host ::1\n"
+        "  sockbroker listen 9000 & echo hello | sockbroker connect 127.0.0.1 9000\n",
+    )
+    listen.add_argument("port", metavar="PORT", type=_port(0))
+    listen.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="H",
+        help="the local address to listen on (default 127.0.0.1; the default policy allows loopback only)",
+    )
+    listen.set_defaults(run=_listen)
+
+    udp = commands.add_parser(
+        "udp",
+        help="send or receive UDP datagrams through the daemon",
+        description="Send or receive UDP datagrams from the daemon's host.",
+        formatter_class=_Formatter,
+    )
+    udp_commands = udp.add_subparsers(dest="udp_command", required=True, metavar="{send,receive}")
+
+    def udp_command(name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+        return udp_commands.add_parser(  # type: ignore[no-any-return]
+            name,
+            help=help,
+            description=description,
+            epilog="examples:\n" + examples + _COMMON_EPILOG,
+            parents=common,
+            formatter_class=_Formatter,
+        )
+
+    send = udp_command(
+        "send",
+        "send one datagram",
+        "Send one datagram to HOST PORT: DATA, or everything on stdin when DATA is not given "
+        "(at most 65,507 bytes, a UDP datagram's limit).",
+        "  sockbroker udp send 127.0.0.1 9999 hello\n  head -c 1200 /dev/urandom | sockbroker udp send ::1 9999\n",
+    )
+    send.add_argument("host", metavar="HOST")
+    send.add_argument("port", metavar="PORT", type=_port(1))
+    send.add_argument("data", metavar="DATA", nargs="?", help="the datagram (default: stdin)")
+    send.set_defaults(run=_udp_send)
+
+    receive = udp_command(
+        "receive",
+        "receive datagrams on PORT and write them to stdout",
+        "Bind PORT on the daemon's host and write each datagram received to stdout, as it came. Ends after "
+        "--count datagrams or --timeout seconds; exit status 1 when the timeout passes before --count came.",
+        "  sockbroker udp receive 9999 --count 1\n"
+        "  sockbroker udp receive 0 --timeout 10 --show-sender > datagrams.bin\n",
+    )
+    receive.add_argument("port", metavar="PORT", type=_port(0))
+    receive.add_argument("--host", default="127.0.0.1", metavar="H", help="the local address (default 127.0.0.1)")
+    receive.add_argument("--count", type=_positive, metavar="N", help="stop after N datagrams (default: never)")
+    receive.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds (default: never)")
+    receive.add_argument("--max", type=_positive, default=65535, metavar="BYTES", help="longest datagram kept")
+    receive.add_argument("--show-sender", action="store_true", help="name each datagram's sender on stderr")
+    receive.set_defaults(run=_udp_receive)
+
+
+# ═════════════════════════════ running ═════════════════════════════
+
+
+def _one_line(error: BrokerError) -> str:
+    """The error as one line: its message (Racket's lines joined), then kind and errno."""
+    message = "; ".join(line.strip() for line in error.message.splitlines() if line.strip())
+    detail = error.kind
+    if error.errno is not None:
+        detail += f", errno {error.errno}" + (f" ({error.errno_family})" if error.errno_family else "")
+    return f"{message} [{detail}]"
+
+
+async def _exit_status(args: argparse.Namespace, name: str) -> int:
+    """Run the command; a failure is one line on stderr and status 1. Interrupted (Ctrl-C cancels
+    this task), it is 130 whatever closing the session then raised."""
+    try:
+        status: int = await args.run(args)
+    except (BrokerError, asyncio.CancelledError) as exc:
+        task = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) or (task is not None and task.cancelling()):
+            return 130
+        _say(f"sockbroker {name}: {_one_line(exc)}")
+        return 1
+    return status
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the client command ``args`` names; its exit status."""
+    name = " ".join(filter(None, (args.command, getattr(args, "udp_command", None))))
+    try:
+        return asyncio.run(_exit_status(args, name))
+    except _Usage as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        return 130
