@@ -7,7 +7,8 @@ runtime file land where the README says. Then every code block of "A first sessi
 is, each in a fresh process started in the repository (as the README's user, who just ran
 ``scripts/serve.sh``), and must exit 0. What the README says a block shows is checked too: a
 ``# → X`` line whose X is literal JSON or one word must be a line of the block's output (handles
-shortened with "…" and descriptions are not compared), and ``print(...)  # X`` must print ``X``.
+shortened with "…" and descriptions are not compared), and ``print(...)  # X`` (or
+``console.log(...); // X``) must print ``X``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SECTION = "## A first session"
 RUNNERS = {
     "sh": ["bash", "-euo", "pipefail", "-s"],
     "python": [sys.executable, "-"],
+    "js": ["node", "-"],
 }
 
 
@@ -45,7 +47,7 @@ class Block:
     def expected(self) -> list[str]:
         """The lines the README says the block prints: ``# → X`` with X literal JSON or one word
         (not a description, nor handles shortened with "…"), unless the command it describes
-        captures its output (``NAME=$(…``); and ``X`` of ``print(…)  # X``."""
+        captures its output (``NAME=$(…``); and ``X`` of ``print(…)  # X`` or ``console.log(…); // X``."""
         wanted = []
         lines = self.text.splitlines()
         for at, line in enumerate(lines):
@@ -55,7 +57,7 @@ class Block:
                 value = None if "…" in shown[1] else _json(shown[1]) or word
                 if value is not None and not re.match(r"\w+=\$\(", command):
                     wanted.append(value)
-            elif printed := re.match(r"\s*print\(.*\)\s*#\s*(.+)$", line):
+            elif printed := re.match(r"\s*(?:print|console\.log)\(.*\)[\s;]*(?:#|//)\s*(.+)$", line):
                 wanted.append(printed[1].strip())
         return wanted
 

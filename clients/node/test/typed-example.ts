@@ -1,0 +1,50 @@
+// A first session in TypeScript: checked with `tsc --noEmit -p test/tsconfig.json` (the pytest
+// wrapper runs it), so the shipped index.d.ts must describe what lib/ exports.
+import {
+  Broker, BrokerError, EOF, InputPort, NetworkErrnoError, OutputPort, PortStream, UdpSocket,
+  ReceivedDatagram, tcpAcceptEvt, udpReceiveEvt,
+} from '..';
+
+async function main(): Promise<void> {
+  const broker: Broker = await Broker.connect(undefined, { attach: true });
+  const listener = await broker.tcpListen(0, 4, false, '127.0.0.1');
+  const [, port] = await listener.addresses(true);
+  const [ci, co]: [InputPort, OutputPort] = await broker.tcpConnect('127.0.0.1', port, null, null, { timeout: 5 });
+  const accepted = await listener.accept({ timeout: 5 });
+  if (accepted === null) throw new Error('no client');
+  const [si, so] = accepted;
+  const written: number = await co.write('hello', { flush: true });
+  const data = await si.readBytes(written);
+  if (data !== EOF) console.log(data.toString('utf8'));
+  await so.close();
+  const stream: PortStream = broker.tcpStream(ci);
+  stream.end(Buffer.from('bye'));
+
+  const sock: UdpSocket = await broker.udpOpenSocket();
+  await sock.bind('127.0.0.1', 0);
+  const sent: boolean = await sock.sendTo('127.0.0.1', 9, 'x', 0, 1, { wait: false });
+  const got: ReceivedDatagram | null = await sock.receive(100, { timeout: 0.1 });
+  for await (const d of sock.receiveStream(1500)) {
+    console.log(d.host, d.port, d.data.length, sent, got?.count);
+    break;
+  }
+  const count: number = await sock.sendStream([['a', '127.0.0.1', 9], { data: Buffer.from('b'), host: '127.0.0.1', port: 9 }]);
+  const chosen = await broker.syncTimeout(0, tcpAcceptEvt(listener), udpReceiveEvt(sock, 10));
+  if (chosen) console.log(chosen.index, chosen.result, count);
+
+  try {
+    await broker.tcpConnect('127.0.0.1', 1);
+  } catch (err) {
+    if (err instanceof NetworkErrnoError) console.log(err.kind, err.errno, err.errnoFamily, err.code);
+    else if (err instanceof BrokerError) console.log(err.kind);
+  }
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 10);
+  await listener.accept({ signal: controller.signal }).catch(() => null);
+  await listener.close();
+  const description = await sock.describe();
+  console.log(description.kind, description.bound, description.family);
+  await broker.close();
+}
+
+void main();

@@ -1,0 +1,93 @@
+"""The Node client (clients/node) against a real daemon: `node --test` and `tsc --noEmit`.
+
+The daemon runs in this process on 127.0.0.1 port 0, with a policy that lets clients connect
+and send to 127.0.0.1 and ::1 only, so the Node tests can show a denied target (127.0.0.2)
+without a packet leaving loopback. Node finds it through ``SOCKBROKER_GRPC`` and
+``SOCKBROKER_TOKEN_FILE``. Node and the packages come from ``scripts/setup.sh --test`` (apt's
+nodejs and npm, then ``npm ci`` in clients/node); when either is missing the test fails and says
+so, it does not skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import daemon_settings
+from sockbroker.server import Daemon
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "clients" / "node"
+#: The whole Node run is bounded; it takes about 10 s on an idle machine.
+NODE_SECONDS = 120
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed: run `bash scripts/setup.sh --test` (it installs nodejs and npm)")
+    if not (PACKAGE / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.fail(f"the Node client's packages are missing: run `npm ci` in {PACKAGE} (scripts/setup.sh --test does)")
+    return node
+
+
+@pytest.fixture(scope="module")
+async def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Daemon, pathlib.Path]]:
+    token_file = tmp_path_factory.mktemp("node-daemon") / "token"
+    settings = daemon_settings(token_file, allow_connect=["127.0.0.1/32", "::1/128"])
+    daemon = Daemon(settings)
+    await daemon.start()
+    try:
+        yield daemon, token_file
+    finally:
+        await daemon.stop()
+
+
+async def _run(*command: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``command`` in clients/node, bounded in time; its exit status and its output."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=PACKAGE,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(NODE_SECONDS):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        output, _ = await process.communicate()
+        return -1, f"timed out after {NODE_SECONDS} s\n{output.decode(errors='replace')}"
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")
+
+
+@pytest.mark.timeout(NODE_SECONDS + 30)
+async def test_node_client(node_daemon: tuple[Daemon, pathlib.Path]) -> None:
+    node = _node()
+    daemon, token_file = node_daemon
+    env = {
+        **os.environ,
+        "SOCKBROKER_GRPC": f"127.0.0.1:{daemon.grpc_port}",
+        "SOCKBROKER_TOKEN_FILE": str(token_file),
+        "NO_COLOR": "1",
+    }
+    env.pop("SOCKBROKER_TOKEN", None)
+    tests = sorted(str(path.relative_to(PACKAGE)) for path in (PACKAGE / "test").glob("*.test.js"))
+    status, output = await _run(node, "--test", "--test-concurrency=1", "--test-reporter=spec", *tests, env=env)
+    assert status == 0, f"node --test failed (exit {status}):\n{output}"
+    assert "ℹ fail 0" in output, output
+
+
+@pytest.mark.timeout(NODE_SECONDS + 30)
+async def test_node_types() -> None:
+    """The shipped index.d.ts describes the JavaScript: a typed first session compiles."""
+    node = _node()
+    tsc = PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"
+    status, output = await _run(node, str(tsc), "--noEmit", "-p", "test/tsconfig.json")
+    assert status == 0, f"tsc --noEmit failed (exit {status}):\n{output}"
