@@ -6,7 +6,7 @@ namespace) with ``XDG_RUNTIME_DIR`` and ``HOME`` in a temporary directory, so th
 runtime file land where the README says. Then every code block of "A first session" runs as it
 is, each in a fresh process started in the repository (as the README's user, who just ran
 ``scripts/serve.sh``), and must exit 0. What the README says a block shows is checked too: a
-``# → X`` line whose X is literal JSON or one word must be a line of the block's output (handles
+``# → X`` (or ``; → X``) line whose X is literal JSON or one word must be a line of the block's output (handles
 shortened with "…" and descriptions are not compared), and ``print(...)  # X`` (or
 ``console.log(...); // X``) must print ``X``.
 """
@@ -35,6 +35,13 @@ RUNNERS = {
     "sh": ["bash", "-euo", "pipefail", "-s"],
     "python": [sys.executable, "-"],
     "js": ["node", "-"],
+    # Saved as hello.rkt and run as the README says, with the drop-in collection on the path.
+    "racket": [
+        "bash",
+        "-c",
+        'd=$(mktemp -d) && trap \'rm -r "$d"\' EXIT && cat >"$d/hello.rkt" && '
+        'PLTCOLLECTS=$PWD/clients/racket: racket "$d/hello.rkt"',
+    ],
 }
 
 
@@ -51,7 +58,7 @@ class Block:
         wanted = []
         lines = self.text.splitlines()
         for at, line in enumerate(lines):
-            if shown := re.match(r"\s*#\s*→\s*(.+)$", line):
+            if shown := re.match(r"\s*(?:#|;)\s*→\s*(.+)$", line):
                 command = next((c for c in lines[at + 1 :] if not c.lstrip().startswith("#")), "")
                 word = shown[1] if re.fullmatch(r"\w+", shown[1]) else None
                 value = None if "…" in shown[1] else _json(shown[1]) or word
