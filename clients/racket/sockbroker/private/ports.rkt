@@ -10,6 +10,11 @@
 ;; The output port buffers like Racket's own TCP ports: 4096 bytes, block-buffered at first,
 ;; 'line and 'none through `file-stream-buffer-mode`. A flush (a full buffer, a newline in
 ;; 'line mode, `flush-output`, close) writes the bytes to the daemon with flush: true.
+;;
+;; A custodian shutdown closes Racket's own TCP ports, but custom ports belong to no custodian:
+;; so each pair holds a custodian box of the custodian it was made under. Once that custodian is
+;; shut down (the daemon has closed the handles already), the next operation on a port closes it
+;; here, without a call to the daemon, and fails as an operation on a closed port does.
 (require racket/port
          "broker.rkt"
          "evt.rkt")
@@ -35,15 +40,23 @@
 (define buffer-size 4096)
 
 (define (make-tcp-ports in-h out-h)
-  (define in (make-in in-h))
-  (define out (make-out out-h))
+  (define alive (make-custodian-box (current-custodian) #t))
+  (define in (make-in in-h alive))
+  (define out (make-out out-h alive))
   (hash-set! port-infos in (info in-h #f))
   (hash-set! port-infos out (info out-h #f))
   (values in out))
 
-(define (make-in h)
+(define (closed-by-custodian self who)
+  (define what (if (input-port? self) "input" "output"))
+  (if (input-port? self) (close-input-port self) (close-output-port self))
+  (raise (exn:fail (format "~a: ~a port is closed\n  ~a port: ~e" who what what self)
+                   (current-continuation-marks))))
+
+(define (make-in h alive)
   (define mode 'block)
   (define (read-in bstr)
+    (unless (custodian-box-value alive) (closed-by-custodian self 'read-bytes))
     (define reply
       (call "POST" (format "/v1/tcp/ports/~a/read" h)
             (hasheq 'max (min (bytes-length bstr) 65536) 'mode "nowait")))
@@ -54,19 +67,21 @@
        (bytes-copy! bstr 0 data)
        (bytes-length data)]
       [else (broker-evt (hasheq 'port_read_ready (hasheq 'port h)) (λ (_) 0))]))
-  (define (close) (call "DELETE" (format "/v1/tcp/ports/~a" h)))
-  (make-input-port/read-to-peek
-   'tcp read-in #f close #f void 1
-   (case-lambda
-     [() mode]
-     [(m) (when (eq? m 'line)
-            (raise (exn:fail:contract
-                    "file-stream-buffer-mode: 'line buffering not supported for an input port"
-                    (current-continuation-marks))))
-          (set! mode m)])
-   #t))
+  (define (close) (when (custodian-box-value alive) (call "DELETE" (format "/v1/tcp/ports/~a" h))))
+  (define self
+    (make-input-port/read-to-peek
+     'tcp read-in #f close #f void 1
+     (case-lambda
+       [() mode]
+       [(m) (when (eq? m 'line)
+              (raise (exn:fail:contract
+                      "file-stream-buffer-mode: 'line buffering not supported for an input port"
+                      (current-continuation-marks))))
+            (set! mode m)])
+     #t))
+  self)
 
-(define (make-out h)
+(define (make-out h alive)
   (define lock (make-semaphore 1))
   (define buf (make-bytes buffer-size))
   (define used 0)
@@ -81,6 +96,7 @@
       (set! used 0)
       (send! bs)))
   (define (write-out bstr start end non-block? enable-break?)
+    (unless (custodian-box-value alive) (closed-by-custodian self 'write-bytes))
     (call-with-semaphore
      lock
      (λ ()
@@ -103,7 +119,7 @@
     (call-with-semaphore
      lock
      (λ ()
-       (unless closed?
+       (unless (or closed? (not (custodian-box-value alive)))
          (set! closed? #t)
          (with-handlers ([exn:fail? void]) (drain!)) ; Racket's close does not fail on a lost peer
          (if (info-abandon? (hash-ref port-infos self))

@@ -1,21 +1,21 @@
 #lang racket/base
-;; The conformance scenarios run through Racket's own racket/tcp and racket/udp: a check that the
-;; scenarios say what Racket 8.7 does (README.md, "Where the broker is not Racket 8.7", lists the
-;; steps where the broker departs on purpose; those are reported as `decided`, not as failures).
+;; The Racket driver of the conformance scenarios (README.md is the contract), one evaluator over
+;; either implementation of racket/tcp and racket/udp:
 ;;
-;;   racket tests/conformance/racket-reference.rkt [SCENARIOS.json]
+;;   racket tests/conformance/driver.rkt [--impl racket|broker] [SCENARIOS.json]
 ;;
-;; prints the JSON lines of README.md ("A driver's output") and exits 1 when a scenario fails.
-;; The implementation's bindings come from two module paths (racket/tcp, racket/udp), so the
-;; same evaluator runs a drop-in by changing TCP-MODULE and UDP-MODULE below.
-(require json racket/list racket/runtime-path)
+;; - `--impl racket` (the default): Racket 8.7's own racket/tcp and racket/udp, a check that the
+;;   scenarios say what Racket does. README.md, "Where the broker is not Racket 8.7", lists the
+;;   steps where the broker departs on purpose (DECIDED below); those are reported as `decided`.
+;; - `--impl broker`: the drop-in, sockbroker/tcp and sockbroker/udp (clients/racket, found
+;;   through PLTCOLLECTS; the daemon through SOCKBROKER_URL and SOCKBROKER_TOKEN_FILE). The
+;;   scenarios describe the broker, so nothing is decided: every difference is a failure.
+;;
+;; Either prints the JSON lines of README.md ("A driver's output") and exits 1 when a scenario
+;; fails. The bindings come through `dynamic-require` from the implementation's two modules.
+(require json racket/cmdline racket/list racket/runtime-path)
 
 (define-runtime-path SCENARIOS "scenarios.json")
-
-(define TCP-MODULE 'racket/tcp)
-(define UDP-MODULE 'racket/udp)
-(define (tcp name) (dynamic-require TCP-MODULE name))
-(define (udp name) (dynamic-require UDP-MODULE name))
 
 ;; Where the broker departs from Racket 8.7 on purpose: (scenario id . step index) → why. Such a
 ;; step is reported and the scenario goes on; any other difference is a failure.
@@ -35,6 +35,19 @@
         '("tcp-policy-denied" . 1) POLICY
         '("udp-policy-denied" . 1) POLICY
         '("udp-policy-denied" . 2) POLICY))
+
+;; An implementation: its two modules, the door it reports, the departures it may show, and the
+;; broker kinds that have no Racket struct of their own, by the errno it raises them with. The
+;; drop-in raises a policy refusal (`permission-denied`) as exn:fail:network:errno with EACCES
+;; (clients/racket/README.md), so that errno is that kind through it.
+(struct impl (tcp-module udp-module door decided errno-kinds))
+(define IMPLEMENTATIONS
+  (hash "racket" (impl 'racket/tcp 'racket/udp "racket/tcp" DECIDED (hash))
+        "broker" (impl 'sockbroker/tcp 'sockbroker/udp "sockbroker/tcp" (hash)
+                       (hash '(13 . posix) "permission-denied"))))
+(define current-impl (make-parameter (hash-ref IMPLEMENTATIONS "racket")))
+(define (tcp name) (dynamic-require (impl-tcp-module (current-impl)) name))
+(define (udp name) (dynamic-require (impl-udp-module (current-impl)) name))
 
 (define (none v) (if (eq? v 'null) #f v))
 (define (values->list thunk) (call-with-values thunk list))
@@ -89,7 +102,8 @@
 
 (define (kind-of e)
   (cond [(exn:break? e) "exn:break"]
-        [(exn:fail:network:errno? e) "exn:fail:network:errno"]
+        [(exn:fail:network:errno? e)
+         (hash-ref (impl-errno-kinds (current-impl)) (exn:fail:network:errno-errno e) "exn:fail:network:errno")]
         [(exn:fail:network? e) "exn:fail:network"]
         [(exn:fail:contract? e) "exn:fail:contract"]
         [(exn:fail? e) "exn:fail"]
@@ -180,7 +194,7 @@
                 (fail! "cannot bind ~a names to ~a" (length names) (show result)))
               (for ([name names] [v result] #:unless (eq? name 'null)) (hash-set! env name v))])]))
   (for ([step (hash-ref scenario 'steps)] [index (in-naturals)])
-    (define why (hash-ref DECIDED (cons (hash-ref scenario 'id) index) #f))
+    (define why (hash-ref (impl-decided (current-impl)) (cons (hash-ref scenario 'id) index) #f))
     (with-handlers ([failed? (lambda (f)
                                (unless why (raise (list index (hash-ref step 'op) (failed-detail f))))
                                (set! departures (cons (format "step ~a: ~a" index why) departures)))])
@@ -200,23 +214,36 @@
   (apply bytes (for/list ([i (in-range 0 (string-length s) 2)]) (string->number (substring s i (+ i 2)) 16))))
 
 (module+ main
-  (define arguments (current-command-line-arguments))
-  (define file (if (zero? (vector-length arguments)) SCENARIOS (vector-ref arguments 0)))
+  (define file
+    (command-line
+     #:program "driver.rkt"
+     #:once-each
+     [("--impl") name "racket (racket/tcp, racket/udp; the default) or broker (sockbroker/tcp, sockbroker/udp)"
+                 (current-impl (hash-ref IMPLEMENTATIONS name
+                                         (lambda () (raise-user-error 'driver.rkt "--impl: ~s is not racket or broker" name))))]
+     #:args ([scenarios (path->string SCENARIOS)]) scenarios))
   (define document (call-with-input-file file read-json))
-  (unless (equal? (hash-ref document 'version) 1) (error 'racket-reference "~a: version ~s, not 1" file (hash-ref document 'version)))
+  (unless (equal? (hash-ref document 'version) 1) (raise-user-error 'driver.rkt "~a: version ~s, not 1" file (hash-ref document 'version)))
   (define timeout (hash-ref document 'step_timeout_seconds))
-  (write-json (hasheq 'driver "racket-reference" 'door "racket/tcp" 'unsupported '()))
+  ;; Instantiate the implementation here, under the main custodian, as a program's `require`
+  ;; would: the drop-in's connection to the daemon must not belong to a scenario's custodian.
+  (dynamic-require (impl-tcp-module (current-impl)) #f)
+  (dynamic-require (impl-udp-module (current-impl)) #f)
+  (define door (impl-door (current-impl)))
+  (write-json (hasheq 'driver "racket" 'door door 'unsupported '()))
   (newline)
   (define failures
     (for/sum ([scenario (hash-ref document 'scenarios)])
       (define id (hash-ref scenario 'id))
+      ;; The scenario's custodian stands for its session: shutting it down closes what it left
+      ;; open (through the drop-in, in the daemon too, before the next call).
       (define owner (make-custodian))
       (define line
         (with-handlers ([list? (lambda (l) (hasheq 'outcome "fail" 'step (first l) 'op (second l) 'detail (third l)))])
           (define departures (parameterize ([current-custodian owner]) (run-scenario scenario timeout)))
           (if (null? departures) (hasheq 'outcome "pass") (hasheq 'outcome "decided" 'departures departures))))
       (custodian-shutdown-all owner)
-      (write-json (hash-set* line 'id id 'door "racket/tcp"))
+      (write-json (hash-set* line 'id id 'door door))
       (newline)
       (if (equal? (hash-ref line 'outcome) "fail") 1 0)))
   (exit (if (zero? failures) 0 1)))
