@@ -14,8 +14,10 @@ const FRAME = 256 * 1024;
  * stream (backpressure); end() sends an eof frame, which closes the connection's output port
  * (a FIN), while reading goes on. The peer's FIN ends the readable side. Reading pauses the
  * gRPC call while the readable buffer is full, so HTTP/2 flow control holds the daemon back.
- * destroy() cancels the call, which the daemon takes as an eof frame (a FIN); the input port
- * stays open (docs/semantics.md, "The stream").
+ * destroy() cancels the call. grpc-js sends END_STREAM at once and the RST_STREAM a few ms
+ * later; until the reset arrives the daemon sees a half-close: it sends the peer a FIN and goes
+ * on delivering the peer's bytes to this stream, where grpc-js drops them. Bytes the peer sends
+ * after the daemon has the reset stay in the port. The input port stays open.
  */
 class PortStream extends Duplex {
   constructor(call, translate) {
