@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -297,13 +298,17 @@ class Acceptor:
             sock.close()
 
     async def _serve(self, sock: socket.socket) -> None:
+        """Accept while there is room. The accept itself is synchronous, once the listening socket
+        is readable: a socket that ``loop.sock_accept`` accepted just as the task was cancelled
+        (the door closing) would be lost in its future, never closed."""
         loop = asyncio.get_running_loop()
         while True:
             await self.connections.room()
+            await _readable(sock)
             try:
-                conn, _ = await loop.sock_accept(sock)
-            except ConnectionAbortedError:
-                continue  # the client gave up while queued
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue  # another accept took it, or the client gave up while queued
             except OSError as exc:  # out of descriptors (EMFILE, ENFILE) or memory: try again soon
                 self._cannot_accept(exc)
                 await asyncio.sleep(0.1)
@@ -315,6 +320,7 @@ class Acceptor:
                 task = loop.create_task(self._connect(conn))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(_close_if_cancelled, conn))
 
     def _cannot_accept(self, exc: OSError) -> None:
         """A failed accept, retried every 0.1 s: one warning per :data:`WARNING_PERIOD` at most."""
@@ -333,6 +339,31 @@ class Acceptor:
         except Exception:  # a bug: this connection is lost, but the door goes on accepting
             log.exception("the REST door could not serve an accepted connection")
             conn.close()
+        except BaseException:  # cancelled: the door is closing
+            conn.close()
+            raise
+
+
+def _close_if_cancelled(conn: socket.socket, task: asyncio.Task[None]) -> None:
+    """A connection's task cancelled before it ran (the door closing) never saw its socket."""
+    if task.cancelled():
+        conn.close()
+
+
+async def _readable(sock: socket.socket) -> None:
+    """Until ``sock`` is readable (a listening socket: a connection is queued)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock)
 
 
 #: Seconds between two warnings that the door cannot accept (it retries every 0.1 s meanwhile).
