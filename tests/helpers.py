@@ -98,6 +98,30 @@ class PeerServer:
         await self.server.wait_closed()
 
 
+async def run_bounded(
+    *command: str, seconds: float, cwd: pathlib.Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run ``command`` (stdin empty) for at most ``seconds``: its exit status (-1 when it ran
+    over and was killed) and its standard output and error, interleaved."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        output, _ = await process.communicate()
+        return -1, f"ran over {seconds} s and was killed\n{output.decode(errors='replace')}"
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")
+
+
 def target(daemon: Any, door: str) -> str:
     """The address a client of ``door`` dials for the test daemon."""
     return f"127.0.0.1:{daemon.grpc_port}" if door == "grpc" else f"http://127.0.0.1:{daemon.rest_port}"

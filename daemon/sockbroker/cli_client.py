@@ -308,8 +308,10 @@ def add_commands(commands: Any) -> None:
     """Add the client commands to the ``sockbroker`` parser's subparsers ``commands``."""
     common = [_client_options()]
 
-    def command(name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
-        return commands.add_parser(  # type: ignore[no-any-return]
+    def command(
+        name: str, help: str, description: str, examples: str, within: Any = commands
+    ) -> argparse.ArgumentParser:
+        return within.add_parser(  # type: ignore[no-any-return]
             name,
             help=help,
             description=description,
@@ -380,35 +382,27 @@ def add_commands(commands: Any) -> None:
     )
     udp_commands = udp.add_subparsers(dest="udp_command", required=True, metavar="{send,receive}")
 
-    def udp_command(name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
-        return udp_commands.add_parser(  # type: ignore[no-any-return]
-            name,
-            help=help,
-            description=description,
-            epilog="examples:\n" + examples + _COMMON_EPILOG,
-            parents=common,
-            formatter_class=_Formatter,
-        )
-
-    send = udp_command(
+    send = command(
         "send",
         "send one datagram",
         "Send one datagram to HOST PORT: DATA, or everything on stdin when DATA is not given "
         "(at most 65,507 bytes, a UDP datagram's limit).",
         "  sockbroker udp send 127.0.0.1 9999 hello\n  head -c 1200 /dev/urandom | sockbroker udp send ::1 9999\n",
+        within=udp_commands,
     )
     send.add_argument("host", metavar="HOST")
     send.add_argument("port", metavar="PORT", type=_port(1))
     send.add_argument("data", metavar="DATA", nargs="?", help="the datagram (default: stdin)")
     send.set_defaults(run=_udp_send)
 
-    receive = udp_command(
+    receive = command(
         "receive",
         "receive datagrams on PORT and write them to stdout",
         "Bind PORT on the daemon's host and write each datagram received to stdout, as it came. Ends after "
         "--count datagrams or --timeout seconds; exit status 1 when the timeout passes before --count came.",
         "  sockbroker udp receive 9999 --count 1\n"
         "  sockbroker udp receive 0 --timeout 10 --show-sender > datagrams.bin\n",
+        within=udp_commands,
     )
     receive.add_argument("port", metavar="PORT", type=_port(0))
     receive.add_argument("--host", default="127.0.0.1", metavar="H", help="the local address (default 127.0.0.1)")

@@ -13,7 +13,6 @@ subprocess.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pathlib
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 from conformance.driver import load
-from helpers import target
+from helpers import run_bounded, target
 from sockbroker.server import Daemon
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -37,26 +36,11 @@ async def run_driver(*arguments: str, env: dict[str, str] | None = None) -> tupl
     """driver.rkt with ``arguments``: its exit status, its JSON lines and its whole output."""
     racket = shutil.which("racket")
     assert racket, "racket is not installed (scripts/setup.sh --test installs it)"
-    process = await asyncio.create_subprocess_exec(
-        racket,
-        str(DRIVER),
-        *arguments,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(SECONDS):
-            out, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        out, err = await process.communicate()
-        pytest.fail(f"driver.rkt {' '.join(arguments)} ran over {SECONDS} s:\n{out.decode()}{err.decode()}")
-    assert process.returncode is not None
-    text = out.decode()
+    status, text = await run_bounded(racket, str(DRIVER), *arguments, seconds=SECONDS, env=env)
+    if status == -1:
+        pytest.fail(f"driver.rkt {' '.join(arguments)}: {text}")
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    return process.returncode, lines, text + err.decode()
+    return status, lines, text
 
 
 def outcomes(lines: list[dict[str, Any]]) -> dict[str, str]:

@@ -10,14 +10,13 @@ so, it does not skip.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pathlib
 import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from helpers import daemon_settings
+from helpers import daemon_settings, run_bounded
 from sockbroker.server import Daemon
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "clients" / "node"
@@ -46,27 +45,6 @@ async def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         await daemon.stop()
 
 
-async def _run(*command: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``command`` in clients/node, bounded in time; its exit status and its output."""
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=PACKAGE,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(NODE_SECONDS):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-        return -1, f"timed out after {NODE_SECONDS} s\n{output.decode(errors='replace')}"
-    assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
-
-
 @pytest.mark.timeout(NODE_SECONDS + 30)
 async def test_node_client(node_daemon: tuple[Daemon, pathlib.Path]) -> None:
     node = _node()
@@ -79,7 +57,16 @@ async def test_node_client(node_daemon: tuple[Daemon, pathlib.Path]) -> None:
     }
     env.pop("SOCKBROKER_TOKEN", None)
     tests = sorted(str(path.relative_to(PACKAGE)) for path in (PACKAGE / "test").glob("*.test.js"))
-    status, output = await _run(node, "--test", "--test-concurrency=1", "--test-reporter=spec", *tests, env=env)
+    status, output = await run_bounded(
+        node,
+        "--test",
+        "--test-concurrency=1",
+        "--test-reporter=spec",
+        *tests,
+        seconds=NODE_SECONDS,
+        cwd=PACKAGE,
+        env=env,
+    )
     assert status == 0, f"node --test failed (exit {status}):\n{output}"
     assert "ℹ fail 0" in output, output
 
@@ -89,5 +76,7 @@ async def test_node_types() -> None:
     """The shipped index.d.ts describes the JavaScript: a typed first session compiles."""
     node = _node()
     tsc = PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"
-    status, output = await _run(node, str(tsc), "--noEmit", "-p", "test/tsconfig.json")
+    status, output = await run_bounded(
+        node, str(tsc), "--noEmit", "-p", "test/tsconfig.json", seconds=NODE_SECONDS, cwd=PACKAGE
+    )
     assert status == 0, f"tsc --noEmit failed (exit {status}):\n{output}"
