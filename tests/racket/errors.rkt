@@ -255,6 +255,12 @@
 (scenario "custodian/shut-down/udp-open-socket"
           (let ([c (shut-down-custodian)])
             (probe (λ () (parameterize ([current-custodian c]) (udp-open-socket))))))
+(scenario "custodian/shut-down/udp-send-to"
+          (let* ([c (make-custodian)]
+                 [u (parameterize ([current-custodian c]) (udp-open-socket))]
+                 [target (udp-bound)])
+            (custodian-shutdown-all c)
+            (probe (λ () (udp-send-to u "127.0.0.1" (udp-port target) #"x")))))
 
 ;; UDP: open, bind, connect
 (scenario "udp/open/family-port-0" (probe (λ () (udp-open-socket "127.0.0.1" 0))))

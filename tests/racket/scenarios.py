@@ -454,6 +454,17 @@ simple("custodian/shut-down/tcp-listen", lambda c: _under_shut_down(c, "listen")
 simple("custodian/shut-down/tcp-connect", lambda c: _under_shut_down(c, "connect"))
 simple("custodian/shut-down/udp-open-socket", lambda c: _under_shut_down(c, "udp"))
 
+
+@scenario("custodian/shut-down/udp-send-to")
+async def _send_after_shutdown(ctx: Ctx) -> Outcome:
+    custodian = await ctx.b.make_custodian()
+    sock = await ctx.b.udp_open_socket(custodian=custodian)
+    target = await ctx.udp_bound()
+    port = (await target.addresses(port_numbers=True))[1]
+    await ctx.b.custodian_shutdown_all(custodian)
+    return await probe(lambda: sock.send_to("127.0.0.1", port, b"x"))
+
+
 # UDP: open, bind, connect
 simple("udp/open/family-port-0", lambda c: _const(lambda: c.b.udp_open_socket("127.0.0.1", 0)))
 
@@ -704,6 +715,12 @@ DECIDED: dict[str, Decided] = {
         )
         for who in ("tcp-listen", "tcp-connect", "udp-open-socket")
     },
+    "custodian/shut-down/udp-send-to": Decided(
+        "exn:fail:network",
+        None,
+        "udp-send-to: udp socket is closed",
+        "DESIGN §2: a shutdown closes every handle of the custodian, UDP sockets too (8.7 leaves them open)",
+    ),
     "udp/send-to/too-big": Decided("exn:fail:network:errno", 90, "udp-send-to: send failed", _TOO_BIG),
     "udp/send/too-big": Decided("exn:fail:network:errno", 90, "udp-send: send failed", _TOO_BIG),
     "tcp/connect/local-port-in-use": Decided(
