@@ -21,6 +21,9 @@ from helpers import daemon_settings, target
 from sockbroker.server import Daemon
 from sockbroker_client import AsyncBroker
 
+#: An unclosed socket's error names where it was made (tests/socket_origins.py).
+pytest_plugins = ["socket_origins"]
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
