@@ -454,12 +454,14 @@ class LoopbackReply(_message.Message):
     def __init__(self, loopback: _Optional[bool] = ...) -> None: ...
 
 class UdpReceiveStreamRequest(_message.Message):
-    __slots__ = ("udp", "max")
+    __slots__ = ("udp", "max", "packed")
     UDP_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     udp: str
     max: int
-    def __init__(self, udp: _Optional[str] = ..., max: _Optional[int] = ...) -> None: ...
+    packed: bool
+    def __init__(self, udp: _Optional[str] = ..., max: _Optional[int] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class Datagram(_message.Message):
     __slots__ = ("data", "host", "port")
@@ -472,14 +474,16 @@ class Datagram(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class DatagramBatch(_message.Message):
-    __slots__ = ("udp", "datagrams", "queue_dropped")
+    __slots__ = ("udp", "datagrams", "queue_dropped", "packed")
     UDP_FIELD_NUMBER: _ClassVar[int]
     DATAGRAMS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     udp: str
     datagrams: _containers.RepeatedCompositeFieldContainer[Datagram]
     queue_dropped: int
-    def __init__(self, udp: _Optional[str] = ..., datagrams: _Optional[_Iterable[_Union[Datagram, _Mapping]]] = ..., queue_dropped: _Optional[int] = ...) -> None: ...
+    packed: bytes
+    def __init__(self, udp: _Optional[str] = ..., datagrams: _Optional[_Iterable[_Union[Datagram, _Mapping]]] = ..., queue_dropped: _Optional[int] = ..., packed: _Optional[bytes] = ...) -> None: ...
 
 class SendStreamReply(_message.Message):
     __slots__ = ("sent",)
