@@ -53,6 +53,10 @@ def low_limit() -> Iterator[int]:
         gc.enable()
 
 
+def _descriptors() -> set[int]:
+    return set(map(int, os.listdir("/proc/self/fd")))
+
+
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
     broker = Broker(LIMITS, [Principal("test", "t" * 43, POLICY)])
@@ -68,11 +72,14 @@ async def test_lent_sockets_stop_at_the_ceiling_and_leave_the_reserve_to_the_doo
         for _ in range(ROOM * 2):
             await api.udp_open()
     assert refused.value.kind == "resource-exhausted"
-    # Lent up to the ceiling, never past it: every descriptor below it is taken, and listing them
-    # takes the lowest free one, the ceiling itself (so the refused socket was closed).
-    assert set(range(low_limit)) <= set(map(int, os.listdir("/proc/self/fd"))) <= set(range(low_limit + 1))
-    # Every other way of making a socket is refused the same way, and none leaks a descriptor.
-    before = len(os.listdir("/proc/self/fd"))
+    # Lent up to the ceiling, never past it: the last descriptor below it is taken, and listing
+    # them takes the lowest free one, at most the ceiling itself (so the refused socket was
+    # closed). Other parts of the process (the suite's daemon, a client's thread) may close a
+    # descriptor of theirs meanwhile: a hole below the ceiling is theirs, not a lent socket's.
+    fds = _descriptors()
+    assert low_limit - 1 in fds and max(fds) <= low_limit
+    # Every other way of making a socket is refused the same way, and none leaks a descriptor: past
+    # the ceiling there is only the test's own peer and, right after it, the listing's.
     with pytest.raises(ResourceExhaustedError):
         await api.tcp_listen(0, hostname="127.0.0.1")
     with pytest.raises(ResourceExhaustedError):
@@ -80,7 +87,7 @@ async def test_lent_sockets_stop_at_the_ceiling_and_leave_the_reserve_to_the_doo
     peer = socket.create_connection(("127.0.0.1", listener.port))  # the doors' reserve is free
     with pytest.raises(ResourceExhaustedError):  # refused before the accept: the peer stays queued
         await api.tcp_accept(listener.handle, timeout=1)
-    assert len(os.listdir("/proc/self/fd")) == before + 1
+    assert max(_descriptors() - {peer.fileno()}) <= max(peer.fileno(), low_limit) + 1
     # Closing lent sockets makes room again: the queued peer is accepted, not lost.
     for handle in [h for h, r in api.session.root.resources.items() if r.kind == "udp"][:4]:
         api.udp_close(handle)
