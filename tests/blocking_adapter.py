@@ -31,6 +31,7 @@ from sockbroker_client import (
     BlockingUdpSocket,
     Broker,
     Canceller,
+    ChannelSocket,
     Datagram,
 )
 from sockbroker_client._transport import Channel
@@ -270,6 +271,12 @@ class AdaptedBroker:
     async def tcp_abandon_port(self, port: AdaptedInputPort | AdaptedOutputPort | str) -> None:
         await self._run(self._blocking.tcp_abandon_port, _b(port))
 
+    async def open_channel(self, port: AdaptedInputPort | str, mode: str = "relay") -> ChannelSocket:
+        return await self._run(self._blocking.open_channel, _b(port), mode)
+
+    async def udp_open_channel(self, sock: AdaptedUdpSocket | str, mode: str = "handoff") -> ChannelSocket:
+        return await self._run(self._blocking.udp_open_channel, _b(sock), mode)
+
     async def tcp_stream(self, port: AdaptedInputPort | str) -> AdaptedPortStream:
         return AdaptedPortStream(self, await self._run(self._blocking.tcp_stream, _b(port)))
 
@@ -493,6 +500,9 @@ class AdaptedInputPort(_AdaptedPort):
     async def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
         return await self._run(self._blocking.peek_bytes_avail, max_bytes, timeout=timeout)
 
+    async def open_channel(self, mode: str = "relay") -> ChannelSocket:
+        return await self._run(self._blocking.open_channel, mode)
+
 
 class AdaptedOutputPort(_AdaptedPort):
     _blocking: BlockingOutputPort
@@ -513,6 +523,9 @@ class AdaptedUdpSocket(_AdaptedHandle):
 
     async def bind(self, hostname: str | None, port: int, reuse: bool = False) -> None:
         await self._run(self._blocking.bind, hostname, port, reuse)
+
+    async def open_channel(self, mode: str = "handoff") -> ChannelSocket:
+        return await self._run(self._blocking.open_channel, mode)
 
     async def connect(self, hostname: str | None, port: int | None) -> None:
         await self._run(self._blocking.connect, hostname, port)

@@ -269,19 +269,22 @@ class Background:
         return self.stdout.read_bytes()
 
 
-@pytest.mark.parametrize("door", ["grpc", "rest"])
+@pytest.mark.parametrize(
+    ("door", "via"), [("grpc", "stream"), ("rest", "stream"), ("grpc", "handoff"), ("rest", "relay"), ("grpc", "auto")]
+)
 def test_listen_and_connect_move_a_mebibyte_each_way_with_half_close(
-    served: Daemon, tmp_path: pathlib.Path, door: str
+    served: Daemon, tmp_path: pathlib.Path, door: str, via: str
 ) -> None:
-    """Each side sends its stdin, then half-closes; each exits only when it has read the other's EOF."""
+    """Each side sends its stdin, then half-closes; each exits only when it has read the other's EOF.
+    ``--via handoff`` and ``relay`` fail rather than fall back: passing, they carried the bytes."""
     url = served.runtime["grpc_address"] if door == "grpc" else served.runtime["rest_url"]
     env = served.env(SOCKBROKER_URL=url)
     to_connector, to_listener = os.urandom(ONE_MIB), os.urandom(ONE_MIB)
     (tmp_path / "l").mkdir()
     (tmp_path / "c").mkdir()
-    listener = Background(["listen", "0"], env, tmp_path / "l", stdin=to_connector)
+    listener = Background(["listen", "0", "--via", via], env, tmp_path / "l", stdin=to_connector)
     port = listener.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
-    connector = Background(["connect", "127.0.0.1", port], env, tmp_path / "c", stdin=to_listener)
+    connector = Background(["connect", "127.0.0.1", port, "--via", via], env, tmp_path / "c", stdin=to_listener)
     assert connector.finish() == to_connector
     assert listener.finish() == to_listener
     assert re.search(r"connection from 127\.0\.0\.1:\d+", listener.stderr.read_text())

@@ -138,6 +138,8 @@ export declare class InputPort extends Port {
   readBytesAvailNowait(maxBytes?: number): Promise<Buffer | Eof>;
   readBytes(amount: number, options?: BlockingOptions): Promise<Buffer | Eof>;
   peekBytesAvail(maxBytes?: number, options?: BlockingOptions): Promise<Buffer | Eof>;
+  /** The connection out of band (Ports.OpenChannel): a socket carrying its bytes ('relay' only). */
+  openChannel(mode?: 'relay'): Promise<import('node:net').Socket>;
 }
 
 export declare class OutputPort extends Port {
@@ -172,6 +174,8 @@ export type OutgoingDatagram = { data: Bytes; host?: string; port?: number } | [
 
 export declare class UdpSocket extends Handle {
   bind(hostname: string | null, port: number, reuse?: boolean): Promise<void>;
+  /** Always rejects with ContractError: a UDP hand-off passes a descriptor, which node:net cannot receive. */
+  openChannel(mode?: 'handoff'): Promise<never>;
   connect(hostname: string | null, port: number | null): Promise<void>;
   sendTo(hostname: string, port: number, data: Bytes, start?: number, end?: number, options?: SendOptions): Promise<boolean>;
   sendToNowait(hostname: string, port: number, data: Bytes, start?: number, end?: number): Promise<boolean>;
@@ -286,6 +290,12 @@ export declare class Broker {
   /** tcp-close: a second close fails (NetworkError), as in Racket; listener.close() does not. */
   tcpClose(listener: Listener | string): Promise<void>;
   tcpAbandonPort(port: Port | string): Promise<void>;
+  /** The connection out of band (Ports.OpenChannel, DESIGN §8): a socket to the daemon's channel
+   * listener carrying the connection's bytes both ways ('relay' only: node:net cannot receive a
+   * descriptor for a hand-off). */
+  openChannel(inputPort: InputPort | string, mode?: 'relay'): Promise<import('node:net').Socket>;
+  /** Always rejects with ContractError: a UDP hand-off passes a descriptor, which node:net cannot receive. */
+  udpOpenChannel(sock: UdpSocket | string, mode?: 'handoff'): Promise<never>;
   tcpStream(inputPort: InputPort | string): PortStream;
 
   udpOpenSocket(familyHostname?: string | null, familyPort?: number | null, options?: { custodian?: Custodian | string }): Promise<UdpSocket>;

@@ -4,8 +4,10 @@ Each is a thin program over the Python client (``sockbroker_client``), which fin
 the way every client does: ``--url`` (or ``$SOCKBROKER_URL``), else the running daemon's
 runtime file beside the token file, else the default ports; the token from ``--token-file``
 (or ``$SOCKBROKER_TOKEN_FILE``, or ``$SOCKBROKER_TOKEN``). ``connect`` and ``listen`` move bytes
-between stdin/stdout and one TCP connection with :func:`pump`, over the connection's byte stream
-(``Ports.Stream``), half-close carried: stdin's end of file closes the connection's output.
+between stdin/stdout and one TCP connection, half-close carried (stdin's end of file closes the
+connection's output): out of band when they can (``--via auto``: the connection's own socket handed
+off, else a relay channel, when the daemon is on this host: :func:`copy_through`), else over the
+connection's byte stream (``Ports.Stream``: :func:`pump`).
 
 Exit status: 0 done, 1 the operation failed (one line on stderr: the message, then the error's
 kind and errno in brackets; never a traceback), 2 bad usage (argparse), 130 interrupted.
@@ -19,18 +21,29 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import socket
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sockbroker_client import AsyncBroker, BrokerError, BrokerUnavailableError, Connecting, default_token_file
+from sockbroker_client import (
+    AsyncBroker,
+    BrokerError,
+    BrokerUnavailableError,
+    Connecting,
+    InputPort,
+    default_token_file,
+)
 from sockbroker_client._files import read_runtime_file, read_token_file, runtime_file
 from sockbroker_client._transport import PortStream
 
-__all__ = ["add_commands", "pump", "run"]
+from .config import is_loopback
+
+__all__ = ["add_commands", "copy_through", "pump", "run"]
 
 #: Bytes read from stdin at a time.
 CHUNK = 64 * 1024
@@ -41,6 +54,13 @@ MAX_STDIN_DATAGRAM = 65536
 STATUS_SECONDS = 5.0
 #: The REST door's default address, when neither --url nor a runtime file names one.
 DEFAULT_REST = "http://127.0.0.1:8080"
+#: How ``connect`` and ``listen`` carry the bytes (docs/channels.md).
+VIA = ("auto", "handoff", "relay", "stream")
+VIA_HELP = (
+    "how the bytes travel: handoff (the connection's own socket), relay (a channel spliced by the daemon), "
+    "stream (Ports.Stream / WebSocket), or auto (default: handoff, else relay, when the daemon is on this host; "
+    "else stream)"
+)
 
 _COMMON_EPILOG = """
 The daemon is found through --url, else $SOCKBROKER_URL, else the runtime file the running daemon
@@ -118,6 +138,94 @@ async def pump(stream: PortStream, source: int = 0, sink: int = 1) -> None:
         await stream.receive()  # None once the daemon has ended the stream
 
 
+def _write_sink(sink: int, data: bytes) -> bool:
+    """Write all of ``data``; False when ``sink`` no longer takes any (a closed pipe)."""
+    try:
+        _write_all(sink, data)
+    except BrokenPipeError:
+        return False
+    return True
+
+
+def copy_through(channel: socket.socket, source: int = 0, sink: int = 1) -> None:
+    """:func:`pump` for a channel (a plain socket, blocking): ``source`` → channel (its end of file
+    sends FIN) and channel → ``sink`` (to the peer's FIN), until both are done. The upstream runs
+    in a daemon thread, so a terminal that never ends its input does not hold the exit."""
+    failure: list[BaseException] = []
+
+    def upstream() -> None:
+        try:
+            while chunk := os.read(source, CHUNK):
+                channel.sendall(chunk)
+            channel.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            failure.append(exc)
+
+    sending = threading.Thread(target=upstream, name="sockbroker-stdin", daemon=True)
+    sending.start()
+    while (chunk := channel.recv(CHUNK)) and _write_sink(sink, chunk):
+        pass
+    sending.join()
+    if failure:
+        raise failure[0]
+
+
+async def _in_thread(fn: Callable[..., None], *args: Any) -> None:
+    """``fn(*args)`` in a daemon thread (an interrupt ends the program, not the thread's read)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(failure: BaseException | None) -> None:
+        if done.done():
+            return
+        if failure is None:
+            done.set_result(None)
+        else:
+            done.set_exception(failure)
+
+    def run() -> None:
+        failure: BaseException | None = None
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            failure = exc
+        loop.call_soon_threadsafe(settle, failure)
+
+    threading.Thread(target=run, name="sockbroker-channel", daemon=True).start()
+    await done
+
+
+def _local(args: argparse.Namespace) -> bool:
+    """Is the daemon on this host (no URL, or a URL naming loopback or a Unix socket)?"""
+    url = args.url or os.environ.get("SOCKBROKER_URL") or ""
+    if not url or url.startswith("unix:"):
+        return True
+    host = urllib.parse.urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    return is_loopback(host)
+
+
+async def _carry(args: argparse.Namespace, broker: AsyncBroker, port_in: InputPort) -> None:
+    """stdin/stdout through the connection of ``port_in``, by the way ``--via`` names; ``auto``
+    tries a hand-off, then a relay, when the daemon is on this host, and falls back to the stream."""
+    via = args.via
+    modes = {"auto": ("handoff", "relay") if _local(args) else (), "stream": ()}.get(via, (via,))
+    for mode in modes:
+        try:
+            channel = await broker.open_channel(port_in, mode)
+        except (BrokerError, OSError):
+            if via != "auto":
+                raise
+            continue
+        with channel:
+            await _in_thread(copy_through, channel)
+        return
+    stream = await broker.tcp_stream(port_in)
+    try:
+        await pump(stream)
+    finally:
+        await stream.aclose()
+
+
 # ═════════════════════════════ the commands ═════════════════════════════
 
 
@@ -188,11 +296,7 @@ async def _token(args: argparse.Namespace) -> int:
 async def _connect_command(args: argparse.Namespace) -> int:
     async with _connect(args) as broker:
         port_in, _ = await broker.tcp_connect(args.host, args.port, timeout=args.timeout)
-        stream = await broker.tcp_stream(port_in)
-        try:
-            await pump(stream)
-        finally:
-            await stream.aclose()
+        await _carry(args, broker, port_in)
     return 0
 
 
@@ -205,11 +309,7 @@ async def _listen(args: argparse.Namespace) -> int:
             assert ports is not None  # no timeout: accept waits
         _, _, remote_host, remote_port = await ports[0].addresses(port_numbers=True)
         _say(f"connection from {remote_host}:{remote_port}")
-        stream = await broker.tcp_stream(ports[0])
-        try:
-            await pump(stream)
-        finally:
-            await stream.aclose()
+        await _carry(args, broker, ports[0])
     return 0
 
 
@@ -354,6 +454,7 @@ def add_commands(commands: Any) -> None:
     connect.add_argument("host", metavar="HOST")
     connect.add_argument("port", metavar="PORT", type=_port(1))
     connect.add_argument("--timeout", type=_seconds, metavar="S", help="give up connecting after S seconds")
+    connect.add_argument("--via", choices=VIA, default="auto", help=VIA_HELP)
     connect.set_defaults(run=_connect_command)
 
     listen = command(
@@ -372,6 +473,7 @@ def add_commands(commands: Any) -> None:
         metavar="H",
         help="the local address to listen on (default 127.0.0.1; the default policy allows loopback only)",
     )
+    listen.add_argument("--via", choices=VIA, default="auto", help=VIA_HELP)
     listen.set_defaults(run=_listen)
 
     udp = commands.add_parser(

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     grpc_unix_socket: pathlib.Path | None = Field(
         None, description="also serve gRPC on this Unix domain socket (mode 0600: file permissions are the gate)"
     )
+    channel_address: str = Field(
+        "127.0.0.1:0",
+        description="channel listener for relays (DESIGN §8), HOST:PORT (port 0: any free port, announced in the "
+        "runtime file); empty: none",
+    )
+    channel_socket: pathlib.Path | None = Field(
+        None,
+        description="Unix socket (mode 0600) for relays and hand-offs of socket descriptors; default: channel.sock "
+        "beside the token file",
+    )
     token_file: pathlib.Path = Field(
         default_factory=default_token_file,
         description="bearer token file (mode 0600); read if it exists, otherwise a new token is written there",
@@ -69,6 +79,9 @@ class Settings(BaseSettings):
     allow_listen: list[str] = Field(list(LOOPBACK), description="local networks (CIDR) clients may listen and bind on")
     allow_ports: list[str] = Field(["0-65535"], description="ports (N or LOW-HIGH) clients may use")
     allow_multicast: list[str] = Field([], description="multicast groups (CIDR) clients may join")
+    allow_handoff: bool = Field(
+        True, description="clients may be handed a socket's descriptor (UDP: only with a policy that allows everything)"
+    )
     lease_seconds: float = Field(_LIMITS.lease_seconds, gt=0, description="session lease when a client asks for none")
     max_sessions_per_principal: int = Field(
         _LIMITS.sessions_per_principal, ge=1, description="open sessions one token may hold"
@@ -179,6 +192,13 @@ class Settings(BaseSettings):
         split_address(value)
         return value
 
+    @field_validator("channel_address")
+    @classmethod
+    def _channel_address(cls, value: str) -> str:
+        if value:
+            split_address(value)
+        return value
+
     @field_validator("allow_connect", "allow_listen", "allow_multicast")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -223,6 +243,7 @@ class Settings(BaseSettings):
             allow_listen=tuple(self.allow_listen),
             allow_ports=tuple(self.allow_ports),
             allow_multicast=tuple(self.allow_multicast),
+            allow_handoff=self.allow_handoff,
         )
 
     def limits(self) -> Limits:
@@ -248,7 +269,9 @@ class Settings(BaseSettings):
         )
 
     def insecure_remote_doors(self) -> list[str]:
-        """Front doors that would listen off loopback without TLS."""
-        if self.tls_cert is not None:
-            return []
-        return [a for a in (self.grpc_address, self.rest_address) if not is_loopback(split_address(a)[0])]
+        """Doors that would listen off loopback without TLS: the front doors without a TLS
+        certificate, and the channel listener always (its relays are spliced in the kernel, so
+        they are never TLS)."""
+        doors = [] if self.tls_cert is not None else [self.grpc_address, self.rest_address]
+        doors.append(self.channel_address)
+        return [a for a in doors if a and not is_loopback(split_address(a)[0])]

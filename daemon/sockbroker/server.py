@@ -30,6 +30,7 @@ from sockbroker_wire.v1 import broker_pb2
 from . import __version__, files
 from .config import Settings, split_address
 from .core.broker import Broker, Principal
+from .doors.channel import ChannelDoor
 from .doors.grpc import GrpcDoor
 from .doors.rest import Acceptor, Protocol, WebSocketProtocol, create_app
 from .metrics import Metrics
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: gRPC server reflection v1, served beside v1alpha (DESIGN §6; grpcio-reflection has v1alpha only).
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+#: The channel door's Unix socket, beside the token file unless ``--channel-socket`` says where.
+CHANNEL_SOCKET_NAME = "channel.sock"
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -155,6 +158,7 @@ class Daemon:
         self._rest: _Uvicorn | None = None
         self._rest_task: asyncio.Task[None] | None = None
         self._acceptor: Acceptor | None = None
+        self._channel: ChannelDoor | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_door = GrpcDoor(self.broker, self.metrics)
         self._runtime: tuple[pathlib.Path, dict[str, object]] | None = None
@@ -259,9 +263,26 @@ class Daemon:
         )
         self._acceptor.start()
         self.rest_port = rest_sockets[0].getsockname()[1]
+        self._start_channel_door()
         self._write_runtime_file(
             files.format_address(grpc_host, self.grpc_port), files.format_address(host, self.rest_port)
         )
+
+    def _start_channel_door(self) -> None:
+        """The channel listeners (DESIGN §8). The Unix socket's default place may be unusable (a
+        read-only directory, a path too long for a socket): the daemon then runs without
+        hand-offs and says so; a socket the settings name must work."""
+        settings = self.settings
+        self._channel = door = ChannelDoor(self.broker)
+        if settings.channel_address:
+            door.listen_tcp(*split_address(settings.channel_address))
+        if settings.channel_socket is not None:
+            door.listen_unix(settings.channel_socket)
+            return
+        try:
+            door.listen_unix(settings.token_file.parent / CHANNEL_SOCKET_NAME)
+        except files.StartupError as exc:
+            log.warning("%s (running without hand-offs: give --channel-socket)", exc)
 
     def _write_runtime_file(self, grpc_address: str, rest_address: str) -> None:
         """Log the addresses really bound (port 0 resolved) and write them to the runtime file (DESIGN §6)."""
@@ -276,6 +297,8 @@ class Daemon:
             "rest_url": f"{'https' if settings.tls_cert else 'http'}://{rest_address}",
             "tls": settings.tls_cert is not None,
             "token_file": str(settings.token_file.absolute()),
+            "channel_address": self.broker.channels.relay_address,
+            "channel_socket": self.broker.channels.handoff_path,
         }
         path = settings.runtime_file or default_runtime_file(settings.token_file)
         try:
@@ -322,6 +345,8 @@ class Daemon:
         if self._rest is not None:
             self._rest.should_exit = True
         await self.grpc_door.close()
+        if self._channel is not None:
+            await self._channel.close()
         grpc_stopped = self._grpc.stop(grace=1.0) if self._grpc is not None else None
         self.broker.close()
         if grpc_stopped is not None:

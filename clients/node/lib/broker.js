@@ -12,11 +12,18 @@ const { METHODS } = require('./proto');
 const errors = require('./errors');
 const { PortStream, receiveDatagrams, outgoing } = require('./streams');
 const files = require('./files');
+const { redeem } = require('./channel');
 
 const { BreakError, ContractError, NetworkError, NotFoundError, contractViolation, errorFromGrpc } = errors;
 
 /** What a read returns at end of file (distinct from zero bytes), as Racket's eof. */
 const EOF = Symbol.for('sockbroker.eof');
+
+function checkRelay(who, mode) {
+  if (mode !== 'relay') {
+    throw new ContractError(`${who}: mode ${JSON.stringify(mode)}: this client opens relays only (a hand-off passes a descriptor over SCM_RIGHTS, which node:net cannot receive)`);
+  }
+}
 
 const INT32 = 2 ** 31;
 const CHECKS = {
@@ -179,6 +186,11 @@ class InputPort extends Port {
   async peekBytesAvail(maxBytes = 65536, opts) {
     return InputPort.prototype.read.call(this, maxBytes, { ...options('peek-bytes-avail!', opts, ['timeout', 'signal']), peek: true });
   }
+
+  /** The connection out of band (Ports.OpenChannel): a net.Socket carrying its bytes. */
+  openChannel(mode = 'relay') {
+    return this.broker.openChannel(this, mode);
+  }
 }
 
 class OutputPort extends Port {
@@ -209,6 +221,11 @@ class UdpSocket extends Handle {
 
   async bind(hostname, port, reuse = false) {
     await this._call('Udp.Bind', { hostname, port, reuse });
+  }
+
+  /** Udp.OpenChannel: a hand-off, which Node cannot take (see Broker.udpOpenChannel). */
+  openChannel(mode = 'handoff') {
+    return this.broker.udpOpenChannel(this, mode);
   }
 
   async connect(hostname, port) {
@@ -584,6 +601,22 @@ class Broker {
 
   async tcpAbandonPort(port) {
     await this.call('Tcp.AbandonPort', { port });
+  }
+
+  /** The connection of `inputPort` out of band (Ports.OpenChannel, DESIGN §8): a net.Socket to
+   * the daemon's channel listener that carries the connection's bytes both ways, spliced by the
+   * daemon, half-close included; the ports then only close. Only 'relay': a hand-off passes a
+   * descriptor over a Unix socket (SCM_RIGHTS), which node:net cannot receive. */
+  async openChannel(inputPort, mode = 'relay') {
+    checkRelay('open-channel', mode);
+    const reply = await this.call('Ports.OpenChannel', { port: inputPort, mode });
+    return redeem(reply.ticket, reply.address);
+  }
+
+  /** Udp.OpenChannel hands a UDP socket's descriptor off (SCM_RIGHTS), which node:net cannot
+   * receive: always a ContractError here, before anything is asked of the daemon. */
+  async udpOpenChannel(sock, mode = 'handoff') {
+    throw new ContractError(`udp-open-channel: ${h(sock)}: mode ${mode}: a UDP socket is handed off, and node:net cannot receive a descriptor (SCM_RIGHTS); use receiveStream and sendStream`);
   }
 
   /** The bytes of the connection of `inputPort` as a Duplex stream (Ports.Stream). */

@@ -38,6 +38,7 @@ const REACHED_BY = {
   'Handles.Addresses': 'tcpAddresses', 'Handles.Describe': 'describe',
   'Ports.Read': 'InputPort.read', 'Ports.Write': 'OutputPort.write', 'Ports.Flush': 'OutputPort.flush',
   'Ports.SetBufferMode': 'Port.setBufferMode', 'Ports.Close': 'Port.close', 'Ports.Stream': 'tcpStream',
+  'Ports.OpenChannel': 'openChannel', 'Udp.OpenChannel': 'udpOpenChannel',
   'Udp.Open': 'udpOpenSocket', 'Udp.Bind': 'udpBind', 'Udp.Connect': 'udpConnect', 'Udp.SendTo': 'udpSendTo',
   'Udp.Send': 'udpSend', 'Udp.Receive': 'udpReceive', 'Udp.SetReceiveBufferSize': 'udpSetReceiveBufferSize',
   'Udp.Close': 'udpClose', 'Udp.SetTtl': 'udpSetTtl', 'Udp.GetTtl': 'udpTtl',

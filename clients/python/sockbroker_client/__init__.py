@@ -5,6 +5,7 @@ blocking handles are the ``Blocking…`` classes. See ``_client`` for the rule t
 function after Racket's.
 """
 
+from ._channel import ChannelSocket
 from ._client import (
     EOF,
     AsyncBroker,
@@ -63,6 +64,7 @@ __all__ = [
     "BlockingOutputPort",
     "BlockingPortStream",
     "BlockingUdpSocket",
+    "ChannelSocket",
     "BreakError",
     "Broker",
     "BrokerError",

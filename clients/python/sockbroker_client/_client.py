@@ -26,6 +26,7 @@ from typing import Any, Self
 from sockbroker_wire.paths import default_token_file as daemon_token_file
 
 from ._breaks import breakable
+from ._channel import ChannelSocket, redeem
 from ._errors import BrokerError, ContractError
 from ._files import read_token_file, runtime_file, runtime_target
 from ._transport import Channel, GrpcTransport, PortStream, RestTransport
@@ -208,6 +209,11 @@ class InputPort(_Port):
     async def peek_bytes_avail(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes | _Eof | None:
         return await self.read(max_bytes, peek=True, timeout=timeout)
 
+    async def open_channel(self, mode: str = "relay") -> ChannelSocket:
+        """The connection out of band (``Ports.OpenChannel``): a plain socket carrying its bytes,
+        relayed by the daemon (``relay``) or the connection's own (``handoff``)."""
+        return await self.broker.open_channel(self, mode)
+
 
 class OutputPort(_Port):
     async def write(self, data: bytes, *, flush: bool = False) -> int:
@@ -296,6 +302,10 @@ class UdpSocket(_Handle):
 
     async def close(self) -> None:
         await self._call("Udp.Close")
+
+    async def open_channel(self, mode: str = "handoff") -> ChannelSocket:
+        """The socket's own descriptor (``Udp.OpenChannel``), as a plain socket."""
+        return await self.broker.udp_open_channel(self, mode)
 
     async def _close_on_exit(self) -> None:
         await self.close()
@@ -592,6 +602,21 @@ class AsyncBroker:
 
     async def tcp_abandon_port(self, port: InputPort | OutputPort | str) -> None:
         await self.call("Tcp.AbandonPort", port=_h(port))
+
+    async def open_channel(self, port: InputPort | str, mode: str = "relay") -> ChannelSocket:
+        """The connection of input port ``port`` out of band (``Ports.OpenChannel``, DESIGN §8): a
+        plain blocking socket. ``relay``: a connection to the daemon that carries the connection's
+        bytes both ways, spliced by the daemon (half-close carried). ``handoff``: the connection's
+        own socket, passed over the daemon's Unix socket; closing the port, its custodian or the
+        session shuts it down. Either way the ports then only close (docs/channels.md)."""
+        reply = await self.call("Ports.OpenChannel", port=_h(port), mode=mode)
+        return await asyncio.to_thread(redeem, reply["ticket"], reply["address"], mode)
+
+    async def udp_open_channel(self, sock: UdpSocket | str, mode: str = "handoff") -> ChannelSocket:
+        """The UDP socket's own descriptor (``Udp.OpenChannel``, mode ``handoff``), as a plain
+        blocking socket; closing the handle, its custodian or the session shuts it down."""
+        reply = await self.call("Udp.OpenChannel", udp=_h(sock), mode=mode)
+        return await asyncio.to_thread(redeem, reply["ticket"], reply["address"], mode, udp=True)
 
     async def tcp_stream(self, port: InputPort | str) -> PortStream:
         """A byte stream over the connection of ``port`` (``Ports.Stream`` / the WebSocket)."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._channel import ChannelSocket
 from ._client import AsyncBroker
 from ._client import InputPort as _AsyncInputPort
 from ._client import OutputPort as _AsyncOutputPort
@@ -263,6 +264,14 @@ class Broker:
     def tcp_abandon_port(self, port: BlockingInputPort | BlockingOutputPort | str) -> None:
         """tcp-abandon-port: close without a FIN while the other port of the connection is open."""
         self._run(self._async.tcp_abandon_port(handle_of(port)))
+
+    def open_channel(self, port: BlockingInputPort | str, mode: str = "relay") -> ChannelSocket:
+        """The connection of ``port`` out of band (``Ports.OpenChannel``): a plain socket."""
+        return self._run(self._async.open_channel(handle_of(port), mode))
+
+    def udp_open_channel(self, sock: BlockingUdpSocket | str, mode: str = "handoff") -> ChannelSocket:
+        """The UDP socket's own descriptor (``Udp.OpenChannel``): a plain socket."""
+        return self._run(self._async.udp_open_channel(handle_of(sock), mode))
 
     def tcp_stream(self, port: BlockingInputPort | str) -> BlockingPortStream:
         """A byte stream over the connection of ``port`` (``Ports.Stream`` / the WebSocket)."""

@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._channel import ChannelSocket
 from ._client import Custodian as _AsyncCustodian
 from ._client import InputPort as _AsyncInputPort
 from ._client import Listener as _AsyncListener
@@ -204,6 +205,10 @@ class BlockingInputPort(_BlockingPort):
         """peek-bytes-avail!: like read_bytes_avail, consuming nothing."""
         return self._run(self._async.peek_bytes_avail(max_bytes, timeout=timeout))
 
+    def open_channel(self, mode: str = "relay") -> ChannelSocket:
+        """The connection out of band (``Ports.OpenChannel``): a plain socket, relayed or handed off."""
+        return self._run(self._async.open_channel(mode))
+
 
 class BlockingOutputPort(_BlockingPort):
     """The output port of a TCP connection (block-buffered until flushed, as in Racket)."""
@@ -237,6 +242,10 @@ class BlockingUdpSocket(BlockingHandle):
     def bind(self, hostname: str | None, port: int, reuse: bool = False) -> None:
         """udp-bind!"""
         self._run(self._async.bind(hostname, port, reuse))
+
+    def open_channel(self, mode: str = "handoff") -> ChannelSocket:
+        """The socket's own descriptor (``Udp.OpenChannel``), as a plain socket."""
+        return self._run(self._async.open_channel(mode))
 
     def connect(self, hostname: str | None, port: int | None) -> None:
         """udp-connect! (``None, None`` disconnects)."""

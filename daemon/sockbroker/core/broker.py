@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import tcp, udp
+from .channels import Channels, Ticket
 from .errors import ContractError, UnauthenticatedError, contract_violation
 from .limits import Limits
 from .policy import Policy
@@ -120,6 +121,8 @@ class Broker:
         self.limits = limits
         self.principals = principals
         self.sessions = SessionManager(limits)
+        #: Tickets for the channel door (DESIGN §8).
+        self.channels = Channels(limits)
         #: True once the daemon has begun to stop (health checks answer NOT_SERVING).
         self.stopping = False
 
@@ -141,14 +144,14 @@ class Broker:
 
     def open_session(self, principal: Principal, *, lease_seconds: float | None = None) -> Api:
         """``Sessions.Open``: a new session with its root custodian."""
-        return Api(self.sessions.open(principal.name, principal.policy, lease_seconds))
+        return Api(self.sessions.open(principal.name, principal.policy, lease_seconds), self.channels)
 
     def api(self, principal: Principal, session_id: str | None, who: str, *, named: str | None = None) -> Api:
         """The operations of the caller's session (renewed). ``named`` is a session the request
         names in its path or body; it must agree with the header's."""
         if named and session_id and named != session_id:
             raise ContractError(who, "the session in the path differs from the session header")
-        return Api(self.sessions.get(named or session_id or "", principal.name, who))
+        return Api(self.sessions.get(named or session_id or "", principal.name, who), self.channels)
 
     def close(self) -> None:
         """Drop every session: every socket of every client is closed."""
@@ -159,8 +162,9 @@ class Broker:
 class Api:
     """The typed operations of one session. Handles are the strings the client holds."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, channels: Channels) -> None:
         self.session = session
+        self._channels = channels
         self._lookup = session.table.lookup
 
     # ── sessions ───────────────────────────────────────────────────────────
@@ -355,6 +359,14 @@ class Api:
         found.ensure_open(who)
         await relay_port(found, incoming, emit)
 
+    def open_channel(self, port: str, mode: str = "relay") -> Ticket:
+        """``Ports.OpenChannel``: a ticket for the connection of input port ``port`` out of band,
+        ``relay`` or ``handoff`` (:mod:`.channels`)."""
+        who = "open-channel"
+        found = self._lookup(port, TcpInputPort, who)
+        found.ensure_open(who)
+        return self._channels.issue(self.session, found.conn, found.handle, mode, who)
+
     # ── udp ────────────────────────────────────────────────────────────────
     def _udp(self, handle: str, who: str) -> UdpSocket:
         return self._lookup(handle, UdpSocket, who)
@@ -467,6 +479,12 @@ class Api:
             except ValueError:
                 raise contract_violation(who, "(or/c 'receive 'send 'both)", direction) from None
         return await udp_stream(self._udp(sock, who), direction.value, incoming, emit, max_bytes)
+
+    def udp_open_channel(self, sock: str, mode: str = "handoff") -> Ticket:
+        """``Udp.OpenChannel``: a ticket to be handed the socket's descriptor (:mod:`.channels`)."""
+        who = "udp-open-channel"
+        found = self._udp(sock, who)
+        return self._channels.issue(self.session, found, found.handle, mode or "handoff", who)
 
     # ── events ─────────────────────────────────────────────────────────────
     async def sync(self, events: Sequence[Event], *, timeout: float | None = None) -> SyncResult | None:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+_EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 def _networks(specs: Iterable[str]) -> tuple[Network, ...]:
@@ -53,6 +54,8 @@ class Policy:
     allow_listen: Sequence[str] = LOOPBACK
     allow_ports: Sequence[str] = ("0-65535",)
     allow_multicast: Sequence[str] = ()
+    #: May this principal take a socket's descriptor itself (DESIGN §8 hand-off)?
+    allow_handoff: bool = True
     _connect: tuple[Network, ...] = field(init=False, repr=False)
     _listen: tuple[Network, ...] = field(init=False, repr=False)
     _ports: tuple[tuple[int, int], ...] = field(init=False, repr=False)
@@ -76,6 +79,27 @@ class Policy:
     def check_multicast(self, who: str, group: str) -> None:
         if not _contains(self._multicast, group):
             _deny(who, f"join {group}", "allow_multicast", _network_of(group), {"group": group})
+
+    def check_handoff(self, who: str, *, udp: bool) -> None:
+        """May this principal be handed a socket's descriptor? A connected TCP socket can only
+        talk to its peer, which the policy allowed when it connected. A UDP socket can send to any
+        address, bind and join groups by itself: it is handed off only to a principal the policy
+        would let do all of that anyway."""
+        if not self.allow_handoff:
+            log.warning("policy denied %s: hand-off (allow_handoff is false)", who)
+            raise PermissionDeniedError(
+                who,
+                "hand-off denied: --allow-handoff is off (allow_handoff in the config's [policy] table)",
+                {"setting": "allow_handoff"},
+            )
+        if udp:
+            wide = {"allow_connect": self._connect, "allow_listen": self._listen, "allow_multicast": self._multicast}
+            for setting, networks in wide.items():
+                for everything in _EVERYWHERE:
+                    if everything not in networks:
+                        _deny(who, "hand off a UDP socket (it could reach any address)", setting, str(everything), {})
+            if (0, 65535) not in self._ports:
+                _deny(who, "hand off a UDP socket (it could use any port)", "allow_ports", "0-65535", {})
 
     def _check(self, who: str, verb: str, setting: str, networks: tuple[Network, ...], host: str, port: int) -> None:
         target = f"{verb} {f'[{host}]' if ':' in host else host}:{port}"

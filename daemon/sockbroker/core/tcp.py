@@ -30,7 +30,7 @@ import select
 import socket
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._net import Signal, can_accept, check_hostname, check_port, check_timeout, host_of, lendable, resolve
 from .breaks import Source, took
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BufferMode",
+    "Carrier",
     "Port",
     "PortState",
     "ReadMode",
@@ -74,6 +75,16 @@ _RECV_CHUNK = 256 * 1024
 _NEWLINE = re.compile(b"\n")  # searches any buffer (a view too) without copying it
 #: Buffers one ``sendmsg`` hands the kernel at most (Linux takes up to 1024).
 _SEND_VECTORS = 64
+
+
+class Carrier(Protocol):
+    """What carries a connection's bytes instead of its ports (:mod:`.channels`)."""
+
+    #: ``relay`` or ``handoff``.
+    mode: str
+
+    def stop(self) -> None:
+        """The connection is closing: stop carrying (called before its socket closes)."""
 
 
 class _Queue:
@@ -183,6 +194,8 @@ class TcpConnection:
         self._shut_wr_pending = False
         self._closing = False
         self._linger: asyncio.TimerHandle | None = None
+        #: The channel that carries the socket's bytes (:mod:`.channels`): the ports are idle.
+        self.carrier: Carrier | None = None
         self.in_port = TcpInputPort(self)
         self.out_port = TcpOutputPort(self, limits.port_buffer_size)
         self._start_reading()
@@ -246,8 +259,8 @@ class TcpConnection:
 
     @property
     def rx_done(self) -> bool:
-        """Nothing more will arrive from the peer."""
-        return self.rx_eof or self.rx_error is not None or self.closed
+        """Nothing more will arrive from the peer (for the ports: a channel carries the rest)."""
+        return self.rx_eof or self.rx_error is not None or self.closed or self.carrier is not None
 
     def take(self, n: int, *, peek: bool) -> bytes:
         data = bytes(memoryview(self.rx)[:n])
@@ -339,7 +352,7 @@ class TcpConnection:
     @property
     def write_ready(self) -> bool:
         """``tx`` is under its bound, and under the budget's unless it is empty."""
-        if self.tx_error is not None or self.closed or not self.tx:
+        if self.tx_error is not None or self.closed or not self.tx or self.carrier is not None:
             return True
         return len(self.tx) <= self.tx_high and not self.budget.full
 
@@ -380,6 +393,21 @@ class TcpConnection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
 
+    # ── channels ───────────────────────────────────────────────────────────
+    def carry(self, carrier: Carrier) -> bytes:
+        """From now on ``carrier`` moves the socket's bytes (:mod:`.channels`; nothing may be
+        queued for the peer): the connection stops reading and writing it, and its ports only
+        close. Returns the bytes read from the peer that no client has read, for the channel."""
+        assert not self.tx and not self.closed, "a channel starts on a drained, open connection"
+        self._stop_reading()
+        self._stop_writing()
+        self.carrier = carrier
+        early = bytes(self.rx)
+        self._drop_rx()
+        self.readable.fire()
+        self.writable.fire()
+        return early
+
     # ── closing ────────────────────────────────────────────────────────────
     def close(self) -> None:
         """Graceful: release the socket once queued bytes are out (bounded by a linger time)."""
@@ -409,6 +437,12 @@ class TcpConnection:
             self._linger = None
         self._stop_reading()
         self._stop_writing()
+        carrier = self.carrier
+        if carrier is not None:
+            carrier.stop()
+            if carrier.mode == "handoff":  # the client's copy of the socket dies with this one
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
         try:
             self.sock.close()
         except OSError:  # pragma: no cover - close of a valid fd does not fail on Linux
@@ -421,7 +455,11 @@ class TcpConnection:
         self.writable.fire()
 
     def port_closed(self) -> None:
-        """A port changed state: apply the rule for the pair (:data:`.states.CONNECTION`)."""
+        """A port changed state: apply the rule for the pair (:data:`.states.CONNECTION`). A
+        carried connection closes whole: closing either port ends its channel."""
+        if self.carrier is not None:
+            self.force_close_ports()
+            return
         action = CONNECTION[(self.in_port.state, self.out_port.state)]
         if action is ConnectionAction.FIN:
             self.shutdown_write()
@@ -431,7 +469,7 @@ class TcpConnection:
 
     def give_back(self, data: bytes) -> None:
         """Bytes a cancelled read took go back to the front of the buffer."""
-        if self.closed or self.in_port.state is not PortState.OPEN:
+        if self.closed or self.in_port.state is not PortState.OPEN or self.carrier is not None:
             return
         self.rx[0:0] = data
         self.budget.charge(len(data))
@@ -467,10 +505,14 @@ class _Port(Resource):
         return self.state is not PortState.OPEN
 
     def ensure_open(self, who: str) -> None:
-        """Racket's plain ``exn:fail`` for an operation on a closed port (``input port is closed``)."""
+        """Racket's plain ``exn:fail`` for an operation on a closed port (``input port is closed``),
+        and on a port whose connection a channel carries."""
+        kind = "input port" if isinstance(self, TcpInputPort) else "output port"
         if self.state is not PortState.OPEN:
-            kind = "input port" if isinstance(self, TcpInputPort) else "output port"
             raise FailError(who, f"{kind} is closed", {kind: self.handle})
+        carrier = self.conn.carrier
+        if carrier is not None:
+            raise FailError(who, f"the connection is carried by a {carrier.mode} channel", {kind: self.handle})
 
     def _transition(self, event: str) -> None:
         was = self.state
@@ -611,7 +653,7 @@ class TcpOutputPort(_Port):
         self.ensure_open(who)
         self._mode = _parse_enum(BufferMode, mode, who)  # type: ignore[assignment]
         if self._mode is BufferMode.NONE:
-            self._flush_buffer(who)
+            self.flush_buffer(who)
 
     async def write(self, data: bytes | memoryview, *, flush: bool) -> int:
         """write-bytes: buffer per the mode, then wait until the peer's queue has room."""
@@ -632,7 +674,7 @@ class TcpOutputPort(_Port):
             or len(self.buffer) + len(data) >= self.buffer_size
             or (self._mode is BufferMode.LINE and _NEWLINE.search(data) is not None)
         ):
-            self._flush_buffer(who)
+            self.flush_buffer(who)
             self.conn.send(data, who)  # queued as it is: a big write is not copied
         else:
             self.buffer += data
@@ -645,17 +687,18 @@ class TcpOutputPort(_Port):
         self.ensure_open(who)
         await self.conn.room()
         self.ensure_open(who)
-        self._flush_buffer(who)
+        self.flush_buffer(who)
         self.conn.send(data, who)
         await self.conn.drain(who)
 
     async def flush(self) -> None:
         who = "flush-output"
         self.ensure_open(who)
-        self._flush_buffer(who)
+        self.flush_buffer(who)
         await self.conn.drain(who)
 
-    def _flush_buffer(self, who: str) -> None:
+    def flush_buffer(self, who: str) -> None:
+        """Queue the block-buffered bytes for the peer now (no wait)."""
         if self.buffer:
             data, self.buffer = self.buffer, bytearray()
             self.conn.send(data, who)
@@ -671,7 +714,7 @@ class TcpOutputPort(_Port):
         if self.state is not PortState.OPEN:
             return
         try:
-            self._flush_buffer(who)
+            self.flush_buffer(who)
         finally:
             self._transition(event)
 

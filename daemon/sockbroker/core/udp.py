@@ -61,7 +61,16 @@ from typing import TYPE_CHECKING, Any
 from ._net import Signal, check_hostname, check_port, check_timeout, host_of, lendable, resolve
 from .breaks import took
 from .budget import Budget
-from .errors import ContractError, NetworkErrnoError, NetworkError, contract_violation, from_os_error, os_errors, show
+from .errors import (
+    ContractError,
+    FailError,
+    NetworkErrnoError,
+    NetworkError,
+    contract_violation,
+    from_os_error,
+    os_errors,
+    show,
+)
 from .resources import Resource
 from .states import UDP, UDP_REQUIRES, UdpState
 
@@ -303,6 +312,8 @@ class UdpSocket(Resource):
         self._stream: _Stream | None = None
         #: Datagrams given back by cancelled receives: the next receive takes them first.
         self._returned: deque[tuple[bytes, str, int]] = deque()
+        #: A client holds the socket's descriptor (:mod:`.channels`): the daemon only closes it.
+        self.handed_off = False
         self._settle()
 
     # ── state ──────────────────────────────────────────────────────────────
@@ -340,6 +351,8 @@ class UdpSocket(Resource):
     def _require(self, operation: str, who: str) -> None:
         if self.state is UdpState.CLOSED:
             raise NetworkError(who, "udp socket is closed", {"socket": self.handle})
+        if self.handed_off:
+            raise FailError(who, "the socket is handed off: its client holds the descriptor", {"socket": self.handle})
         allowed, message = UDP_REQUIRES[operation]
         if self.state not in allowed:
             raise NetworkError(who, message, {"socket": self.handle})
@@ -878,9 +891,29 @@ class UdpSocket(Resource):
             raise NetworkError(who, "udp socket was already closed", {"socket": self.handle})
         self.force_close()
 
+    def hand_off(self) -> list[tuple[bytes, str, int]]:
+        """A client takes the socket's descriptor (:mod:`.channels`): from now on every operation
+        but close fails, and close shuts the socket down first, so the client's copy dies too.
+        Returns the datagrams the daemon had taken from the kernel that no client has received
+        (given back by cancelled receives), for the client."""
+        who = "udp-open-channel"
+        self._require("any", who)
+        if self._stream is not None:
+            raise FailError(who, "the socket has a datagram stream open: end it first", {"socket": self.handle})
+        early, self._returned = list(self._returned), deque()
+        self.handed_off = True
+        self._stop_reading()
+        self._stop_writing()
+        self.readable.fire()
+        self.writable.fire()
+        return early
+
     def force_close(self) -> None:
         if self.state is UdpState.CLOSED:
             return
+        if self.handed_off:  # the client's copy of the socket dies with this one
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
         self.state = UDP.next(self.state, "close")
         self._peer = None
         self._returned.clear()

@@ -21,6 +21,7 @@ from sockbroker_wire.routes import Route
 
 from ..core.breaks import Call
 from ..core.broker import Addresses, Api, AttachEvent, Broker, Datagram, Principal, ReadResult, SyncResult
+from ..core.channels import TICKET_SECONDS, Ticket
 from ..core.errors import ContractError, contract_violation
 from ..core.sync import EVENTS, Event
 from ..core.tcp import TcpConnection
@@ -57,6 +58,10 @@ def _datagram(got: Datagram | None) -> Fields:
 
 def _addresses(got: Addresses) -> Fields:
     return {k: v for k, v in vars(got).items() if v is not None}
+
+
+def _ticket(ticket: Ticket) -> Fields:
+    return {"ticket": ticket.value, "address": ticket.address, "expires_seconds": TICKET_SECONDS}
 
 
 def _read(got: ReadResult) -> Fields:
@@ -146,6 +151,7 @@ UNARY: dict[str, Unary] = {
     "Ports.Flush": Unary(lambda api, a: api.flush(a["port"]), _nothing),
     "Ports.SetBufferMode": Unary(lambda api, a: api.set_buffer_mode(a["port"], a["mode"]), _nothing),
     "Ports.Close": Unary(lambda api, a: api.close_port(a["port"]), _nothing),
+    "Ports.OpenChannel": Unary(lambda api, a: api.open_channel(a["port"], a["mode"]), _ticket),
     # udp
     "Udp.Open": Unary(
         lambda api, a: api.udp_open(
@@ -187,6 +193,7 @@ UNARY: dict[str, Unary] = {
     ),
     "Udp.SetReceiveBufferSize": Unary(lambda api, a: api.udp_set_receive_buffer_size(a["udp"], a["size"]), _nothing),
     "Udp.Close": Unary(lambda api, a: api.udp_close(a["udp"]), _nothing),
+    "Udp.OpenChannel": Unary(lambda api, a: api.udp_open_channel(a["udp"], a["mode"]), _ticket),
     "Udp.GetTtl": Unary(lambda api, a: api.udp_ttl(a["udp"]), lambda ttl: {"ttl": ttl}),
     "Udp.SetTtl": Unary(lambda api, a: api.udp_set_ttl(a["udp"], a["ttl"]), _nothing),
     "Udp.MulticastJoin": Unary(

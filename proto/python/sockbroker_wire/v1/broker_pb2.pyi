@@ -227,6 +227,24 @@ class HandleDescription(_message.Message):
     family: str
     def __init__(self, handle: _Optional[str] = ..., kind: _Optional[str] = ..., closed: _Optional[bool] = ..., custodian: _Optional[str] = ..., bound: _Optional[bool] = ..., connected: _Optional[bool] = ..., buffer_mode: _Optional[str] = ..., state: _Optional[str] = ..., queue_dropped: _Optional[int] = ..., kernel_dropped: _Optional[int] = ..., family: _Optional[str] = ...) -> None: ...
 
+class OpenChannelRequest(_message.Message):
+    __slots__ = ("port", "mode")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    port: str
+    mode: str
+    def __init__(self, port: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class ChannelReply(_message.Message):
+    __slots__ = ("ticket", "address", "expires_seconds")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ticket: str
+    address: str
+    expires_seconds: float
+    def __init__(self, ticket: _Optional[str] = ..., address: _Optional[str] = ..., expires_seconds: _Optional[float] = ...) -> None: ...
+
 class ReadRequest(_message.Message):
     __slots__ = ("port", "max", "mode", "peek", "timeout")
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +300,14 @@ class StreamFrame(_message.Message):
     data: bytes
     eof: bool
     def __init__(self, port: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class UdpOpenChannelRequest(_message.Message):
+    __slots__ = ("udp", "mode")
+    UDP_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    udp: str
+    mode: str
+    def __init__(self, udp: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class UdpOpenRequest(_message.Message):
     __slots__ = ("family_hostname", "family_port", "custodian")

@@ -914,6 +914,11 @@ class PortsStub:
                 request_serializer=sockbroker_dot_v1_dot_broker__pb2.StreamFrame.SerializeToString,
                 response_deserializer=sockbroker_dot_v1_dot_broker__pb2.StreamFrame.FromString,
                 _registered_method=True)
+        self.OpenChannel = channel.unary_unary(
+                '/sockbroker.v1.Ports/OpenChannel',
+                request_serializer=sockbroker_dot_v1_dot_broker__pb2.OpenChannelRequest.SerializeToString,
+                response_deserializer=sockbroker_dot_v1_dot_broker__pb2.ChannelReply.FromString,
+                _registered_method=True)
 
 
 class PortsServicer:
@@ -964,6 +969,16 @@ class PortsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenChannel(self, request, context):
+        """The connection of input port `port` out of the RPC framing (DESIGN §8): a one-use ticket,
+        valid for a few seconds, for the daemon's channel listener. `relay`: after the ticket the
+        channel connection carries the port's bytes both ways (spliced by the daemon). `handoff`:
+        the daemon passes the socket's descriptor itself (SCM_RIGHTS over a Unix socket).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -996,6 +1011,11 @@ def add_PortsServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=sockbroker_dot_v1_dot_broker__pb2.StreamFrame.FromString,
                     response_serializer=sockbroker_dot_v1_dot_broker__pb2.StreamFrame.SerializeToString,
+            ),
+            'OpenChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenChannel,
+                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.OpenChannelRequest.FromString,
+                    response_serializer=sockbroker_dot_v1_dot_broker__pb2.ChannelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1172,6 +1192,33 @@ class Ports:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def OpenChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sockbroker.v1.Ports/OpenChannel',
+            sockbroker_dot_v1_dot_broker__pb2.OpenChannelRequest.SerializeToString,
+            sockbroker_dot_v1_dot_broker__pb2.ChannelReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class UdpStub:
     """───────────────────────────── racket/udp ─────────────────────────────
@@ -1283,6 +1330,11 @@ class UdpStub:
                 '/sockbroker.v1.Udp/SendStream',
                 request_serializer=sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.SerializeToString,
                 response_deserializer=sockbroker_dot_v1_dot_broker__pb2.SendStreamReply.FromString,
+                _registered_method=True)
+        self.OpenChannel = channel.unary_unary(
+                '/sockbroker.v1.Udp/OpenChannel',
+                request_serializer=sockbroker_dot_v1_dot_broker__pb2.UdpOpenChannelRequest.SerializeToString,
+                response_deserializer=sockbroker_dot_v1_dot_broker__pb2.ChannelReply.FromString,
                 _registered_method=True)
 
 
@@ -1434,6 +1486,14 @@ class UdpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenChannel(self, request, context):
+        """The socket out of the RPC framing (DESIGN §8): as Ports.OpenChannel; UDP sockets are
+        handed off (mode handoff).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UdpServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1536,6 +1596,11 @@ def add_UdpServicer_to_server(servicer, server):
                     servicer.SendStream,
                     request_deserializer=sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.FromString,
                     response_serializer=sockbroker_dot_v1_dot_broker__pb2.SendStreamReply.SerializeToString,
+            ),
+            'OpenChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenChannel,
+                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.UdpOpenChannelRequest.FromString,
+                    response_serializer=sockbroker_dot_v1_dot_broker__pb2.ChannelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2080,6 +2145,33 @@ class Udp:
             '/sockbroker.v1.Udp/SendStream',
             sockbroker_dot_v1_dot_broker__pb2.DatagramBatch.SerializeToString,
             sockbroker_dot_v1_dot_broker__pb2.SendStreamReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sockbroker.v1.Udp/OpenChannel',
+            sockbroker_dot_v1_dot_broker__pb2.UdpOpenChannelRequest.SerializeToString,
+            sockbroker_dot_v1_dot_broker__pb2.ChannelReply.FromString,
             options,
             channel_credentials,
             insecure,
