@@ -1,6 +1,7 @@
 """The gRPC door's request decoding (``doors/grpc.py``): a long ``bytes`` field reaches the core
 as a read-only view of the received message, not a copy (DESIGN §7 P8), and is always exactly
-the value protobuf parsed, however the message is laid out on the wire."""
+the value protobuf parsed, however the message is laid out on the wire. ``Ports.Stream`` frames
+are decoded and encoded by hand the same way (DESIGN §7 P2)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sockbroker.doors.grpc import _VIEW_AT, _fields_decoder, _Malformed
+from sockbroker.doors.grpc import _VIEW_AT, _fields_decoder, _Malformed, _stream_frame, _stream_frame_bytes
 from sockbroker_wire.v1 import broker_pb2 as pb
 
 decode = _fields_decoder(pb.WriteRequest)
@@ -97,3 +98,47 @@ def test_decoding_a_long_write_allocates_no_copy_of_its_data() -> None:
         tracemalloc.stop()
     assert isinstance(fields, dict) and len(fields["data"]) == 4 << 20
     assert peak < 64 * 1024, peak
+
+
+def test_a_stream_frame_s_data_is_a_view_of_the_message() -> None:
+    raw = pb.StreamFrame(port="tin_x", data=b"abc" * 1000).SerializeToString()
+    frame = _stream_frame(raw)
+    assert not isinstance(frame, _Malformed)
+    assert isinstance(frame.data, memoryview) and frame.data.obj is raw and frame.data == b"abc" * 1000
+    assert frame.port == "tin_x" and frame.eof is False
+    assert isinstance(_stream_frame(b"\x12\xff\xff\xff\xff\x0f"), _Malformed)
+    assert isinstance(_stream_frame(b"\x0a\x02\xff\xfe"), _Malformed)  # a port that is not UTF-8
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.lists(unknown, max_size=3),
+    values=st.lists(st.binary(max_size=2000), max_size=3),
+    port=st.text(max_size=20),
+    eof=st.booleans(),
+    cut=st.integers(0, 3),
+)
+def test_a_stream_frame_decodes_as_protobuf_would(
+    before: list[bytes], values: list[bytes], port: str, eof: bool, cut: int
+) -> None:
+    raw = b"".join(before) + pb.StreamFrame(port=port, eof=eof).SerializeToString()
+    for value in values:
+        raw += pb.StreamFrame(data=value).SerializeToString()
+    raw = raw[: len(raw) - cut]
+    try:
+        expected: pb.StreamFrame | None = pb.StreamFrame.FromString(raw)
+    except Exception:
+        expected = None
+    frame = _stream_frame(raw)
+    if expected is None:
+        assert isinstance(frame, _Malformed)
+    else:
+        assert not isinstance(frame, _Malformed)
+        assert (frame.port, bytes(frame.data), frame.eof) == (expected.port, expected.data, expected.eof)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.one_of(st.binary(max_size=300), st.integers(0, 70_000).map(bytes)))
+def test_a_reply_frame_is_what_protobuf_would_write(data: bytes) -> None:
+    assert _stream_frame_bytes(data) == pb.StreamFrame(data=data).SerializeToString()
+    assert _stream_frame_bytes(pb.StreamFrame(eof=True)) == pb.StreamFrame(eof=True).SerializeToString()

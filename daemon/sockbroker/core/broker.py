@@ -112,6 +112,10 @@ class Direction(enum.Enum):
     BOTH = "both"
 
 
+#: How many ``Authorization`` values :meth:`Broker.authenticate_header` remembers.
+_HEADERS_KEPT = 64
+
+
 class Broker:
     """The daemon's core: its principals and its sessions."""
 
@@ -125,6 +129,8 @@ class Broker:
         self.channels = Channels(limits)
         #: True once the daemon has begun to stop (health checks answer NOT_SERVING).
         self.stopping = False
+        #: Principals found by :meth:`authenticate_header`, by the header value that named them.
+        self._by_header: dict[str, Principal] = {}
 
     def authenticate(self, token: str | None) -> Principal:
         """The principal whose token this is; ``unauthenticated`` otherwise (constant time)."""
@@ -138,9 +144,23 @@ class Broker:
         return found
 
     def authenticate_header(self, authorization: str | None) -> Principal:
-        """The principal of an ``Authorization: Bearer <token>`` value (gRPC metadata or HTTP header)."""
+        """The principal of an ``Authorization: Bearer <token>`` value (gRPC metadata or HTTP header).
+
+        A value that named a principal before names it again without the token compare, as long
+        as that principal is still one of :attr:`principals`: only values that carried a valid
+        token are remembered (at most :data:`_HEADERS_KEPT`), so a wrong one always takes the
+        constant-time path of :meth:`authenticate`."""
+        if authorization is not None:
+            known = self._by_header.get(authorization)
+            if known is not None and any(known is principal for principal in self.principals):
+                return known
         scheme, _, token = (authorization or "").partition(" ")
-        return self.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        found = self.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        assert authorization is not None  # no value, no token: authenticate refused it
+        if len(self._by_header) >= _HEADERS_KEPT:
+            self._by_header.clear()
+        self._by_header[authorization] = found
+        return found
 
     def open_session(self, principal: Principal, *, lease_seconds: float | None = None) -> Api:
         """``Sessions.Open``: a new session with its root custodian."""
@@ -342,7 +362,7 @@ class Api:
     async def port_stream(
         self,
         port: str,
-        incoming: AsyncIterator[tuple[bytes, bool]],
+        incoming: AsyncIterator[tuple[bytes | memoryview, bool]],
         emit: Callable[[bytes | None], Awaitable[None]],
     ) -> None:
         """``Ports.Stream``: bytes both ways over the connection of input port ``port``.

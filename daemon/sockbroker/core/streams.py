@@ -27,7 +27,7 @@ Datagrams = Sequence[tuple[bytes, str, int]]
 
 async def relay_port(
     port: TcpInputPort,
-    incoming: AsyncIterator[tuple[bytes, bool]],
+    incoming: AsyncIterator[tuple[bytes | memoryview, bool]],
     emit: Callable[[bytes | None], Awaitable[None]],
 ) -> None:
     """Carry bytes both ways between a client stream and the connection of ``port``

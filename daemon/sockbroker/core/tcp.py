@@ -72,6 +72,8 @@ MAX_READ = 16 * 1024 * 1024
 #: How long a gracefully closed socket may take to hand its last bytes to a slow peer.
 LINGER_SECONDS = 30.0
 _RECV_CHUNK = 256 * 1024
+#: Chunks from ``recv`` shorter than this are gathered together (:class:`_Received`).
+_GATHER = 4096
 _NEWLINE = re.compile(b"\n")  # searches any buffer (a view too) without copying it
 #: Buffers one ``sendmsg`` hands the kernel at most (Linux takes up to 1024).
 _SEND_VECTORS = 64
@@ -120,6 +122,65 @@ class _Queue:
             left -= len(head)
             views.popleft()
         return sent
+
+
+class _Received:
+    """Bytes from the peer not yet read, kept as the chunks ``recv`` returned (no copy), so a read
+    that takes whole chunks (a stream's, most often) hands them on as they are. A read that ends
+    inside a chunk copies what it takes and leaves a view of the rest (that chunk stays alive
+    until the rest is read: one chunk per connection at most); a read across chunks joins them
+    (one copy). Short chunks are gathered into one ``bytearray`` as they come, so a peer that
+    sends tiny segments costs a copy of each byte, not an object per segment."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes | bytearray | memoryview] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        chunks = self._chunks
+        if len(data) < _GATHER and chunks and isinstance(chunks[-1], bytearray) and len(chunks[-1]) < _GATHER:
+            chunks[-1] += data
+        elif len(data) < _GATHER:
+            chunks.append(bytearray(data))
+        else:
+            chunks.append(data)
+        self._size += len(data)
+
+    def prepend(self, data: bytes) -> None:
+        """Bytes a read took go back in front of the rest."""
+        if data:
+            self._chunks.appendleft(data)
+            self._size += len(data)
+
+    def take(self, n: int, *, peek: bool) -> bytes:
+        """The first ``n`` bytes or fewer (all there are); removed unless ``peek``."""
+        chunks = self._chunks
+        pieces: list[bytes | bytearray | memoryview] = []
+        left = n
+        for chunk in chunks:
+            if left <= 0:
+                break
+            pieces.append(chunk if len(chunk) <= left else memoryview(chunk)[:left])
+            left -= len(pieces[-1])
+        taken = n - left
+        if not peek:
+            self._size -= taken
+            for _ in range(len(pieces) - 1):
+                chunks.popleft()
+            if pieces:
+                last = chunks[0]
+                if len(pieces[-1]) == len(last):
+                    chunks.popleft()
+                else:
+                    chunks[0] = memoryview(last)[len(pieces[-1]) :]
+        if len(pieces) == 1 and type(pieces[0]) is bytes:
+            return pieces[0]
+        return b"".join(pieces)
 
 
 class BufferMode(enum.Enum):
@@ -172,7 +233,7 @@ class TcpConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.local = _sockname(sock.getsockname)
         self.remote = _sockname(sock.getpeername)
-        self.rx = bytearray()
+        self.rx = _Received()
         self.rx_eof = False
         self.rx_error: OSError | None = None
         #: The reader took the peer's reset (ECONNRESET) and no read has reported it yet: a
@@ -248,7 +309,7 @@ class TcpConnection:
             self._stop_reading()
         else:
             if data:
-                self.rx += data
+                self.rx.append(data)
                 self.budget.charge(len(data))
                 if len(self.rx) >= max(self.rx_high, self.rx_want):
                     self._stop_reading()
@@ -263,9 +324,8 @@ class TcpConnection:
         return self.rx_eof or self.rx_error is not None or self.closed or self.carrier is not None
 
     def take(self, n: int, *, peek: bool) -> bytes:
-        data = bytes(memoryview(self.rx)[:n])
+        data = self.rx.take(n, peek=peek)
         if not peek:
-            del self.rx[:n]
             self.budget.release(len(data))
             if not self.rx_done and len(self.rx) < max(self.rx_high, self.rx_want):
                 self._start_reading()
@@ -378,7 +438,7 @@ class TcpConnection:
 
     def _drop_rx(self) -> None:
         self.budget.release(len(self.rx))
-        self.rx = bytearray()
+        self.rx = _Received()
 
     def shutdown_write(self) -> None:
         """Send FIN once every queued byte is out."""
@@ -402,7 +462,7 @@ class TcpConnection:
         self._stop_reading()
         self._stop_writing()
         self.carrier = carrier
-        early = bytes(self.rx)
+        early = self.rx.take(len(self.rx), peek=True)
         self._drop_rx()
         self.readable.fire()
         self.writable.fire()
@@ -471,7 +531,7 @@ class TcpConnection:
         """Bytes a cancelled read took go back to the front of the buffer."""
         if self.closed or self.in_port.state is not PortState.OPEN or self.carrier is not None:
             return
-        self.rx[0:0] = data
+        self.rx.prepend(data)
         self.budget.charge(len(data))
         self.readable.fire()
 
@@ -681,7 +741,7 @@ class TcpOutputPort(_Port):
         await self.conn.drain(who)
         return len(data)
 
-    async def write_through(self, data: bytes) -> None:
+    async def write_through(self, data: bytes | memoryview) -> None:
         """The streaming path: every frame goes straight to the socket."""
         who = "write-bytes"
         self.ensure_open(who)

@@ -31,7 +31,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NamedTuple, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -163,6 +163,67 @@ def _split_fields(raw: memoryview, numbers: Collection[int]) -> tuple[dict[int, 
     return taken, b"".join(kept)
 
 
+_STREAM_DATA_FIELD = pb.StreamFrame.DESCRIPTOR.fields_by_name["data"].number
+_STREAM_DATA = frozenset({_STREAM_DATA_FIELD})
+#: A ``StreamFrame``'s ``data`` field: its tag (field number, wire type 2), then the length.
+_STREAM_DATA_TAG = bytes([_STREAM_DATA_FIELD << 3 | 2])
+_EOF_FRAME = pb.StreamFrame(eof=True)
+
+
+class _StreamFrame(NamedTuple):
+    """A ``Ports.Stream`` request frame as :func:`_stream_frame` decodes it."""
+
+    port: str
+    data: bytes | memoryview
+    eof: bool
+
+
+def _stream_frame(raw: bytes) -> _StreamFrame | _Malformed:
+    """A ``Ports.Stream`` request frame whose ``data`` is a read-only view of the received message,
+    as gRPC handed it over: protobuf parses only the rest (the port, ``eof``, unknown fields), so
+    the bytes go to the socket without ever being copied in the daemon. A frame of ``data``
+    alone (every frame but the first and the last, most often) is read without protobuf."""
+    view = memoryview(raw)
+    if raw[:1] == _STREAM_DATA_TAG:
+        try:
+            size, at = _varint(view, 1)
+        except IndexError:
+            size = at = 0
+        if at and at + size == len(raw):
+            return _StreamFrame("", view[at:], False)
+    data: bytes | memoryview = b""
+    rest = raw
+    split = _split_fields(view, _STREAM_DATA)
+    if split is not None:
+        taken, rest = split
+        data = taken.get(_STREAM_DATA_FIELD, b"")
+    try:
+        frame = pb.StreamFrame.FromString(rest)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        return _Malformed(str(exc))
+    return _StreamFrame(frame.port, data if split is not None else frame.data, frame.eof)
+
+
+def _stream_frame_bytes(frame: bytes | Message) -> bytes:
+    """A ``Ports.Stream`` reply frame on the wire: bytes from the peer become a ``StreamFrame``
+    holding only ``data`` (its tag, its length, the bytes: one copy, the only one the daemon
+    makes); any other frame is a message protobuf serializes."""
+    if isinstance(frame, Message):
+        return frame.SerializeToString()
+    if not frame:
+        return b""  # proto3 writes no empty field
+    return b"".join((_STREAM_DATA_TAG, _varint_bytes(len(frame)), frame))
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def _varint(raw: memoryview, at: int) -> tuple[int, int]:
     value = shift = 0
     while True:
@@ -180,7 +241,7 @@ def _checked(message: Any, who: str) -> Any:
     return message
 
 
-async def _write(context: Context, message: Message) -> None:
+async def _write(context: Context, message: object) -> None:
     """A stream's ``context.write``. A write gRPC core could not do (the client's connection went
     before gRPC noticed the client had left) ends the call as the client's cancel would: grpcio
     would log it at ERROR, with a traceback, when the handler lets it out."""
@@ -398,6 +459,8 @@ class ConnectionWatch:
         self.ports: set[int] = set()  # the door's TCP ports
         self._clients: dict[int, _Client] = {}
         self._authenticated: set[tuple[str, int]] = set()
+        #: ``context.peer()`` strings already parsed by :meth:`authenticated` (a cache).
+        self._addresses: dict[str, tuple[str, int]] = {}
         self._listeners: list[tuple[int, int]] = []  # the door's listening sockets: (fd, inode)
         self.gated = False  # new connections' SYNs are dropped (the door is full)
         self._task: asyncio.Task[None] | None = None
@@ -419,8 +482,15 @@ class ConnectionWatch:
 
     def authenticated(self, peer: str) -> None:
         """A call from ``peer`` (``context.peer()``) presented a valid token."""
-        address = _peer_address(peer)
-        if address is not None and address not in self._authenticated:
+        address = self._addresses.get(peer)
+        if address is None:
+            address = _peer_address(peer)
+            if address is None:
+                return
+            if len(self._addresses) >= self.limits.connections_per_door + GRPC_CONNECTION_HEADROOM:
+                self._addresses.clear()
+            self._addresses[peer] = address
+        if address not in self._authenticated:
             self._authenticated.add(address)
             for client in self._clients.values():
                 if client.peer == address:
@@ -478,6 +548,7 @@ class ConnectionWatch:
                 client.authenticated = True
         self._clients = current
         self._authenticated &= {c.peer for c in current.values()}
+        self._addresses = {peer: address for peer, address in self._addresses.items() if address in self._authenticated}
 
     def _scanned(self, now: float) -> dict[int, _Client]:
         """The door's client connections among the process's sockets now (safe in a thread: it
@@ -656,25 +727,31 @@ class _Door:
         await self.guard("Sessions.Attach", context, body())
 
     async def port_stream(self, requests: AsyncIterator[Any], context: Context) -> None:
-        async def body() -> None:
-            api = self.api(context, "tcp-stream")
-            frames = _frames(requests, "tcp-stream")
-            first = await anext(frames, None)
-            if first is None:
-                raise ContractError("tcp-stream", "the stream ended before its first frame")
+        """``Ports.Stream``: frames decoded by :func:`_stream_frame` (their bytes are views of the
+        received messages) and encoded by :func:`_stream_frame_bytes` (bytes from the peer are
+        written as they are, and framed there)."""
+        who = "tcp-stream"
 
-            async def incoming() -> AsyncIterator[tuple[bytes, bool]]:
+        async def body() -> None:
+            api = self.api(context, who)
+            messages = aiter(requests)
+            first = _checked(await anext(messages, None), who)
+            if first is None:
+                raise ContractError(who, "the stream ended before its first frame")
+
+            async def incoming() -> AsyncIterator[tuple[bytes | memoryview, bool]]:
                 frame = first
-                while True:
+                yield frame.data, frame.eof
+                if frame.eof:
+                    return
+                async for message in messages:
+                    frame = _checked(message, who)
                     yield frame.data, frame.eof
                     if frame.eof:
                         return
-                    frame = await anext(frames, None)
-                    if frame is None:
-                        return
 
             async def emit(data: bytes | None) -> None:
-                await _write(context, pb.StreamFrame(eof=True) if data is None else pb.StreamFrame(data=data))
+                await _write(context, _EOF_FRAME if data is None else data)
 
             await api.port_stream(first.port, incoming(), emit)
 
@@ -725,7 +802,7 @@ class _Door:
         if route.name == "Sessions.Attach":
             return grpc.stream_stream_rpc_method_handler(self.attach, decode, encode)
         if route.name == "Ports.Stream":
-            return grpc.stream_stream_rpc_method_handler(self.port_stream, decode, encode)
+            return grpc.stream_stream_rpc_method_handler(self.port_stream, _stream_frame, _stream_frame_bytes)
         if route.name == "Udp.ReceiveStream":
             return grpc.unary_stream_rpc_method_handler(self.receive_stream, decode, encode)
         if route.name == "Udp.SendStream":
