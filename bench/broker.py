@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import httpx
+from sockbroker_wire.frames import batch_datagrams
 from sockbroker_wire.v1 import broker_pb2 as pb
 from sockbroker_wire.v1 import broker_pb2_grpc as rpc
 from websockets.asyncio.client import ClientConnection
@@ -271,10 +272,11 @@ async def bound_udp(b: Broker, metadata: Metadata) -> tuple[str, int]:
 async def udp_stream(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
     async with broker(d) as b, b.session() as metadata:
         udp, port = await bound_udp(b, metadata)
-        call = b.udp.ReceiveStream(pb.UdpReceiveStreamRequest(udp=udp), metadata=metadata)
+        call = b.udp.ReceiveStream(pb.UdpReceiveStreamRequest(udp=udp, packed=True), metadata=metadata)
         await asyncio.sleep(0.2)  # let the stream reach the daemon before the first datagram
         arrivals, stop = Arrivals(), asyncio.Event()
-        counting = asyncio.ensure_future(count_stream(call, arrivals, stop, lambda batch: len(batch.datagrams)))
+        # Each batch decoded into (data, host, port) datagrams, as a client would.
+        counting = asyncio.ensure_future(count_stream(call, arrivals, stop, lambda batch: len(batch_datagrams(batch))))
         blaster = udp_blaster(port, sizes.udp_seconds)
         try:
             sent = await asyncio.to_thread(blaster_sent, blaster, sizes.udp_seconds)

@@ -5,8 +5,9 @@ queue of :data:`QUEUE` bytes): the daemon takes each burst from the kernel at on
 the queue holds, and drops and counts the rest. Every batch carries ``queue_dropped`` (the count
 so far), over gRPC as the message's field and over REST in the serialized ``DatagramBatch`` of the
 binary frame: what arrived plus what the last batch says was dropped is what was sent, and
-``Handles.Describe`` says the same. No client library: the generated messages, a grpc.aio
-channel, a bare WebSocket.
+``Handles.Describe`` says the same — with datagrams in ``Datagram`` messages or packed
+(``DatagramBatch.packed``). No client library: the generated messages, a grpc.aio channel, a
+bare WebSocket.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 import websockets
 from helpers import serving
 from sockbroker.server import Daemon
-from sockbroker_wire.frames import decode_datagrams
+from sockbroker_wire.frames import batch_datagrams, decode_datagrams
 from sockbroker_wire.v1 import broker_pb2 as pb
 
 SENT = 201
@@ -62,7 +63,7 @@ async def _open(daemon: Daemon, token_file: pathlib.Path) -> tuple[httpx.AsyncCl
 
 
 async def _grpc_batches(
-    daemon: Daemon, headers: dict[str, str], udp: str
+    daemon: Daemon, headers: dict[str, str], udp: str, packed: bool
 ) -> tuple[Batches, Callable[[], Awaitable[None]]]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{daemon.grpc_port}")
     stream = channel.unary_stream(
@@ -71,11 +72,12 @@ async def _grpc_batches(
         response_deserializer=pb.DatagramBatch.FromString,
     )
     metadata = (("authorization", headers["Authorization"]), ("sockbroker-session", headers["Sockbroker-Session"]))
-    call = stream(pb.UdpReceiveStreamRequest(udp=udp, max=len(PAYLOAD)), metadata=metadata)
+    call = stream(pb.UdpReceiveStreamRequest(udp=udp, max=len(PAYLOAD), packed=packed), metadata=metadata)
 
     async def batches() -> AsyncIterator[tuple[int, int]]:
         async for batch in call:
-            yield len(batch.datagrams), batch.queue_dropped
+            assert bool(batch.packed) == packed and bool(batch.datagrams) != packed
+            yield len(batch_datagrams(batch)), batch.queue_dropped
 
     async def close() -> None:
         call.cancel()
@@ -85,14 +87,17 @@ async def _grpc_batches(
 
 
 async def _ws_batches(
-    daemon: Daemon, headers: dict[str, str], udp: str
+    daemon: Daemon, headers: dict[str, str], udp: str, packed: bool
 ) -> tuple[Batches, Callable[[], Awaitable[None]]]:
     url = f"ws://127.0.0.1:{daemon.rest_port}/v1/udp/sockets/{udp}/stream?direction=receive&max={len(PAYLOAD)}"
+    url += f"&packed={str(packed).lower()}"
     ws = await websockets.connect(url, additional_headers=headers, max_size=None)
 
     async def batches() -> AsyncIterator[tuple[int, int]]:
         async for message in ws:
             assert isinstance(message, bytes), message
+            raw = pb.DatagramBatch.FromString(message)
+            assert bool(raw.packed) == packed and bool(raw.datagrams) != packed
             frame = decode_datagrams(message, udp=udp)
             yield len(frame.datagrams), frame.queue_dropped
 
@@ -104,12 +109,13 @@ async def _ws_batches(
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("door", ["grpc", "rest"])
+@pytest.mark.parametrize("packed", [False, True], ids=["messages", "packed"])
 async def test_a_stalled_datagram_stream_reports_what_it_dropped(
-    daemon: Daemon, token_file: pathlib.Path, door: str
+    daemon: Daemon, token_file: pathlib.Path, door: str, packed: bool
 ) -> None:
     http, headers, udp, port = await _open(daemon, token_file)
     opener = _grpc_batches if door == "grpc" else _ws_batches
-    batches, close = await opener(daemon, headers, udp)
+    batches, close = await opener(daemon, headers, udp, packed)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         stream = batches()

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sockbroker_wire import frames
 from sockbroker_wire.codec import from_dict, parse_scalar, to_dict, to_json
+from sockbroker_wire.packed import PackedError, pack_datagrams, unpack_datagrams
 from sockbroker_wire.routes import PACKAGE, route, routes
 from sockbroker_wire.v1 import broker_pb2 as pb
 from sockbroker_wire.v1 import broker_pb2_grpc
@@ -109,6 +110,85 @@ def test_any_bytes_decode_or_raise_value_error(data: bytes) -> None:
     except ValueError:
         return
     assert all(isinstance(d, bytes) and isinstance(h, str) and isinstance(p, int) for d, h, p in decoded.datagrams)
+
+
+# ── packed datagrams ───────────────────────────────────────────────────────
+_host = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=255)
+_packable = st.tuples(
+    st.binary(max_size=2000), st.one_of(st.sampled_from(["", "127.0.0.1", "::1"]), _host), st.integers(0, 65535)
+)
+
+
+@given(datagrams=st.lists(_packable, max_size=20))
+def test_packed_datagrams_round_trip(datagrams: list[tuple[bytes, str, int]]) -> None:
+    packed = pack_datagrams(datagrams)
+    assert unpack_datagrams(packed) == datagrams
+    assert unpack_datagrams(bytearray(packed)) == unpack_datagrams(memoryview(packed)) == datagrams
+    assert len(packed) == sum(4 + 1 + len(host) + 2 + len(data) for data, host, _ in datagrams)
+
+
+def test_a_packed_record_is_as_documented() -> None:
+    """docs/wire.md's example: `hi` from 127.0.0.1 port 9000, then an empty datagram for the peer."""
+    packed = pack_datagrams([(b"hi", "127.0.0.1", 9000), (b"", "", 0)])
+    assert packed.hex(" ") == "00 00 00 02 09 31 32 37 2e 30 2e 30 2e 31 23 28 68 69 00 00 00 00 00 00 00"
+    assert pack_datagrams([]) == b""
+    assert unpack_datagrams(b"") == []
+
+
+@pytest.mark.parametrize(
+    ("packed", "reason"),
+    [
+        (b"\x00\x00\x00", "record 0 at byte 0: truncated header"),
+        (b"\x00\x00\x00\x01\x09127.0", "truncated host or port"),
+        (b"\x00\x00\x00\x01\x09127.0.0.1\x00", "truncated host or port"),
+        (b"\x00\x00\x00\x05\x09127.0.0.1\x00\x09abc", "record 0: 5 bytes of data, 3 left"),
+        (b"\x00\x00\x00\x01\x02\xc3\xa9\x00\x09x", "not printable ASCII"),
+        (b"\x00\x00\x00\x01\x03a b\x00\x09x", "not printable ASCII"),
+        (b"\x00\x00\x00\x02\x01h\x00\x01ok\x00", "record 1 at byte 10: truncated header"),
+    ],
+)
+def test_malformed_packed_bytes_say_which_record_and_why(packed: bytes, reason: str) -> None:
+    with pytest.raises(PackedError, match=reason):
+        unpack_datagrams(packed)
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_unpack_or_raise_packed_error(data: bytes) -> None:
+    try:
+        datagrams = unpack_datagrams(data)
+    except PackedError:
+        return
+    assert pack_datagrams(datagrams) == data  # what decodes is exactly what it encodes back to
+
+
+@pytest.mark.parametrize(
+    ("datagram", "reason"),
+    [
+        ((b"x", "é", 1), "not ASCII"),
+        ((b"x", "a b", 1), "not printable"),
+        ((b"x", "h" * 256, 1), "more than 255"),
+        ((b"x", "h", 65536), "not in 0-65535"),
+        ((b"x", "h", -1), "not in 0-65535"),
+        ((b"x", "h", True), "not in 0-65535"),
+    ],
+)
+def test_a_datagram_that_cannot_be_packed_is_refused(datagram: tuple[bytes, str, int], reason: str) -> None:
+    with pytest.raises(PackedError, match=reason):
+        pack_datagrams([datagram])
+
+
+def test_a_packed_frame_carries_only_packed_and_a_frame_may_carry_both() -> None:
+    datagrams = [(b"one", "127.0.0.1", 1), (b"two", "::1", 2)]
+    frame = frames.encode_datagrams(datagrams, queue_dropped=3, packed=True)
+    batch = pb.DatagramBatch.FromString(frame)
+    assert (list(batch.datagrams), batch.packed, batch.queue_dropped) == ([], pack_datagrams(datagrams), 3)
+    assert frames.decode_datagrams(frame) == frames.DatagramFrame(tuple(datagrams), 3)
+    first = pb.Datagram(data=b"first", host="h", port=9)
+    both = pb.DatagramBatch(datagrams=[first], packed=pack_datagrams(datagrams))
+    assert frames.batch_datagrams(both) == [(b"first", "h", 9), *datagrams]
+    assert frames.decode_datagrams(both.SerializeToString()).datagrams == ((b"first", "h", 9), *datagrams)
+    with pytest.raises(ValueError, match="truncated header"):
+        frames.decode_datagrams(pb.DatagramBatch(packed=b"\x00").SerializeToString())
 
 
 # ── text frames: control ───────────────────────────────────────────────────

@@ -641,7 +641,7 @@ class Broker {
 
   _receiveStream(sock, maxBytes) {
     const def = this._method('Udp.ReceiveStream');
-    const message = request('Udp.ReceiveStream', def, { udp: sock, max: maxBytes });
+    const message = request('Udp.ReceiveStream', def, { udp: sock, max: maxBytes, packed: true });
     const call = this._client.makeServerStreamRequest(
       def.path, def.requestSerialize, def.responseDeserialize, message, this._metadata(),
     );

@@ -3,6 +3,7 @@
 // datagrams as async iterators (Udp.ReceiveStream) or from any iterable (Udp.SendStream).
 
 const { Duplex } = require('node:stream');
+const { NetworkError } = require('./errors');
 
 /** Largest data frame sent on a byte stream; the daemon's own frames are at most 256 KiB. */
 const FRAME = 256 * 1024;
@@ -79,12 +80,41 @@ class Datagram {
   }
 }
 
-/** Datagrams of a Udp.ReceiveStream call, one at a time; leaving the loop cancels the call. */
+const PRINTABLE_ASCII = /^[\x21-\x7e]*$/;
+
+/**
+ * The datagrams of DatagramBatch.packed (docs/wire.md): records back to back, each a data
+ * length (uint32, big-endian), a host length (uint8), the host (printable ASCII), a port
+ * (uint16, big-endian) and the data. A malformed record is a NetworkError (the daemon sent it).
+ */
+function unpackDatagrams(packed) {
+  const out = [];
+  const end = packed.length;
+  let offset = 0;
+  while (offset < end) {
+    const at = `udp-receive-stream: malformed packed datagrams: record at byte ${offset}`;
+    if (offset + 5 > end) throw new NetworkError(`${at}: truncated header`);
+    const size = packed.readUInt32BE(offset);
+    const hostEnd = offset + 5 + packed[offset + 4];
+    if (hostEnd + 2 > end) throw new NetworkError(`${at}: truncated host or port`);
+    const host = packed.toString('latin1', offset + 5, hostEnd);
+    if (!PRINTABLE_ASCII.test(host)) throw new NetworkError(`${at}: the host is not printable ASCII`);
+    const port = packed.readUInt16BE(hostEnd);
+    offset = hostEnd + 2 + size;
+    if (offset > end) throw new NetworkError(`${at}: ${size} bytes of data, ${end - hostEnd - 2} left`);
+    out.push(new Datagram(packed.subarray(hostEnd + 2, offset), host, port));
+  }
+  return out;
+}
+
+/** Datagrams of a Udp.ReceiveStream call (asked for packed batches), one at a time; leaving the
+ * loop cancels the call. A batch's `datagrams` come first, then its `packed` ones. */
 async function* receiveDatagrams(call, translate) {
   call.on('error', () => {}); // the iterator below sees every error; the cancel at the end is expected
   try {
     for await (const batch of call) {
       for (const d of batch.datagrams) yield new Datagram(d.data, d.host, d.port);
+      if (batch.packed && batch.packed.length) yield* unpackDatagrams(batch.packed);
     }
   } catch (err) {
     throw translate(err);
@@ -102,4 +132,4 @@ function outgoing(item) {
   return { data: item.data, host: item.host || '', port: item.port || 0 };
 }
 
-module.exports = { PortStream, Datagram, receiveDatagrams, outgoing, FRAME };
+module.exports = { PortStream, Datagram, receiveDatagrams, unpackDatagrams, outgoing, FRAME };

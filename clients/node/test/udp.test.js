@@ -135,3 +135,21 @@ test('sync and syncTimeout perform exactly one event', async (t) => {
   const ready = await broker.syncTimeout(5, sb.udpSendReadyEvt(sock));
   assert.deepEqual(ready, { index: 0, result: sock.handle });
 });
+
+test('packed batches decode as docs/wire.md says; malformed packed bytes are a NetworkError', () => {
+  const { unpackDatagrams } = require('../lib/streams');
+  // `hi` from 127.0.0.1 port 9000, then an empty datagram for the connected peer.
+  const packed = Buffer.from('00000002093132372e302e302e312328686900000000000000', 'hex');
+  const got = unpackDatagrams(packed);
+  assert.ok(got.every((d) => d instanceof sb.Datagram));
+  assert.deepEqual(got.map((d) => [d.data.toString(), d.host, d.port]), [['hi', '127.0.0.1', 9000], ['', '', 0]]);
+  assert.deepEqual(unpackDatagrams(Buffer.alloc(0)), []);
+  for (const [hex, reason] of [
+    ['000000', /truncated header/],
+    ['0000000109313237', /truncated host or port/],
+    ['00000005093132372e302e302e3123286869', /5 bytes of data, 2 left/],
+    ['0000000102c3a90009', /not printable ASCII/],
+  ]) {
+    assert.throws(() => unpackDatagrams(Buffer.from(hex, 'hex')), (err) => err instanceof sb.NetworkError && reason.test(err.message));
+  }
+});

@@ -10,10 +10,10 @@ followed by whatever the daemon had already read from the peer, then the end.
 from __future__ import annotations
 
 import socket
-import struct
 from typing import TYPE_CHECKING, Any
 
 from sockbroker_wire.errors import WireError
+from sockbroker_wire.packed import unpack_datagrams
 
 from ._errors import ContractError, error_from_wire
 
@@ -135,7 +135,7 @@ def _handed_over(control: socket.socket, *, udp: bool) -> ChannelSocket:
         _check(line)
         while chunk := control.recv(65536):
             rest += chunk
-        channel.early = _unpack(rest) if udp else rest
+        channel.early = unpack_datagrams(rest) if udp else rest
     except BaseException:
         channel.close()
         raise
@@ -146,19 +146,3 @@ def _adopt(fd: int) -> ChannelSocket:
     sock = ChannelSocket(fileno=fd)  # family and type as the kernel says
     sock.settimeout(None)
     return sock
-
-
-def _unpack(packed: bytes) -> list[tuple[bytes, str, int]]:
-    """Packed datagram records (docs/wire.md): length, host length, host, port, data."""
-    datagrams = []
-    at = 0
-    while at < len(packed):
-        size, host_size = struct.unpack_from(">IB", packed, at)
-        at += 5
-        host = packed[at : at + host_size].decode("ascii")
-        at += host_size
-        (port,) = struct.unpack_from(">H", packed, at)
-        at += 2
-        datagrams.append((packed[at : at + size], host, port))
-        at += size
-    return datagrams

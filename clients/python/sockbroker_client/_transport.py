@@ -279,16 +279,20 @@ class GrpcTransport:
         self, session: str, udp: str, max_bytes: int | None
     ) -> AsyncIterator[tuple[bytes, str, int]]:
         request = (
-            pb.UdpReceiveStreamRequest(udp=udp, max=max_bytes)
+            pb.UdpReceiveStreamRequest(udp=udp, max=max_bytes, packed=True)
             if max_bytes is not None
-            else pb.UdpReceiveStreamRequest(udp=udp)
+            else pb.UdpReceiveStreamRequest(udp=udp, packed=True)
         )
         call = self._stub(route("Udp.ReceiveStream"))(request, metadata=self._metadata(session))
         try:
             with _translated(self.target):
                 async for batch in call:
-                    for datagram in batch.datagrams:
-                        yield bytes(datagram.data), datagram.host, datagram.port
+                    try:
+                        datagrams = frames.batch_datagrams(batch)
+                    except ValueError as exc:
+                        raise _broker_error(exc, self.target) from None
+                    for datagram in datagrams:
+                        yield datagram
         finally:
             call.cancel()
 
@@ -483,7 +487,7 @@ class RestTransport:
     async def receive_datagrams(
         self, session: str, udp: str, max_bytes: int | None
     ) -> AsyncIterator[tuple[bytes, str, int]]:
-        query = "?direction=receive" + (f"&max={max_bytes}" if max_bytes is not None else "")
+        query = "?direction=receive&packed=true" + (f"&max={max_bytes}" if max_bytes is not None else "")
         ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream{query}", session)
         try:
             while True:

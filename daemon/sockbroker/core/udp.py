@@ -38,7 +38,16 @@ Decisions where Racket's documentation is silent or the kernel differs:
 * ``udp-open-socket`` with a family hostname or port resolves them as Racket does (the first
   address's family); a port alone resolves the loopback name, which may well be IPv6.
 * While a datagram stream is open, its reader drains the socket: datagrams go to the stream
-  (plain receives may still win a race for one, never both).
+  (plain receives may still win a race for one, never both). Each wake-up takes up to
+  :data:`_BATCH` datagrams (``recvfrom`` in a loop: Python has no ``recvmmsg``, and one through
+  ctypes measured no faster — the kernel's per-datagram work, not the system call, is the cost).
+* A socket's receive buffer is raised to :data:`STREAM_RECEIVE_BUFFER` (4 MiB, capped by
+  ``/proc/sys/net/core/rmem_max``, which the daemon reads and never writes) while a datagram
+  stream is open, and set back when it ends: a stream is there for throughput, and a burst the
+  loop cannot take at once waits in the kernel instead of being dropped there. A size the client
+  set with ``udp-set-receive-buffer-size!`` wins: the daemon then leaves the buffer alone.
+* ``kernel_dropped`` is the kernel's own count of the datagrams it dropped for the socket (a
+  full receive buffer, a bad checksum), read with ``SO_MEMINFO`` when asked.
 """
 
 from __future__ import annotations
@@ -84,6 +93,7 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_DATAGRAM",
     "MAX_RECEIVE",
+    "STREAM_RECEIVE_BUFFER",
     "UdpSocket",
     "UdpState",
     "datagram_slice",
@@ -96,14 +106,23 @@ log = logging.getLogger(__name__)
 MAX_DATAGRAM: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 #: The largest ``max`` a receive takes.
 MAX_RECEIVE = 65535
-#: Payload bytes past which a batch of a datagram stream is cut (gRPC's default limit is 4 MiB).
+#: Bytes (payloads, plus :data:`_BATCH_OVERHEAD` a datagram) past which a batch of a datagram
+#: stream is cut (gRPC's default limit is 4 MiB).
 MAX_BATCH_BYTES = 1 << 20
+#: What a datagram costs in a batch besides its payload (its record or message), so that a batch
+#: of empty datagrams is bounded too.
+_BATCH_OVERHEAD = 64
 #: Datagrams a stream's reader takes from the socket per wake-up before yielding the loop.
 _BATCH = 256
+#: The receive buffer (``SO_RCVBUF``) of a socket while a datagram stream is open, at most
+#: ``/proc/sys/net/core/rmem_max``.
+STREAM_RECEIVE_BUFFER = 4 << 20
 #: Foreign datagrams (queued before a connect) skipped per receive before reporting "none yet".
 _SKIP_LIMIT = 1024
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
-_CMSG_SIZE = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+#: ``getsockopt(SOL_SOCKET, SO_MEMINFO)``: the socket's memory counters, ``u32`` each; the
+#: ninth (``SK_MEMINFO_DROPS``) counts the datagrams the kernel dropped for it.
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55) if sys.platform.startswith("linux") else None
+_MEMINFO_DROPS = 8
 _RMEM_MAX = "/proc/sys/net/core/rmem_max"
 #: Errors a UDP socket reports from ICMP: a datagram stream skips them, a receive raises them.
 _SOFT_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
@@ -121,11 +140,6 @@ SockAddr = tuple[Any, ...]
 _TTL = ((socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
 _MULTICAST_TTL = ((socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS))
 _MULTICAST_LOOP = ((socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), (socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP))
-
-
-#: One receive buffer for every socket: the loop runs one receive at a time, and a datagram is
-#: read whole (so a cancelled receive can give all of it back) and copied out at its size.
-_BUFFER = bytearray(MAX_RECEIVE)
 
 
 def datagram_slice(who: str, data: object, start: object, end: object) -> bytes:
@@ -245,26 +259,46 @@ class _Stream:
     def _cost(self, items: Iterable[tuple[bytes, str, int]]) -> int:
         return sum(len(item[0]) + self.overhead for item in items)
 
-    def offer(self, item: tuple[bytes, str, int]) -> bool:
-        """Queue a new datagram if there is room; False (and counted by the caller) if not. An
-        empty queue takes one datagram past a full budget, as a waiting read takes a chunk: a
-        stream is never starved by what other streams and ports of its session hold."""
-        cost = len(item[0]) + self.overhead
-        if self.queued + cost > self.capacity or (self.budget.full and self.items):
-            return False
-        self.items.append(item)
+    def rooms(self) -> tuple[int, int]:
+        """Bytes the queue may still take: (under its own capacity, under the session's budget
+        and its parents'). A datagram is queued while it fits the first and the budget is not
+        yet full — or the queue is empty: a stream is never starved by what other streams and
+        ports of its session hold, as a waiting read takes a chunk past a full budget."""
+        budget_room = None
+        level: Budget | None = self.budget
+        while level is not None:
+            left = level.limit - level.used
+            budget_room = left if budget_room is None else min(budget_room, left)
+            level = level.parent
+        assert budget_room is not None
+        return self.capacity - self.queued, budget_room
+
+    def queued_more(self, cost: int) -> None:
+        """The reader appended datagrams of ``cost`` bytes (payloads and overheads) to ``items``."""
         self._charge(cost)
-        return True
 
     def put_back(self, items: list[tuple[bytes, str, int]]) -> None:
         """Datagrams given back go first, room or not: they were the socket's already."""
         self.items.extendleft(reversed(items))
         self._charge(self._cost(items))
 
-    def pop(self) -> tuple[bytes, str, int]:
-        item = self.items.popleft()
-        self._charge(-(len(item[0]) + self.overhead))
-        return item
+    def take_batch(self, max_batch_bytes: int) -> list[tuple[bytes, str, int]]:
+        """The queued datagrams, oldest first, up to ``max_batch_bytes`` (each counts its payload
+        plus :data:`_BATCH_OVERHEAD`); always one at least. The queue must not be empty."""
+        items, overhead = self.items, self.overhead
+        first = items.popleft()
+        batch = [first]
+        size = len(first[0]) + _BATCH_OVERHEAD
+        freed = len(first[0]) + overhead
+        while items:
+            length = len(items[0][0])
+            size += length + _BATCH_OVERHEAD
+            if size > max_batch_bytes:
+                break
+            batch.append(items.popleft())
+            freed += length + overhead
+        self._charge(-freed)
+        return batch
 
     def take_all(self) -> list[tuple[bytes, str, int]]:
         items = list(self.items)
@@ -304,7 +338,9 @@ class UdpSocket(Resource):
         #: disconnect that makes the kernel drop it (an ephemeral port) restores it.
         self._binding: SockAddr | None = None
         self.queue_dropped = 0
-        self.kernel_dropped = 0
+        self._kernel_dropped = 0
+        #: The client set the receive buffer's size (udp-set-receive-buffer-size!): a stream leaves it.
+        self._receive_buffer_chosen = False
         self.readable = Signal()
         self.writable = Signal()
         self._reading = False
@@ -359,6 +395,21 @@ class UdpSocket(Resource):
 
     def ensure_open(self, who: str) -> None:
         self._require("any", who)
+
+    @property
+    def kernel_dropped(self) -> int:
+        """Datagrams the kernel dropped for this socket (``SO_MEMINFO``); once closed, the last count."""
+        self._count_kernel_drops()
+        return self._kernel_dropped
+
+    def _count_kernel_drops(self) -> None:
+        if _SO_MEMINFO is None or self.closed:
+            return
+        start, end = 4 * _MEMINFO_DROPS, 4 * (_MEMINFO_DROPS + 1)
+        with contextlib.suppress(OSError):
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, end)
+            if len(raw) >= end:
+                self._kernel_dropped = int.from_bytes(raw[start:end], sys.byteorder)
 
     def describe(self) -> dict[str, object]:
         info = super().describe()
@@ -439,20 +490,18 @@ class UdpSocket(Resource):
 
     # ── receiving ──────────────────────────────────────────────────────────
     def _recv_one(self) -> tuple[bytes, str, int] | None:
-        """One whole datagram now — a given-back one first — or None when none waits. Raises OSError."""
+        """One whole datagram now — a given-back one first — or None when none waits. Raises OSError.
+        It is read whole (so a cancelled receive can give all of it back)."""
         if self._returned:
             return self._returned.popleft()
         for _ in range(_SKIP_LIMIT):
             try:
-                size, ancdata, _flags, address = self.sock.recvmsg_into([_BUFFER], _CMSG_SIZE)
+                data, address = self.sock.recvfrom(MAX_RECEIVE)
             except (BlockingIOError, InterruptedError):
                 return None
-            for level, kind, value in ancdata:
-                if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
-                    self.kernel_dropped = int.from_bytes(value[:4], sys.byteorder)
             if self._peer is not None and tuple(address[:2]) != self._peer[:2]:
                 continue  # queued before the connect: a connected socket hears only its peer
-            return bytes(memoryview(_BUFFER)[:size]), host_of(address), int(address[1])
+            return data, host_of(address), int(address[1])
         return None
 
     def give_back(self, datagrams: list[tuple[bytes, str, int]]) -> None:
@@ -714,6 +763,7 @@ class UdpSocket(Resource):
                 code=errno.ENOBUFS,
             )
         self._setopt(who, socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        self._receive_buffer_chosen = True
 
     def _byte_option(self, who: str, pair: tuple[tuple[int, int], tuple[int, int]]) -> int:
         return self._getopt(who, *self._by_family(*pair))
@@ -804,7 +854,9 @@ class UdpSocket(Resource):
         on the first iteration.
 
         ``dropped`` counts the datagrams this stream has dropped so far. A batch holds at least
-        one datagram and, past the first, no more than ``max_batch_bytes`` of payload.
+        one datagram and, past the first, no more than ``max_batch_bytes`` (payloads plus 64 bytes
+        a datagram, for its record). While the stream is open the socket's receive buffer is
+        raised (see the module's notes).
         """
         who = "udp-receive-stream"
         amount = self._check_stream(who, max_bytes)
@@ -826,6 +878,7 @@ class UdpSocket(Resource):
         stream.put_back(list(self._returned))
         self._returned.clear()
         self._stream = stream
+        restore = self._raise_receive_buffer()
         try:
             self._drain_into(stream)  # what is already queued in the kernel
             self.arm_readable()
@@ -838,6 +891,27 @@ class UdpSocket(Resource):
                 if not self.readable:
                     self._stop_reading()
             stream.take_all()
+            if restore is not None and not self._receive_buffer_chosen and not self.closed:
+                with contextlib.suppress(OSError):
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, restore)
+
+    def _raise_receive_buffer(self) -> int | None:
+        """Raise ``SO_RCVBUF`` to :data:`STREAM_RECEIVE_BUFFER` (at most ``rmem_max``) for a stream,
+        unless the client chose its size or it is that large already; the size to set back after
+        the stream, or None to leave it. Linux reports twice the size set (its bookkeeping), the
+        default as it is: setting back half the reported size restores either."""
+        if self._receive_buffer_chosen:
+            return None
+        limit = _rmem_max()
+        target = STREAM_RECEIVE_BUFFER if limit is None else min(STREAM_RECEIVE_BUFFER, limit)
+        try:
+            current = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            if current >= target:
+                return None
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, target)
+        except OSError:  # the buffer stays as it was; the stream works all the same
+            return None
+        return max(1, current // 2)
 
     async def _stream_ready(self, stream: _Stream) -> bool:
         """Wait for queued datagrams: True when some are there, False once the socket is closed."""
@@ -854,33 +928,46 @@ class UdpSocket(Resource):
     ) -> AsyncGenerator[tuple[list[tuple[bytes, str, int]], int], None]:
         with self._claim_stream(max_bytes, who) as stream:
             while await self._stream_ready(stream):
-                items = stream.items
-                batch = [stream.pop()]
-                size = len(batch[0][0])
-                while items and size + len(items[0][0]) <= max_batch_bytes:
-                    size += len(items[0][0])
-                    batch.append(stream.pop())
-                yield batch, stream.dropped
+                yield stream.take_batch(max_batch_bytes), stream.dropped
 
     def _drain_into(self, stream: _Stream) -> None:
-        """Move up to a batch of datagrams from the kernel into the stream's queue."""
+        """Move what the kernel holds, up to :data:`_BATCH` datagrams, into the stream's queue,
+        and drop (and count) what the queue has no room for. The hot path of a stream: one
+        ``recvfrom`` per datagram and nothing else that a loop can hoist, the budget charged once."""
+        recvfrom = self.sock.recvfrom
+        items, limit, overhead = stream.items, stream.max_bytes, stream.overhead
+        peer = None if self._peer is None else self._peer[:2]
+        capacity_room, budget_room = stream.rooms()
+        queued = dropped = 0
         taken = False
         for _ in range(_BATCH):
             try:
-                got = self._recv_one()
+                data, address = recvfrom(MAX_RECEIVE)
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError as exc:
                 if exc.errno in _SOFT_ERRORS:
                     continue  # an ICMP report about an earlier send: not the stream's end
                 stream.error = from_os_error("udp-receive-stream", "receive failed", exc, {"socket": self.handle})
                 self._stop_reading()
                 break
-            if got is None:
-                break
+            if peer is not None and address[:2] != peer:
+                continue  # queued before the connect: a connected socket hears only its peer
             taken = True
-            data, host, port = got
-            if not stream.offer((data[: stream.max_bytes], host, port)):
-                self.queue_dropped += 1
-                stream.dropped += 1
+            if len(data) > limit:
+                data = data[:limit]
+            cost = len(data) + overhead
+            if queued + cost > capacity_room or (queued >= budget_room and items):
+                dropped += 1
+                continue
+            host = address[0]
+            items.append((data, host.split("%", 1)[0] if "%" in host else host, address[1]))
+            queued += cost
+        if queued:
+            stream.queued_more(queued)
+        if dropped:
+            self.queue_dropped += dropped
+            stream.dropped += dropped
         if taken or stream.error is not None:
             stream.signal.fire()
 
@@ -911,6 +998,7 @@ class UdpSocket(Resource):
     def force_close(self) -> None:
         if self.state is UdpState.CLOSED:
             return
+        self._count_kernel_drops()  # the last count, for a describe after the close
         if self.handed_off:  # the client's copy of the socket dies with this one
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
@@ -970,9 +1058,6 @@ async def udp_open(
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        if _SO_RXQ_OVFL is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
         udp = UdpSocket(sock, session.limits, session.policy, session.budget)
     except BaseException:
         sock.close()

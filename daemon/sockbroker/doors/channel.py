@@ -19,8 +19,9 @@ import logging
 import os
 import pathlib
 import socket
-import struct
 from collections import OrderedDict
+
+from sockbroker_wire.packed import pack_datagrams
 
 from ..core._net import descriptor_ceiling
 from ..core.broker import Broker
@@ -42,13 +43,6 @@ LINGER_BYTES = 1024 * 1024
 def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
-
-
-def _packed(datagrams: list[tuple[bytes, str, int]]) -> bytes:
-    return b"".join(
-        struct.pack(">IB", len(data), len(host)) + host.encode() + struct.pack(">H", port) + data
-        for data, host, port in datagrams
-    )
 
 
 class ChannelDoor:
@@ -151,7 +145,7 @@ class ChannelDoor:
     async def _hand_over(self, conn: socket.socket, opened: Opened) -> None:
         """``OK`` with the descriptor attached (SCM_RIGHTS), then the bytes (or, for UDP, the
         datagrams as packed records: docs/wire.md) read before the hand-off, then the end."""
-        early = opened.early if isinstance(opened.early, bytes) else _packed(opened.early)
+        early = opened.early if isinstance(opened.early, bytes) else pack_datagrams(opened.early)
         try:
             socket.send_fds(conn, [b"OK\n"], [opened.fd])
             if early:

@@ -38,6 +38,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from sockbroker_wire.codec import from_dict, to_dict
 from sockbroker_wire.errors import grpc_status
+from sockbroker_wire.frames import batch_datagrams
+from sockbroker_wire.packed import PackedError, pack_datagrams
 from sockbroker_wire.routes import PACKAGE, Route, routes
 from sockbroker_wire.v1 import broker_pb2 as pb
 
@@ -758,12 +760,23 @@ class _Door:
         await self.guard("Ports.Stream", context, body())
 
     @staticmethod
-    def _emit_batches(context: Context) -> Callable[[Sequence[tuple[bytes, str, int]], int], Awaitable[None]]:
-        async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
+    def _emit_batches(
+        context: Context, *, packed: bool
+    ) -> Callable[[Sequence[tuple[bytes, str, int]], int], Awaitable[None]]:
+        """Each batch as one DatagramBatch: its datagrams in ``packed`` (one bytes field) when the
+        client asked for it, else one ``Datagram`` message each."""
+        if packed:
+
+            async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
+                await _write(context, pb.DatagramBatch(packed=pack_datagrams(batch), queue_dropped=dropped))
+
+            return emit
+
+        async def emit_messages(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
             datagrams = [pb.Datagram(data=data, host=host, port=port) for data, host, port in batch]
             await _write(context, pb.DatagramBatch(datagrams=datagrams, queue_dropped=dropped))
 
-        return emit
+        return emit_messages
 
     async def receive_stream(self, request: Any, context: Context) -> None:
         async def body() -> None:
@@ -772,7 +785,7 @@ class _Door:
             await api.udp_stream(
                 message.udp,
                 direction=Direction.RECEIVE,
-                emit=self._emit_batches(context),
+                emit=self._emit_batches(context, packed=message.packed),
                 max_bytes=message.max if message.HasField("max") else None,
             )
 
@@ -789,7 +802,13 @@ class _Door:
             async def batches() -> AsyncIterator[Sequence[tuple[bytes, str, int]]]:
                 batch = first
                 while batch is not None:
-                    yield [(d.data, d.host, d.port) for d in batch.datagrams]
+                    try:
+                        datagrams = batch_datagrams(batch)
+                    except PackedError as exc:
+                        raise ContractError(
+                            "udp-send-stream", "malformed packed datagrams", {"reason": str(exc)}
+                        ) from None
+                    yield datagrams
                     batch = await anext(frames, None)
 
             sent = await api.udp_stream(first.udp, direction=Direction.SEND, incoming=batches())

@@ -48,6 +48,7 @@ from sockbroker_wire import errors as wire_errors
 from sockbroker_wire import frames
 from sockbroker_wire.codec import from_dict, from_json, loads, parse_scalar, to_dict, to_json
 from sockbroker_wire.routes import Route, routes
+from sockbroker_wire.v1.broker_pb2 import UdpReceiveStreamRequest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -360,11 +361,13 @@ class _Door:
     async def udp_stream(self, ws: WebSocket) -> None:
         """Datagrams both ways on one WebSocket, ``?direction=receive|send|both`` (the default):
         the core's :meth:`Api.udp_stream`. The client's ``{"done": true}`` ends what it sends and
-        is answered with ``{"sent": n}``."""
+        is answered with ``{"sent": n}``. ``?packed=true`` puts the datagrams of the daemon's
+        frames in ``DatagramBatch.packed``."""
         handle = ws.path_params["udp"]
         who = "udp-stream"
 
         async def body(api: Api) -> None:
+            packed = _bool_param(ws.query_params.get("packed"), "packed", who)
             disconnected = asyncio.Event()
 
             async def incoming() -> AsyncIterator[Sequence[tuple[bytes, str, int]]]:
@@ -385,7 +388,7 @@ class _Door:
                         return
 
             async def emit(batch: Sequence[tuple[bytes, str, int]], dropped: int) -> None:
-                await ws.send_bytes(frames.encode_datagrams(batch, queue_dropped=dropped))
+                await ws.send_bytes(frames.encode_datagrams(batch, queue_dropped=dropped, packed=packed))
 
             sent = await api.udp_stream(
                 handle,
@@ -582,6 +585,16 @@ def _int_param(text: str | None, who: str) -> int | None:
         return int(text)
     except ValueError:
         raise ContractError(who, "bad query parameter", {"parameter": "max", "given": text}) from None
+
+
+def _bool_param(text: str | None, name: str, who: str) -> bool:
+    """A boolean query parameter, typed as the unary routes type theirs (absent: false)."""
+    if text is None:
+        return False
+    try:
+        return bool(parse_scalar(UdpReceiveStreamRequest, name, text))
+    except ValueError:
+        raise ContractError(who, "bad query parameter", {"parameter": name, "given": text[:100]}) from None
 
 
 # ── OpenAPI: schemas generated from the proto, not hand-copied ─────────────

@@ -5,6 +5,7 @@
 - :mod:`.codec` — messages ↔ plain dicts and proto JSON;
 - :mod:`.errors` — the error table, both ways: kind → gRPC status / RFC 9457 problem, and back;
 - :mod:`.frames` — the WebSocket frames of the streaming routes;
+- :mod:`.packed` — many datagrams in one bytes field (``DatagramBatch.packed``);
 - :mod:`.paths` — where the daemon and its clients look for the token by default.
 
 It imports nothing from the daemon, so a client installs it without the daemon; another language

@@ -2,7 +2,8 @@
 
 Binary frames carry data: on a TCP stream (``Ports.Stream``) the bytes themselves; on a UDP
 stream (``Udp.ReceiveStream`` / ``Udp.SendStream``) one serialized ``sockbroker.v1.DatagramBatch``
-per frame, so any language with the generated code reads them. Text frames carry control, one
+per frame, so any language with the generated code reads them; its datagrams travel in
+``datagrams``, in ``packed`` (:mod:`.packed`), or both. Text frames carry control, one
 JSON object each:
 
 ==================================================  =====================================================
@@ -30,6 +31,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from .packed import pack_datagrams, unpack_datagrams
 from .v1 import broker_pb2
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "ErrorFrame",
     "Sent",
     "TextFrame",
+    "batch_datagrams",
     "decode_datagrams",
     "decode_text",
     "encode_datagrams",
@@ -71,17 +74,32 @@ class DatagramFrame:
     queue_dropped: int = 0
 
 
-def encode_datagrams(datagrams: Iterable[Datagram], *, queue_dropped: int = 0) -> bytes:
-    """``(data, host, port)`` datagrams as one binary frame (a serialized DatagramBatch)."""
-    batch = broker_pb2.DatagramBatch(
-        datagrams=[broker_pb2.Datagram(data=data, host=host, port=port) for data, host, port in datagrams],
-        queue_dropped=queue_dropped,
-    )
+def encode_datagrams(datagrams: Iterable[Datagram], *, queue_dropped: int = 0, packed: bool = False) -> bytes:
+    """``(data, host, port)`` datagrams as one binary frame (a serialized DatagramBatch): in its
+    ``datagrams`` member, or with ``packed`` in its ``packed`` member (raises
+    :class:`~.packed.PackedError`, a ValueError, for a datagram that cannot be packed)."""
+    if packed:
+        batch = broker_pb2.DatagramBatch(packed=pack_datagrams(datagrams), queue_dropped=queue_dropped)
+    else:
+        batch = broker_pb2.DatagramBatch(
+            datagrams=[broker_pb2.Datagram(data=data, host=host, port=port) for data, host, port in datagrams],
+            queue_dropped=queue_dropped,
+        )
     return batch.SerializeToString()
 
 
+def batch_datagrams(batch: broker_pb2.DatagramBatch) -> list[Datagram]:
+    """Every datagram of a DatagramBatch: those of ``datagrams``, then those of ``packed``.
+    Raises :class:`~.packed.PackedError` (a ValueError) on malformed packed bytes."""
+    datagrams = [(bytes(d.data), d.host, d.port) for d in batch.datagrams] if batch.datagrams else []
+    if batch.packed:
+        datagrams += unpack_datagrams(batch.packed)
+    return datagrams
+
+
 def decode_datagrams(frame: bytes, *, udp: str = "") -> DatagramFrame:
-    """The inverse of :func:`encode_datagrams`. The path names the socket, so the batch's ``udp``
+    """The inverse of :func:`encode_datagrams`, packed or not (both members may be set:
+    ``datagrams`` first, then ``packed``). The path names the socket, so the batch's ``udp``
     member must be empty or that socket (``udp``). Raises ValueError on a malformed frame."""
     try:
         batch = broker_pb2.DatagramBatch.FromString(bytes(frame))
@@ -89,10 +107,7 @@ def decode_datagrams(frame: bytes, *, udp: str = "") -> DatagramFrame:
         raise ValueError(f"not a serialized sockbroker.v1.DatagramBatch: {exc}") from None
     if batch.udp and batch.udp != udp:
         raise ValueError(f"the frame names socket {batch.udp!r}, the stream is {udp!r}")
-    return DatagramFrame(
-        datagrams=tuple((bytes(d.data), d.host, d.port) for d in batch.datagrams),
-        queue_dropped=batch.queue_dropped,
-    )
+    return DatagramFrame(datagrams=tuple(batch_datagrams(batch)), queue_dropped=batch.queue_dropped)
 
 
 # ── text: control ──────────────────────────────────────────────────────────
