@@ -265,7 +265,13 @@ def plain_udp(stage: Stage, rate: int) -> Probe:
                 sent = blaster_sent(blaster, seconds)
             finally:
                 blaster.stop()
-        extra = {"sent": sent, "received": received, "lost": sent - received, "datagrams_per_s": per_second}
+        extra = {
+            "seconds": seconds,
+            "sent": sent,
+            "received": received,
+            "lost": sent - received,
+            "datagrams_per_s": per_second,
+        }
         if rate:
             return {key: Sample(sent - received, extra=extra)}
         return {key: Sample(per_second, cpu_per_gib(cpu, received * UDP_SIZE), extra)}

@@ -65,7 +65,8 @@ DAEMON_DIR = REPO_DIR / "daemon"
 WIRE_DIR = REPO_DIR / "proto" / "python"
 
 START_CAP = 30.0
-LEASE_SECONDS = 900.0
+#: Longer than any group (a session that outlived its lease would be dropped mid-group).
+LEASE_SECONDS = 3600.0
 #: The default quota is 20,000 handles per session and a connection holds two (in, out), so
 #: P6's connections are spread over sessions of this many connections.
 CONNECTIONS_PER_SESSION = 5_000
@@ -384,7 +385,7 @@ async def ws_finish(ws: ClientConnection) -> None:
 async def rest_session(d: Daemon) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     auth = {"Authorization": f"Bearer {d.token}"}
     async with httpx.AsyncClient(base_url=d.rest_url, headers=auth, timeout=30.0) as http:
-        opened = await http.post("/v1/sessions", json={})
+        opened = await http.post("/v1/sessions", json={"lease_seconds": LEASE_SECONDS})
         opened.raise_for_status()
         session = opened.json()["session"]
         try:
@@ -491,6 +492,7 @@ def udp(stage: Stage, rate: int) -> Probe:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await b.udp.Close(pb.UdpRequest(udp=udp), metadata=metadata)
         extra = {
+            "seconds": seconds,
             "sent": sent,
             "received": arrivals.count,
             "lost": sent - arrivals.count,

@@ -213,7 +213,7 @@ def read_abuse(path: Path | None, run: Run) -> None:
         rows = [row for row in document["rows"] if row.get("rss_peak")]
         worst = max(rows, key=lambda row: float(row["growth"]))
     except (OSError, ValueError, KeyError, TypeError) as error:
-        run.errors[ABUSE_KEY] = f"{path}: not a bench.abuse JSON ({type(error).__name__}: {error})"
+        run.errors[ABUSE_KEY] = f"{path}: no bench.abuse rows read ({type(error).__name__}: {error})"
         return
     extra = {"file": str(path), "scenario": worst["scenario"], "scenarios": len(rows), "sizes": document.get("sizes")}
     series.samples[0] = Sample(float(worst["growth"]), extra=extra)
@@ -259,8 +259,10 @@ class Row:
 
 
 def paced_note(extra: dict[str, Any]) -> str:
+    pace = extra["sent"] / extra["seconds"]
     return (
-        f"first round: sent {extra['sent']:,}, received {extra['received']:,}, lost {extra['lost']:,}, "
+        f"first round: sent {extra['sent']:,} in {extra['seconds']:g} s ({pace:,.0f}/s; below 100,000/s the "
+        f"blaster did not get the CPU to keep pace), received {extra['received']:,}, lost {extra['lost']:,}, "
         f"queue_dropped {extra['queue_dropped']}, kernel_dropped {extra['kernel_dropped']}"
     )
 
@@ -355,9 +357,13 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
     )
     judged = (ratio or {}).get("median") if row.target.on_ratio else (broker or {}).get("median")
     sides = [(key, side) for key, side in ((row.baseline, baseline), (row.broker, broker)) if key is not None]
-    missing = [
-        f"{key}: {run.errors.get(key, 'no sample')}" for key, side in sides if side is None and key in run.series
-    ]
+    missing = []  # why a measured side has no figure, or fewer rounds than the others
+    for key, side in sides:
+        error = run.errors.get(key)
+        if key in run.series and side is None:
+            missing.append(f"{key}: {error or 'no sample'}")
+        elif side is not None and error:
+            missing.append(f"{key}: {side['rounds']} rounds, then {error}")
     if judged is not None:
         verdict = "pass" if row.target.met(judged) else "FAIL"
     else:
