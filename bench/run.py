@@ -34,7 +34,7 @@ from typing import Any
 import uvloop
 
 from bench import baselines
-from bench.common import FULL, QUICK, Figure, Probe, Sample, Sizes
+from bench.common import FULL, QUICK, UDP_PACED_RATE, Figure, Probe, Sample, Sizes
 from bench.procs import BENCH_DIR, Stage, raise_nofile
 
 NOFILE_WANTED = 65_536
@@ -260,9 +260,10 @@ class Row:
 
 def paced_note(extra: dict[str, Any]) -> str:
     pace = extra["sent"] / extra["seconds"]
+    behind = ": the blaster did not get the CPU to keep pace" if pace < 0.95 * UDP_PACED_RATE else ""
     return (
-        f"first round: sent {extra['sent']:,} in {extra['seconds']:g} s ({pace:,.0f}/s; below 100,000/s the "
-        f"blaster did not get the CPU to keep pace), received {extra['received']:,}, lost {extra['lost']:,}, "
+        f"first round: sent {extra['sent']:,} in {extra['seconds']:g} s ({pace:,.0f}/s{behind}), "
+        f"received {extra['received']:,}, lost {extra['lost']:,}, "
         f"queue_dropped {extra['queue_dropped']}, kernel_dropped {extra['kernel_dropped']}"
     )
 
@@ -387,7 +388,9 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
 def cell(value: float | None) -> str:
     if value is None:
         return "—"
-    return format(value, ",.0f" if abs(value) >= 1000 else ".1f" if abs(value) >= 10 else ".3g")
+    return format(
+        value, ",.0f" if abs(value) >= 1000 else ".1f" if abs(value) >= 10 else ".2f" if abs(value) >= 1 else ".3f"
+    )
 
 
 def side_cell(side: dict[str, Any] | None) -> str:
@@ -433,7 +436,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         cells = table_cells(row)
         print("  ".join(f"{text:{a}{w}}" for text, a, w in zip(cells, aligns, widths, strict=True)))
     for row in rows:
-        for text in ([row["note"]] if row["note"] else []) + row["missing"]:
+        for text in notes(row):
             print(f"  {row['number']} {row['measurement']}: {text}")
 
 
@@ -444,7 +447,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         lines.append("| " + " | ".join(text.replace("|", "\\|") for text in table_cells(row)) + " |")
+    lines.append("")
+    for row in rows:
+        lines += [f"- {row['number']} {row['measurement']}: {text}" for text in notes(row)]
     return "\n".join(lines) + "\n"
+
+
+def notes(row: dict[str, Any]) -> list[str]:
+    """What is said under the table for a row: its note, then why a side is missing."""
+    missing: list[str] = row["missing"]
+    return ([row["note"]] if row["note"] else []) + missing
 
 
 # ───────────────────────────── report ─────────────────────────────
