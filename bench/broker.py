@@ -1,8 +1,10 @@
-"""The baselines' shapes through sockbroker: a daemon subprocess per measurement group.
+"""The baselines' shapes through sockbroker: one daemon subprocess per measurement group.
 
 The daemon runs as ``python -m sockbroker serve`` on loopback ports with a fresh token file;
 every call carries the bearer token, and every call after ``Sessions.Open`` the session id.
 Peers (sink, holder, UDP blaster) are helper processes from bench.peers, as for the baselines.
+Each function returns the :class:`Probe` of one broker figure; the daemon, its channel and a
+session start on the group's first use, and every throughput probe meters the daemon.
 """
 
 from __future__ import annotations
@@ -10,46 +12,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
+import resource
+import struct
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
-from sockbroker_wire.frames import batch_datagrams
 from sockbroker_wire.v1 import broker_pb2 as pb
 from sockbroker_wire.v1 import broker_pb2_grpc as rpc
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from bench.baselines import UDP_SIZE, blaster_sent, shape, udp_blaster
+from bench.baselines import (
+    GRPC_SIZES,
+    TCP_CHUNK,
+    UDP_SIZE,
+    UNARY_CAP,
+    WS_FRAME,
+    blaster_sent,
+    meter,
+    stream_probe,
+    udp_blaster,
+    unary_figures_probe,
+)
 from bench.clients import (
     Arrivals,
     GrpcStreamPath,
+    Timed,
     WsPath,
+    batch_datagrams,
     channel,
     count_stream,
-    grpc_stream_throughput,
+    grpc_upload,
+    handoff,
     pooled,
+    relay_channel,
+    socket_upload,
     unary_figures,
-    ws_throughput,
+    ws_upload,
 )
-from bench.common import KIB, LOOPBACK, MIB, Measurement, Sizes
-from bench.procs import REPO_DIR, Helper, fd_count, free_port, nofile_limit, peer, rss_kib
+from bench.common import KIB, LOOPBACK, UDP_PACED_RATE, Figure, Figures, Probe, Sample, cpu_per_gib
+from bench.procs import REPO_DIR, Helper, Stage, fd_count, free_port, nofile_limit, rss_kib
 
 DAEMON_DIR = REPO_DIR / "daemon"
 WIRE_DIR = REPO_DIR / "proto" / "python"
 
 START_CAP = 30.0
-LEASE_SECONDS = 900.0
+#: Longer than any group (a session that outlived its lease would be dropped mid-group).
+LEASE_SECONDS = 3600.0
 #: The default quota is 20,000 handles per session and a connection holds two (in, out), so
-#: the connection count is spread over sessions of this many connections.
+#: P6's connections are spread over sessions of this many connections.
 CONNECTIONS_PER_SESSION = 5_000
+#: P6: descriptors a holder keeps for itself beside the connections it holds.
+HOLDER_HEADROOM = 256
+CONNECT_CAP = 300.0
 RECLAIM_CAP = 10.0
+#: P7 puts its sockets in one session: room for two handles per connection and some.
+RECLAIM_HANDLES = 50_000
 #: gRPC call metadata: the bearer token, then the session.
 Metadata = tuple[tuple[str, str], ...]
 
@@ -132,6 +158,7 @@ class Broker:
         self.handles = rpc.HandlesStub(chan)
         self.ports = rpc.PortsStub(chan)
         self.udp = rpc.UdpStub(chan)
+        self.open_channel_call = chan.unary_unary(OPEN_CHANNEL)
 
     async def open_session(self) -> Metadata:
         reply = await self.sessions.Open(pb.OpenSessionRequest(lease_seconds=LEASE_SECONDS), metadata=self.auth)
@@ -155,6 +182,20 @@ class Broker:
         )
         return reply
 
+    async def close_connection(self, metadata: Metadata, connection: pb.ConnectionReply) -> None:
+        """Close both ports of a connection (either may be closed already: a channel's end)."""
+        for port in (getattr(connection, "in"), connection.out):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self.ports.Close(pb.PortRequest(port=port), metadata=metadata)
+
+    async def open_channel(self, metadata: Metadata, port: str, mode: str) -> ChannelReply:
+        """``Ports.OpenChannel`` (DESIGN §8), its messages encoded here (see ``open_channel_request``)."""
+        try:
+            reply = await self.open_channel_call(open_channel_request(port, mode), metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            raise RuntimeError(f"Ports.OpenChannel({mode}): {error.code().name}: {error.details()}") from None
+        return channel_reply(reply)
+
 
 @contextlib.asynccontextmanager
 async def broker(d: Daemon) -> AsyncIterator[Broker]:
@@ -162,7 +203,131 @@ async def broker(d: Daemon) -> AsyncIterator[Broker]:
         yield Broker(chan, d.token)
 
 
-# ───────────────────────────── TCP bytes: Ports.Stream ─────────────────────────────
+async def client(stage: Stage, *flags: str) -> tuple[Daemon, Broker, Metadata]:
+    """The group's daemon (started with ``flags`` on first use), a channel to it, and a session."""
+    d: Daemon = await stage.shared("daemon", lambda: daemon(stage.daemon_argv(*flags)))
+    b: Broker = await stage.shared("broker", lambda: broker(d))
+    metadata: Metadata = await stage.shared("session", b.session)
+    return d, b, metadata
+
+
+# ───────────────────────────── Ports.OpenChannel, on the wire ─────────────────────────────
+# The generated classes of this tree do not have the channel messages yet, so the call is a raw
+# gRPC call with its two messages encoded here: OpenChannelRequest {1: string port, 2: string
+# mode} → ChannelReply {1: string ticket, 2: string address, 3: double expires_seconds}.
+
+OPEN_CHANNEL = "/sockbroker.v1.Ports/OpenChannel"
+WIRE_VARINT, WIRE_64, WIRE_BYTES, WIRE_32 = 0, 1, 2, 5
+DOUBLE = struct.Struct("<d")
+
+
+@dataclass(frozen=True)
+class ChannelReply:
+    ticket: str
+    address: str
+    expires_seconds: float
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 64, 7):
+        if offset >= len(data):
+            raise ValueError("ChannelReply: truncated varint")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+    raise ValueError("ChannelReply: varint longer than 10 bytes")
+
+
+def open_channel_request(port: str, mode: str) -> bytes:
+    out = b""
+    for number, text in ((1, port), (2, mode)):
+        data = text.encode()
+        out += varint(number << 3 | WIRE_BYTES) + varint(len(data)) + data
+    return out
+
+
+def channel_reply(data: bytes) -> ChannelReply:
+    """Decode a ChannelReply, skipping fields it does not know."""
+    fields: dict[int, Any] = {}
+    offset = 0
+    while offset < len(data):
+        tag, offset = read_varint(data, offset)
+        number, wire = tag >> 3, tag & 7
+        if wire == WIRE_VARINT:
+            fields[number], offset = read_varint(data, offset)
+        elif wire == WIRE_64:
+            fields[number] = DOUBLE.unpack_from(data, offset)[0]
+            offset += DOUBLE.size
+        elif wire == WIRE_BYTES:
+            length, offset = read_varint(data, offset)
+            fields[number] = data[offset : offset + length]
+            offset += length
+        elif wire == WIRE_32:
+            offset += 4
+        else:
+            raise ValueError(f"ChannelReply: field {number} has wire type {wire}")
+    if offset != len(data):
+        raise ValueError("ChannelReply: truncated field")
+    return ChannelReply(fields.get(1, b"").decode(), fields.get(2, b"").decode(), float(fields.get(3, 0.0)))
+
+
+# ───────────────────────────── P1: the channels of DESIGN §8 ─────────────────────────────
+
+
+def handoff_probe(stage: Stage) -> Probe:
+    """``Tcp.Connect`` to the sink, ``OpenChannel(handoff)``, then the upload into the received socket."""
+
+    async def once(total: int) -> Timed:
+        d, b, metadata = await client(stage)
+        sink = await stage.peer("tcp-sink")
+        cap = stage.sizes.stream_cap
+        connection = await b.connect(metadata, sink.port)
+        try:
+            reply = await b.open_channel(metadata, getattr(connection, "in"), "handoff")
+            sock, pre_read = await asyncio.to_thread(handoff, reply.address, reply.ticket, cap)
+            with sock:
+                if pre_read:
+                    raise RuntimeError(f"the hand-off carried {len(pre_read)} bytes already read; the sink sends none")
+                return await asyncio.to_thread(socket_upload, sock, total, TCP_CHUNK, cap, meter(d.pid))
+        finally:
+            await b.close_connection(metadata, connection)
+
+    what = f"Ports.OpenChannel(handoff): the client writes into the handed-off socket, {TCP_CHUNK // KIB} KiB writes"
+    return stream_probe("broker.handoff", what, stage.sizes, once, chunk=TCP_CHUNK)
+
+
+def relay_probe(stage: Stage) -> Probe:
+    """``Tcp.Connect`` to the sink, ``OpenChannel(relay)``, then the upload into the channel connection."""
+
+    async def once(total: int) -> Timed:
+        d, b, metadata = await client(stage)
+        sink = await stage.peer("tcp-sink")
+        cap = stage.sizes.stream_cap
+        connection = await b.connect(metadata, sink.port)
+        try:
+            reply = await b.open_channel(metadata, getattr(connection, "in"), "relay")
+            with await asyncio.to_thread(relay_channel, reply.address, reply.ticket, cap) as sock:
+                return await asyncio.to_thread(socket_upload, sock, total, TCP_CHUNK, cap, meter(d.pid))
+        finally:
+            await b.close_connection(metadata, connection)
+
+    what = f"Ports.OpenChannel(relay): the daemon relays the channel to the sink, {TCP_CHUNK // KIB} KiB writes"
+    return stream_probe("broker.relay", what, stage.sizes, once, chunk=TCP_CHUNK)
+
+
+# ───────────────────────────── P2: Ports.Stream ─────────────────────────────
 
 
 def ports_stream_path(b: Broker, metadata: Metadata, sink_port: int) -> GrpcStreamPath:
@@ -190,18 +355,20 @@ def ports_stream_path(b: Broker, metadata: Metadata, sink_port: int) -> GrpcStre
     return GrpcStreamPath(start=start, encode=encode, ack=ack, finish=finish)
 
 
-async def grpc_streams(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
-    with peer("tcp-sink") as sink:
-        async with broker(d) as b, b.session() as metadata:
-            path = ports_stream_path(b, metadata, sink.port)
-            results = {}
-            for size, name in ((64 * KIB, "grpc_stream_64k"), (MIB, "grpc_stream_1m")):
-                what = f"sockbroker Ports.Stream to a TCP sink, {size // KIB} KiB data frames"
-                results[name] = await grpc_stream_throughput(path, size, sizes, shape(what, sizes))
-            return results
+def ports_streams(stage: Stage) -> list[Probe]:
+    def probe(size: int, name: str) -> Probe:
+        async def once(total: int) -> Timed:
+            d, b, metadata = await client(stage)
+            sink = await stage.peer("tcp-sink")
+            return await grpc_upload(ports_stream_path(b, metadata, sink.port), total, size, meter(d.pid))
+
+        what = f"sockbroker Ports.Stream to a TCP sink, {size // KIB} KiB data frames"
+        return stream_probe(f"broker.grpc_{name}", what, stage.sizes, once, message_size=size)
+
+    return [probe(size, name) for size, name in GRPC_SIZES]
 
 
-# ───────────────────────────── TCP bytes: REST WebSocket ─────────────────────────────
+# ───────────────────────────── P3: the REST WebSocket stream ─────────────────────────────
 
 
 async def ws_finish(ws: ClientConnection) -> None:
@@ -214,52 +381,70 @@ async def ws_finish(ws: ClientConnection) -> None:
                 return
 
 
-def rest_stream_opener(
-    d: Daemon, http: httpx.AsyncClient, session: str, sink_port: int
-) -> Callable[[], Awaitable[WsPath]]:
-    """A fresh connection to the sink per upload (``POST /v1/tcp/connections``), and its stream URI."""
-    headers = (("Authorization", f"Bearer {d.token}"), ("Sockbroker-Session", session))
-
-    async def open_path() -> WsPath:
-        reply = await http.post("/v1/tcp/connections", json={"hostname": LOOPBACK, "port": sink_port}, headers=headers)
-        reply.raise_for_status()
-        handle = reply.json()["in"]
-        uri = f"ws://{LOOPBACK}:{d.rest_port}/v1/tcp/connections/{handle}/stream"
-        return WsPath(uri, headers=headers, finish=ws_finish)
-
-    return open_path
-
-
-async def ws_stream(d: Daemon, sizes: Sizes, frame: int = 64 * KIB) -> dict[str, Measurement]:
+@contextlib.asynccontextmanager
+async def rest_session(d: Daemon) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     auth = {"Authorization": f"Bearer {d.token}"}
-    with peer("tcp-sink") as sink:
-        async with httpx.AsyncClient(base_url=d.rest_url, headers=auth, timeout=30.0) as http:
-            opened = await http.post("/v1/sessions", json={})
-            opened.raise_for_status()
-            session = opened.json()["session"]
-            try:
-                what = f"sockbroker REST WebSocket stream to a TCP sink, {frame // KIB} KiB binary frames"
-                opener = rest_stream_opener(d, http, session, sink.port)
-                return {"ws": await ws_throughput(opener, frame, sizes, shape(what, sizes))}
-            finally:
+    async with httpx.AsyncClient(base_url=d.rest_url, headers=auth, timeout=30.0) as http:
+        opened = await http.post("/v1/sessions", json={"lease_seconds": LEASE_SECONDS})
+        opened.raise_for_status()
+        session = opened.json()["session"]
+        try:
+            yield http, session
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
                 await http.delete(f"/v1/sessions/{session}", headers={"Sockbroker-Session": session})
 
 
-# ───────────────────────────── unary ─────────────────────────────
+def rest_ws(stage: Stage) -> Probe:
+    """A fresh connection to the sink per upload (``POST /v1/tcp/connections``), then its stream."""
+
+    async def once(total: int) -> Timed:
+        d, _b, _metadata = await client(stage)
+        sink = await stage.peer("tcp-sink")
+        http, session = await stage.shared("rest-session", lambda: rest_session(d))
+        headers = (("Authorization", f"Bearer {d.token}"), ("Sockbroker-Session", session))
+        reply = await http.post("/v1/tcp/connections", json={"hostname": LOOPBACK, "port": sink.port}, headers=headers)
+        reply.raise_for_status()
+        uri = f"ws://{LOOPBACK}:{d.rest_port}/v1/tcp/connections/{reply.json()['in']}/stream"
+        return await ws_upload(WsPath(uri, headers=headers, finish=ws_finish), total, WS_FRAME, meter(d.pid))
+
+    what = f"sockbroker REST WebSocket stream to a TCP sink, {WS_FRAME // KIB} KiB binary frames"
+    return stream_probe("broker.ws", what, stage.sizes, once, frame_size=WS_FRAME)
 
 
-async def unary(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
-    with peer("tcp-hold") as holder:
-        async with broker(d) as b, b.session() as metadata:
-            handle = getattr(await b.connect(metadata, holder.port), "in")
-            request = pb.HandleRequest(handle=handle)
-            figures = await unary_figures(
-                lambda: b.handles.Describe(request, metadata=metadata), sizes, 120.0, "sockbroker Handles.Describe"
-            )
-            return {"grpc_unary_p50": figures["p50"], "grpc_unary_64": figures["concurrent"]}
+# ───────────────────────────── P4: unary ─────────────────────────────
 
 
-# ───────────────────────────── UDP ─────────────────────────────
+@contextlib.asynccontextmanager
+async def connected(b: Broker, metadata: Metadata, port: int) -> AsyncIterator[str]:
+    """A connection to ``port`` for as long as the block lasts; yields its input port."""
+    connection = await b.connect(metadata, port)
+    try:
+        yield getattr(connection, "in")
+    finally:
+        await b.close_connection(metadata, connection)
+
+
+def unary(stage: Stage) -> Probe:
+    """``Handles.Describe {handle: <in>}`` on an open TCP connection."""
+
+    async def prepare() -> tuple[Broker, Metadata, pb.HandleRequest]:
+        _d, b, metadata = await client(stage)
+        holder = await stage.peer("tcp-hold")
+        handle: str = await stage.shared("held-connection", lambda: connected(b, metadata, holder.port))
+        return b, metadata, pb.HandleRequest(handle=handle)
+
+    async def run() -> Figures:
+        b, metadata, request = await prepare()
+        latency, throughput = await unary_figures(
+            lambda: b.handles.Describe(request, metadata=metadata), stage.sizes, UNARY_CAP
+        )
+        return {"broker.unary_p50": latency, "broker.unary_64": throughput}
+
+    return unary_figures_probe("broker", "sockbroker Handles.Describe", run, prepare)
+
+
+# ───────────────────────────── P5: UDP ─────────────────────────────
 
 
 async def bound_udp(b: Broker, metadata: Metadata) -> tuple[str, int]:
@@ -267,33 +452,6 @@ async def bound_udp(b: Broker, metadata: Metadata) -> tuple[str, int]:
     await b.udp.Bind(pb.UdpBindRequest(udp=udp, hostname=LOOPBACK, port=0), metadata=metadata)
     addresses = await b.handles.Addresses(pb.AddressesRequest(handle=udp, port_numbers=True), metadata=metadata)
     return udp, addresses.local_port
-
-
-async def udp_stream(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
-    async with broker(d) as b, b.session() as metadata:
-        udp, port = await bound_udp(b, metadata)
-        call = b.udp.ReceiveStream(pb.UdpReceiveStreamRequest(udp=udp, packed=True), metadata=metadata)
-        await asyncio.sleep(0.2)  # let the stream reach the daemon before the first datagram
-        arrivals, stop = Arrivals(), asyncio.Event()
-        # Each batch decoded into (data, host, port) datagrams, as a client would.
-        counting = asyncio.ensure_future(count_stream(call, arrivals, stop, lambda batch: len(batch_datagrams(batch))))
-        blaster = udp_blaster(port, sizes.udp_seconds)
-        try:
-            sent = await asyncio.to_thread(blaster_sent, blaster, sizes.udp_seconds)
-            await settle(arrivals)
-        finally:
-            stop.set()
-            await counting
-            blaster.stop()
-        described = await b.handles.Describe(pb.HandleRequest(handle=udp), metadata=metadata)
-    what = f"{UDP_SIZE}-byte datagrams blasted for {sizes.udp_seconds:g} s, relayed by Udp.ReceiveStream"
-    extra = {
-        "sent": sent,
-        "received": arrivals.count,
-        "queue_dropped": described.queue_dropped,
-        "kernel_dropped": described.kernel_dropped,
-    }
-    return {"udp": Measurement(arrivals.rate(), "datagrams/s", what, extra=extra)}
 
 
 async def settle(arrivals: Arrivals, quiet: float = 0.5, cap: float = 10.0) -> None:
@@ -304,62 +462,152 @@ async def settle(arrivals: Arrivals, quiet: float = 0.5, cap: float = 10.0) -> N
         await asyncio.sleep(0.1)
 
 
-# ───────────────────────────── many connections, reclaim ─────────────────────────────
+def udp(stage: Stage, rate: int) -> Probe:
+    """A fresh bound UDP socket per round, ``Udp.ReceiveStream {packed: true}`` counted by the client
+    while the blaster sends to it as fast as it can (``rate`` 0) or paced at ``rate``/s."""
+    seconds = stage.sizes.udp_paced_seconds if rate else stage.sizes.udp_seconds
+    key = "broker.udp_paced_lost" if rate else "broker.udp_max"
+
+    async def run() -> Figures:
+        d, b, metadata = await client(stage)
+        udp, port = await bound_udp(b, metadata)
+        try:
+            call = b.udp.ReceiveStream(pb.UdpReceiveStreamRequest(udp=udp, packed=True), metadata=metadata)
+            await asyncio.sleep(0.2)  # let the stream reach the daemon before the first datagram
+            arrivals, stop = Arrivals(), asyncio.Event()
+            counting = asyncio.ensure_future(count_stream(call, arrivals, stop, batch_datagrams))
+            cpu = meter(d.pid)
+            cpu_before = cpu()
+            blaster = udp_blaster(port, seconds, rate)
+            try:
+                sent = await asyncio.to_thread(blaster_sent, blaster, seconds)
+                await settle(arrivals)
+            finally:
+                stop.set()
+                await counting
+                blaster.stop()
+            cpu_spent = cpu() - cpu_before
+            described = await b.handles.Describe(pb.HandleRequest(handle=udp), metadata=metadata)
+        finally:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await b.udp.Close(pb.UdpRequest(udp=udp), metadata=metadata)
+        extra = {
+            "seconds": seconds,
+            "sent": sent,
+            "received": arrivals.count,
+            "lost": sent - arrivals.count,
+            "datagrams_per_s": arrivals.rate(),
+            "queue_dropped": described.queue_dropped,
+            "kernel_dropped": described.kernel_dropped,
+        }
+        if rate:
+            return {key: Sample(sent - arrivals.count, extra=extra)}
+        return {key: Sample(arrivals.rate(), cpu_per_gib(cpu_spent, arrivals.count * UDP_SIZE), extra)}
+
+    via = "relayed by Udp.ReceiveStream {packed: true}"
+    if rate:
+        figure = Figure(key, "lost", f"{UDP_SIZE}-byte datagrams paced at {rate:,}/s for {seconds:g} s, {via}")
+    else:
+        figure = Figure(key, "datagrams/s", f"{UDP_SIZE}-byte datagrams blasted for {seconds:g} s, {via}")
+    return Probe((figure,), run, cap=seconds + 40)
 
 
-async def connect_many(b: Broker, metadata: Metadata, port: int, count: int) -> None:
-    async def one(_: int) -> None:
-        await b.connect(metadata, port)
+def udp_max(stage: Stage) -> Probe:
+    return udp(stage, 0)
+
+
+def udp_paced(stage: Stage) -> Probe:
+    return udp(stage, UDP_PACED_RATE)
+
+
+# ───────────────────────────── P6: many idle connections ─────────────────────────────
+
+
+async def connect_many(b: Broker, metadata: Metadata, ports: list[int], count: int, first: int = 0) -> None:
+    """``count`` connections, 64 at a time, spread over the holders listening on ``ports``."""
+
+    async def one(index: int) -> None:
+        await b.connect(metadata, ports[(first + index) % len(ports)])
 
     await pooled(count, one)
 
 
-async def connections(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
-    """Idle connections held by one daemon, and its RSS per connection."""
-    with peer("tcp-hold") as holder:
-        async with broker(d) as b:
-            count = sizes.connections
-            sessions = [await b.open_session() for _ in range(0, count, CONNECTIONS_PER_SESSION)]
+async def connect_until_refused(
+    b: Broker, metadata: Metadata, ports: list[int], count: int, first: int
+) -> tuple[int, str]:
+    """Like ``connect_many``, but a ``RESOURCE_EXHAUSTED`` refusal (the daemon's descriptors are
+    all lent) stops it: how many connections were made, and the refusal's details ("" if none)."""
+    made, refused = 0, ""
+
+    async def one(index: int) -> None:
+        nonlocal made, refused
+        if refused:
+            return
+        try:
+            await b.connect(metadata, ports[(first + index) % len(ports)])
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            refused = " ".join((error.details() or "RESOURCE_EXHAUSTED").split())
+            return
+        made += 1
+
+    await pooled(count, one)
+    return made, refused
+
+
+def connections(stage: Stage) -> Probe:
+    """As many idle connections as the daemon will lend (DESIGN §7 wants 100,000; the open-file
+    limit stops it first here), and the daemon's RSS growth per connection."""
+
+    async def run() -> Figures:
+        d, b, _metadata = await client(stage)
+        wanted = stage.sizes.connections
+        limit = nofile_limit(d.pid)
+        per_holder = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - HOLDER_HEADROOM
+        holders = [
+            await stage.peer("tcp-hold", f"tcp-hold-{i}") for i in range(math.ceil(min(wanted, limit) / per_holder))
+        ]
+        ports = [holder.port for holder in holders]
+        sessions: list[Metadata] = []
+        held, refused = 0, ""
+        try:
             rss_before, fds_before = rss_kib(d.pid), fd_count(d.pid)
             begin = time.perf_counter()
-            async with asyncio.timeout(300.0):
-                for index, metadata in enumerate(sessions):
-                    share = min(CONNECTIONS_PER_SESSION, count - index * CONNECTIONS_PER_SESSION)
-                    await connect_many(b, metadata, holder.port, share)
+            async with asyncio.timeout(CONNECT_CAP):
+                while held < wanted and not refused:
+                    sessions.append(await b.open_session())
+                    share = min(CONNECTIONS_PER_SESSION, wanted - held)
+                    made, refused = await connect_until_refused(b, sessions[-1], ports, share, held)
+                    held += made
             seconds = time.perf_counter() - begin
             await asyncio.sleep(1.0)  # let the daemon settle: RSS of idle connections, not of the burst
             rss_after, fds_after = rss_kib(d.pid), fd_count(d.pid)
+        finally:
             for metadata in sessions:
-                await b.close_session(metadata)
-    extra = {
-        "connections": count,
-        "sessions": len(sessions),
-        "connects_per_s": count / seconds,
-        "rss_before_kib": rss_before,
-        "rss_after_kib": rss_after,
-        "daemon_fds_added": fds_after - fds_before,
-        "daemon_nofile_limit": nofile_limit(d.pid),
-    }
-    what = f"{count} idle TCP connections (Tcp.Connect) held; daemon VmRSS growth per connection"
-    return {"rss_per_connection": Measurement((rss_after - rss_before) / count, "KiB", what, extra=extra)}
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await b.close_session(metadata)
+        extra = {
+            "connections": held,
+            "wanted": wanted,
+            "refused": refused,
+            "daemon_nofile_limit": limit,
+            "nofile_hard_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+            "holders": len(holders),
+            "sessions": len(sessions),
+            "connects_per_s": held / seconds,
+            "rss_before_kib": rss_before,
+            "rss_after_kib": rss_after,
+            "daemon_fds_added": fds_after - fds_before,
+        }
+        return {"broker.rss_per_connection": Sample((rss_after - rss_before) / held, extra=extra)}
+
+    what = "idle TCP connections (Tcp.Connect, 64 callers) held until the daemon refuses; its VmRSS growth each"
+    figure = Figure("broker.rss_per_connection", "KiB", what)
+    return Probe((figure,), run, cap=CONNECT_CAP + 60, every_round=False)
 
 
-async def reclaim(d: Daemon, sizes: Sizes) -> dict[str, Measurement]:
-    """Seconds from Sessions.Close until the daemon's fd count is back to its baseline."""
-    with peer("tcp-hold") as holder:
-        async with broker(d) as b:
-            metadata = await b.open_session()  # the channel's connection is up before the baseline
-            baseline = fd_count(d.pid)
-            async with asyncio.timeout(120.0):
-                await connect_many(b, metadata, holder.port, sizes.reclaim_sockets)
-            held = fd_count(d.pid) - baseline
-            begin = time.perf_counter()
-            await b.close_session(metadata)
-            replied = time.perf_counter() - begin
-            seconds = await fds_back_to(d.pid, baseline, begin)
-    what = f"session with {sizes.reclaim_sockets} TCP sockets dropped by Sessions.Close; until fd count is back"
-    extra = {"sockets": sizes.reclaim_sockets, "fds_held": held, "close_reply_s": replied}
-    return {"reclaim": Measurement(seconds, "s", what, extra=extra)}
+# ───────────────────────────── P7: reclaim of a dropped session ─────────────────────────────
 
 
 async def fds_back_to(pid: int, baseline: int, begin: float) -> float:
@@ -370,11 +618,30 @@ async def fds_back_to(pid: int, baseline: int, begin: float) -> float:
     return time.perf_counter() - begin
 
 
-BROKER = {
-    "grpc-stream": grpc_streams,
-    "ws-stream": ws_stream,
-    "unary": unary,
-    "udp": udp_stream,
-    "connections": connections,
-    "reclaim": reclaim,
-}
+def reclaim(stage: Stage) -> Probe:
+    """A session with ``reclaim_sockets`` TCP connections is closed; seconds until the daemon's fd
+    count is back to what it was before they were opened."""
+    sockets = stage.sizes.reclaim_sockets
+
+    async def run() -> Figures:
+        d, b, _metadata = await client(stage, f"--max-handles-per-session={RECLAIM_HANDLES}")
+        holder = await stage.peer("tcp-hold")
+        metadata = await b.open_session()
+        try:
+            baseline = fd_count(d.pid)
+            async with asyncio.timeout(CONNECT_CAP):
+                await connect_many(b, metadata, [holder.port], sockets)
+            held = fd_count(d.pid) - baseline
+        except BaseException:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await b.close_session(metadata)
+            raise
+        begin = time.perf_counter()
+        await b.close_session(metadata)
+        replied = time.perf_counter() - begin
+        seconds = await fds_back_to(d.pid, baseline, begin)
+        extra = {"sockets": sockets, "fds_held": held, "close_reply_s": replied}
+        return {"broker.reclaim": Sample(seconds, extra=extra)}
+
+    what = f"a session with {sockets:,} TCP sockets dropped by Sessions.Close; until the daemon's fd count is back"
+    return Probe((Figure("broker.reclaim", "s", what),), run, cap=CONNECT_CAP + 60)

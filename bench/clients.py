@@ -3,11 +3,17 @@
 The same driver measures a baseline and its broker counterpart, so the two differ only in the
 path the bytes take: a gRPC bidi stream (bare bytes or sockbroker ``StreamFrame``s), a WebSocket
 (bare FastAPI, websockify, or the daemon's stream route), plain TCP, or a message stream.
+
+Every timed transfer reads a *meter* (the CPU-seconds so far of the process that relays or serves
+the bytes: the daemon, socat, websockify, a bare server, the sink) when its clock starts and
+when it stops, and reports both the seconds and the CPU-seconds spent in between.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,51 +21,66 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from sockbroker_wire import frames
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from bench.common import ACK, LOOPBACK, Deadline, Measurement, Sizes, payload_chunks, percentile, throughput
+from bench.common import ACK, LOOPBACK, Deadline, Sample, Sizes, cpu_per_gib, mb_per_s, payload_chunks, percentile
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 Headers = Sequence[tuple[str, str]]
+#: CPU-seconds so far of the process a transfer is metered on.
+Meter = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One timed transfer: seconds from first byte to ack, CPU-seconds of the meter in between."""
+
+    seconds: float
+    cpu: float
+
+    def sample(self, total: int, **extra: Any) -> Sample:
+        return Sample(mb_per_s(total, self.seconds), cpu_per_gib(self.cpu, total), dict(extra))
+
+
+class Clock:
+    """Starts and stops a transfer's clock and its meter together."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._meter = meter
+        self._cpu = meter()
+        self._begin = time.perf_counter()
+
+    def stop(self) -> Timed:
+        seconds = time.perf_counter() - self._begin
+        return Timed(seconds, self._meter() - self._cpu)
 
 
 def channel(port: int) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(f"{LOOPBACK}:{port}", options=CHANNEL_OPTIONS)
 
 
-async def repeated(once: Callable[[int], Awaitable[float]], sizes: Sizes) -> list[float]:
-    """A warm-up transfer, then ``sizes.repeats`` timed ones, each under the stream cap."""
-    async with asyncio.timeout(sizes.stream_cap):
-        await once(sizes.warmup_bytes)
-    runs = []
-    for _ in range(sizes.repeats):
-        async with asyncio.timeout(sizes.stream_cap):
-            runs.append(await once(sizes.stream_bytes))
-    return runs
-
-
 # ───────────────────────────── plain TCP ─────────────────────────────
 
 
-def tcp_upload(port: int, total: int, chunk: int, cap: float) -> float:
-    """Sink upload over one plain TCP connection; seconds from first byte sent to ack."""
-    deadline = Deadline(cap, f"TCP upload to port {port}")
+def socket_upload(sock: socket.socket, total: int, chunk: int, cap: float, meter: Meter) -> Timed:
+    """Sink upload over one connected stream socket: first byte sent to ack."""
+    deadline = Deadline(cap, "socket upload")
+    sock.settimeout(cap)
+    clock = Clock(meter)
+    for piece in payload_chunks(total, chunk):
+        sock.sendall(piece)
+        deadline.check()
+    if sock.recv(1) != ACK:
+        raise RuntimeError("no ack from the sink")
+    return clock.stop()
+
+
+def tcp_upload(port: int, total: int, chunk: int, cap: float, meter: Meter) -> Timed:
+    """Sink upload over a fresh loopback TCP connection to ``port`` (connected before the clock)."""
     with socket.create_connection((LOOPBACK, port), timeout=cap) as sock:
-        start = time.perf_counter()
-        for piece in payload_chunks(total, chunk):
-            sock.sendall(piece)
-            deadline.check()
-        if sock.recv(1) != ACK:
-            raise RuntimeError(f"no ack from the sink behind port {port}")
-        return time.perf_counter() - start
-
-
-async def tcp_throughput(port: int, chunk: int, sizes: Sizes, shape: str) -> Measurement:
-    async def once(total: int) -> float:
-        return await asyncio.to_thread(tcp_upload, port, total, chunk, sizes.stream_cap)
-
-    return throughput(sizes.stream_bytes, await repeated(once, sizes), shape, chunk=chunk)
+        return socket_upload(sock, total, chunk, cap, meter)
 
 
 # ───────────────────────────── gRPC bidi stream ─────────────────────────────
@@ -80,9 +101,9 @@ class GrpcStreamPath:
     finish: Callable[[Any], Awaitable[None]]
 
 
-async def grpc_upload(path: GrpcStreamPath, total: int, size: int) -> float:
+async def grpc_upload(path: GrpcStreamPath, total: int, size: int, meter: Meter) -> Timed:
     call = await path.start()
-    begin = time.perf_counter()
+    clock = Clock(meter)
     for piece in payload_chunks(total, size):
         await call.write(path.encode(piece))
     while True:
@@ -91,18 +112,11 @@ async def grpc_upload(path: GrpcStreamPath, total: int, size: int) -> float:
             raise RuntimeError("stream ended before the sink's ack")
         if data := path.ack(response):
             break
-    elapsed = time.perf_counter() - begin
+    timed = clock.stop()
     if data != ACK:
         raise RuntimeError(f"unexpected reply {data[:16]!r} instead of the ack")
     await path.finish(call)
-    return elapsed
-
-
-async def grpc_stream_throughput(path: GrpcStreamPath, size: int, sizes: Sizes, shape: str) -> Measurement:
-    async def once(total: int) -> float:
-        return await grpc_upload(path, total, size)
-
-    return throughput(sizes.stream_bytes, await repeated(once, sizes), shape, message_size=size)
+    return timed
 
 
 async def drain(call: Any) -> None:
@@ -137,34 +151,19 @@ def ws_connect(path: WsPath) -> Any:
     )
 
 
-async def ws_upload(path: WsPath, total: int, size: int) -> float:
+async def ws_upload(path: WsPath, total: int, size: int, meter: Meter) -> Timed:
+    """Sink upload over a fresh WebSocket (opened before the clock starts)."""
     async with ws_connect(path) as ws:
-        begin = time.perf_counter()
+        clock = Clock(meter)
         for piece in payload_chunks(total, size):
             await ws.send(piece)
         reply = await ws.recv()
-        elapsed = time.perf_counter() - begin
+        timed = clock.stop()
         if reply != ACK:
             raise RuntimeError(f"unexpected reply {reply[:16]!r} instead of the ack")
         if path.finish is not None:
             await path.finish(ws)
-    return elapsed
-
-
-async def ws_throughput(open_path: Callable[[], Awaitable[WsPath]], size: int, sizes: Sizes, shape: str) -> Measurement:
-    """Sink uploads over WebSockets; ``open_path`` prepares each one's connection (untimed)."""
-
-    async def once(total: int) -> float:
-        return await ws_upload(await open_path(), total, size)
-
-    return throughput(sizes.stream_bytes, await repeated(once, sizes), shape, frame_size=size)
-
-
-def fixed(path: WsPath) -> Callable[[], Awaitable[WsPath]]:
-    async def open_path() -> WsPath:
-        return path
-
-    return open_path
+    return timed
 
 
 # ───────────────────────────── unary calls ─────────────────────────────
@@ -173,29 +172,20 @@ CALLERS = 64
 WARMUP_CALLS = 100
 
 
-async def unary_figures(
-    call: Callable[[], Awaitable[object]], sizes: Sizes, cap: float, shape: str
-) -> dict[str, Measurement]:
-    """p50 latency of sequential calls (ms) and calls/s with ``CALLERS`` concurrent callers."""
+async def unary_figures(call: Callable[[], Awaitable[object]], sizes: Sizes, cap: float) -> tuple[Sample, Sample]:
+    """p50 latency of sequential calls (ms), and calls/s with ``CALLERS`` concurrent callers."""
     async with asyncio.timeout(cap):
         for _ in range(WARMUP_CALLS):
             await call()
         latencies = await sequential_latencies(call, sizes.unary_sequential)
         concurrent_seconds, concurrent_latencies = await concurrent_calls(call, sizes.unary_concurrent)
     ms = [latency * 1000 for latency in latencies]
-    p50 = Measurement(
-        percentile(ms, 0.5),
-        "ms",
-        f"{shape}: {len(ms)} sequential calls, p50 latency",
-        extra={"p99_ms": percentile(ms, 0.99), "calls_per_s": len(ms) / (sum(latencies) or 1e-9)},
-    )
-    rate = Measurement(
+    p50 = Sample(percentile(ms, 0.5), extra={"p99_ms": percentile(ms, 0.99), "calls": len(ms)})
+    rate = Sample(
         sizes.unary_concurrent / concurrent_seconds,
-        "calls/s",
-        f"{shape}: {sizes.unary_concurrent} calls by {CALLERS} concurrent callers",
-        extra={"p50_ms_under_load": percentile(concurrent_latencies, 0.5) * 1000},
+        extra={"p50_ms_under_load": percentile(concurrent_latencies, 0.5) * 1000, "calls": sizes.unary_concurrent},
     )
-    return {"p50": p50, "concurrent": rate}
+    return p50, rate
 
 
 async def sequential_latencies(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
@@ -263,6 +253,12 @@ class Arrivals:
         return later / span if later > 0 and span > 0 else 0.0
 
 
+def batch_datagrams(batch: Any) -> int:
+    """Datagrams a ``DatagramBatch`` carries, ``datagrams`` then ``packed``, each decoded as a
+    client decodes them (``sockbroker_wire.frames.batch_datagrams``)."""
+    return len(frames.batch_datagrams(batch))
+
+
 async def count_stream(
     call: Any, arrivals: Arrivals, stop: asyncio.Event, items: Callable[[Any], int] = lambda _message: 1
 ) -> None:
@@ -283,3 +279,88 @@ async def count_stream(
 async def _count_all(call: Any, arrivals: Arrivals, items: Callable[[Any], int]) -> None:
     async for message in call:
         arrivals.note(items(message))
+
+
+# ───────────────────────────── DESIGN §8 channels (relay, hand-off) ─────────────────────────────
+
+LINE_MAX = 4096
+PRE_READ_MAX = 64 * 1024 * 1024
+
+
+def channel_socket(address: str, cap: float) -> socket.socket:
+    """A connection to a channel address: ``unix:PATH`` or ``HOST:PORT``."""
+    if address.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(cap)
+        try:
+            sock.connect(address.removeprefix("unix:"))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    host, _, port = address.rpartition(":")
+    return socket.create_connection((host.strip("[]"), int(port)), timeout=cap)
+
+
+def answer_line(sock: socket.socket, fds: list[int]) -> str:
+    """The daemon's one-line answer to a ticket, read a byte at a time (nothing after it is
+    consumed) with room for descriptors, so that none passed with it is lost; they go to ``fds``."""
+    line = b""
+    while not line.endswith(b"\n"):
+        if len(line) >= LINE_MAX:
+            raise RuntimeError(f"channel answer longer than {LINE_MAX} bytes: {line[:80]!r}")
+        data, passed, _flags, _address = socket.recv_fds(sock, 1, 4)
+        fds.extend(passed)
+        if not data:
+            raise RuntimeError(f"channel closed before its answer line ({line!r} so far)")
+        line += data
+    return line.decode(errors="replace").strip()
+
+
+def expect_ok(line: str) -> None:
+    if line != "OK":
+        raise RuntimeError(f"channel refused the ticket: {line}")
+
+
+def relay_channel(address: str, ticket: str, cap: float) -> socket.socket:
+    """A relay channel (DESIGN §8): connected, ticket accepted; it carries the port's bytes."""
+    sock = channel_socket(address, cap)
+    try:
+        sock.sendall(ticket.encode() + b"\n")
+        fds: list[int] = []
+        line = answer_line(sock, fds)
+        for fd in fds:
+            os.close(fd)
+        expect_ok(line)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def handoff(address: str, ticket: str, cap: float) -> tuple[socket.socket, bytes]:
+    """A handed-off connection (DESIGN §8): the TCP socket received by ``SCM_RIGHTS``, and the
+    bytes the daemon had already read from the peer (to be consumed before reading the socket)."""
+    fds: list[int] = []
+    pre_read = bytearray()
+    deadline = Deadline(cap, "hand-off")
+    try:
+        with channel_socket(address, cap) as control:
+            control.sendall(ticket.encode() + b"\n")
+            expect_ok(answer_line(control, fds))
+            while True:  # bounded: PRE_READ_MAX bytes, the deadline, the socket's timeout
+                chunk, passed, _flags, _address = socket.recv_fds(control, 65536, 4)
+                fds.extend(passed)
+                if not chunk and not passed:
+                    break
+                pre_read += chunk
+                if len(pre_read) > PRE_READ_MAX:
+                    raise RuntimeError(f"more than {PRE_READ_MAX} bytes before the hand-off's end")
+                deadline.check()
+        if len(fds) != 1:
+            raise RuntimeError(f"the hand-off passed {len(fds)} descriptors, not 1")
+        return socket.socket(fileno=fds.pop()), bytes(pre_read)
+    finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)

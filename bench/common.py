@@ -5,17 +5,19 @@ Every throughput figure in this suite has one shape, the *sink upload*: the clie
 socket writes) of a fixed size, through whatever path is being measured, to a sink that counts
 them. When the sink has counted all ``N`` bytes it sends back one ack byte; the clock stops when
 the client receives it. Throughput is ``N / elapsed`` in MB/s (1 MB = 10**6 bytes).
+
+The run measures each probe once per round, five rounds or more (``bench.run --rounds``); a
+:class:`Sample` is one probe's figure in one round.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import statistics
 import struct
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 HEADER = struct.Struct(">Q")
@@ -23,6 +25,7 @@ ACK = b"\x01"
 MB = 1_000_000
 KIB = 1024
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 LOOPBACK = "127.0.0.1"
 
 
@@ -65,23 +68,51 @@ def payload_chunks(total: int, size: int) -> Iterator[bytes]:
 
 
 @dataclass
-class Measurement:
-    """One figure: its value, its unit, how it was taken, and every repetition's value."""
+class Sample:
+    """One round's figure of one probe: its value, the metered process's CPU-seconds per GiB moved
+    (throughput figures only), and whatever else the round saw."""
 
     value: float
-    unit: str
-    shape: str
-    runs: list[float] = field(default_factory=list)
+    cpu_per_gib: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+
+Figures = dict[str, Sample]
 
 
-def throughput(total: int, runs_seconds: list[float], shape: str, **extra: Any) -> Measurement:
-    """MB/s from repetition times: the median, with every repetition kept."""
-    rates = [total / seconds / MB for seconds in runs_seconds]
-    return Measurement(statistics.median(rates), "MB/s", shape, [round(r, 1) for r in rates], extra)
+@dataclass(frozen=True)
+class Figure:
+    """What a probe measures: its key (``baseline.…`` / ``broker.…``), unit, and shape in words."""
+
+    key: str
+    unit: str
+    shape: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One side of a comparison. ``run`` measures once (one round) and returns a Sample per figure;
+    ``warmup`` runs once before the first round, untimed, and starts what the probe needs;
+    ``cap`` bounds each call; ``every_round`` False: measured in the first round only."""
+
+    figures: tuple[Figure, ...]
+    run: Callable[[], Awaitable[Figures]]
+    warmup: Callable[[], Awaitable[object]] | None = None
+    cap: float = 120.0
+    every_round: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.figures[0].key
+
+
+def cpu_per_gib(cpu_seconds: float, moved: int) -> float:
+    """CPU-seconds per GiB for ``cpu_seconds`` spent while ``moved`` bytes went through."""
+    return cpu_seconds / (moved / GIB) if moved else 0.0
+
+
+def mb_per_s(total: int, seconds: float) -> float:
+    return total / seconds / MB
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -111,37 +142,42 @@ class Deadline:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work each measurement does; ``QUICK`` keeps the whole run under a minute."""
+    """How much work each round of each probe does."""
 
     stream_bytes: int
-    repeats: int
     warmup_bytes: int
     unary_sequential: int
     unary_concurrent: int
     udp_seconds: float
+    udp_paced_seconds: float
     connections: int
     reclaim_sockets: int
     stream_cap: float
 
 
+#: DESIGN §7 P5: the paced rate at which nothing may be lost.
+UDP_PACED_RATE = 100_000
+#: DESIGN §7 P6: the idle connections one daemon should hold (capped here by the fd limit).
+CONNECTIONS_WANTED = 100_000
+
 FULL = Sizes(
     stream_bytes=512 * MB,
-    repeats=3,
     warmup_bytes=16 * MB,
     unary_sequential=2_000,
-    unary_concurrent=20_000,
-    udp_seconds=5.0,
-    connections=10_000,
-    reclaim_sockets=1_000,
+    unary_concurrent=10_000,
+    udp_seconds=3.0,
+    udp_paced_seconds=5.0,
+    connections=CONNECTIONS_WANTED,
+    reclaim_sockets=10_000,
     stream_cap=60.0,
 )
 QUICK = Sizes(
-    stream_bytes=24 * MB,
-    repeats=1,
-    warmup_bytes=2 * MB,
-    unary_sequential=300,
-    unary_concurrent=3_000,
-    udp_seconds=1.0,
+    stream_bytes=64 * MB,
+    warmup_bytes=4 * MB,
+    unary_sequential=200,
+    unary_concurrent=1_000,
+    udp_seconds=0.5,
+    udp_paced_seconds=1.0,
     connections=1_000,
     reclaim_sockets=1_000,
     stream_cap=15.0,

@@ -3,24 +3,22 @@
 Every server binds 127.0.0.1 on an ephemeral port and prints ``PORT <n>`` once it accepts.
 
 - ``tcp-sink``: the sink protocol (see common.py) over plain TCP, one thread per connection.
-- ``tcp-hold``: accepts connections and holds them open, idle, until stopped.
+- ``tcp-hold``: accepts connections and holds them open, idle, until their other end closes them.
 - ``grpc-server``: bare grpc.aio with raw-bytes generic handlers: ``/bench.Bench/Sink``
-  (bidi stream, the sink protocol), ``/bench.Bench/Echo`` (unary echo) and
-  ``/bench.Bench/Datagrams`` (server stream of N messages of a given size).
+  (bidi stream, the sink protocol) and ``/bench.Bench/Echo`` (unary echo).
 - ``ws-server``: bare FastAPI on uvicorn; the WebSocket ``/sink`` speaks the sink protocol.
-- ``udp-blast``: sends datagrams to 127.0.0.1:PORT as fast as it can, for a bounded count and
-  time, then prints ``SENT <n>``.
+
+The UDP blaster is ``bench.blast``, a module of its own that starts in a fraction of the time.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import selectors
 import socket
-import struct
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -31,7 +29,6 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from bench.common import ACK, LOOPBACK, MIB, SinkCounter
 
-DATAGRAMS_REQUEST = struct.Struct(">II")  # message count, message size
 GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -69,31 +66,29 @@ def tcp_sink(_: argparse.Namespace) -> None:
 
 
 def tcp_hold(_: argparse.Namespace) -> None:
+    """Hold every accepted connection, idle, until its other end closes it (then close it too)."""
     server = listening_socket(backlog=4096)
+    server.setblocking(False)
     announce(server.getsockname()[1])
-    held: list[socket.socket] = []
-    while True:
-        conn, _addr = server.accept()
-        held.append(conn)
-
-
-# ───────────────────────────── UDP ─────────────────────────────
-
-
-def udp_blast(args: argparse.Namespace) -> None:
-    payload = bytes(args.size)
-    sent = 0
-    end = time.monotonic() + args.seconds
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect((LOOPBACK, args.port))
-        while sent < args.count and time.monotonic() < end:
-            for _ in range(256):
-                try:
-                    sock.send(payload)
-                except OSError:  # ECONNREFUSED / ENOBUFS: that datagram was not sent
+    with selectors.DefaultSelector() as selector:
+        selector.register(server, selectors.EVENT_READ)
+        while True:
+            for key, _mask in selector.select():
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is server:
+                    with contextlib.suppress(BlockingIOError):
+                        for _accepted in range(256):
+                            conn, _addr = server.accept()
+                            selector.register(conn, selectors.EVENT_READ)
                     continue
-                sent += 1
-    print(f"SENT {sent}", flush=True)
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    selector.unregister(sock)
+                    sock.close()
 
 
 # ───────────────────────────── bare grpc.aio ─────────────────────────────
@@ -110,19 +105,11 @@ async def grpc_echo(request: bytes, _context: object) -> bytes:
     return request
 
 
-async def grpc_datagrams(request: bytes, _context: object) -> AsyncIterator[bytes]:
-    count, size = DATAGRAMS_REQUEST.unpack(request)
-    message = bytes(size)
-    for _ in range(count):
-        yield message
-
-
 async def grpc_server(_: argparse.Namespace) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     handlers = {
         "Sink": grpc.stream_stream_rpc_method_handler(grpc_sink),
         "Echo": grpc.unary_unary_rpc_method_handler(grpc_echo),
-        "Datagrams": grpc.unary_stream_rpc_method_handler(grpc_datagrams),
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Bench", handlers)])
     port = server.add_insecure_port(f"{LOOPBACK}:0")
@@ -170,7 +157,6 @@ def run_async(main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]) -
 KINDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "tcp-sink": tcp_sink,
     "tcp-hold": tcp_hold,
-    "udp-blast": udp_blast,
     "grpc-server": run_async(grpc_server),
     "ws-server": run_async(ws_server),
 }
@@ -179,10 +165,6 @@ KINDS: dict[str, Callable[[argparse.Namespace], None]] = {
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("kind", choices=sorted(KINDS))
-    parser.add_argument("--port", type=int, default=0, help="udp-blast: destination port")
-    parser.add_argument("--size", type=int, default=1200, help="udp-blast: datagram size")
-    parser.add_argument("--seconds", type=float, default=5.0, help="udp-blast: longest run")
-    parser.add_argument("--count", type=int, default=10_000_000, help="udp-blast: most datagrams")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         KINDS[args.kind](args)

@@ -8,6 +8,7 @@ pid of the process this module started, never anything found by name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import resource
 import select
@@ -17,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, AsyncExitStack
 from pathlib import Path
+from typing import Any
 
-from bench.common import LOOPBACK
+from bench.common import LOOPBACK, Sizes
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -132,6 +135,47 @@ def program(name: str, argv: Sequence[str], port: int) -> Iterator[Helper]:
         helper.stop()
 
 
+@dataclasses.dataclass
+class Stage:
+    """What one measurement group shares: its sizes, the daemon's command line, and the processes
+    and clients its probes start on first use (each once, stopped when the group's stack closes).
+    A start that failed fails every later use the same way, without being tried again."""
+
+    sizes: Sizes
+    stack: AsyncExitStack
+    daemon_command: list[str]
+    daemon_args: list[str]
+    _started: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _failed: dict[str, BaseException] = dataclasses.field(default_factory=dict)
+
+    async def shared(
+        self, name: str, make: Callable[[], AbstractContextManager[Any] | AbstractAsyncContextManager[Any]]
+    ) -> Any:
+        """The value of the context manager ``make()`` entered on the group's stack, once."""
+        if name in self._failed:
+            raise self._failed[name]
+        if name not in self._started:
+            try:
+                manager = make()
+                if isinstance(manager, AbstractAsyncContextManager):
+                    self._started[name] = await self.stack.enter_async_context(manager)
+                else:
+                    self._started[name] = self.stack.enter_context(manager)
+            except Exception as error:
+                self._failed[name] = error
+                raise
+        return self._started[name]
+
+    async def peer(self, kind: str, name: str = "") -> Helper:
+        """A ``bench.peers`` helper of this kind, shared under ``name`` (default: the kind)."""
+        helper: Helper = await self.shared(name or kind, lambda: peer(kind))
+        return helper
+
+    def daemon_argv(self, *flags: str) -> list[str]:
+        """The daemon's command with a group's own flags, then the run's ``--daemon-arg`` ones."""
+        return [*self.daemon_command, *flags, *self.daemon_args]
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago (for programs that cannot report theirs)."""
     with socket.socket() as sock:
@@ -157,6 +201,27 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU-seconds (user + system) spent so far by process group ``pgid``: every member's own time
+    and that of the children it has reaped (a forking relay's per-connection child counts while it
+    lives, then in its parent's). Every helper runs in a group whose id is its pid."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[2]) == pgid:  # fields[0] is field 3 of proc(5): state, ppid, pgrp, …
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / CLOCK_TICKS
 
 
 def fd_count(pid: int) -> int:
