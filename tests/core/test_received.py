@@ -53,8 +53,16 @@ def test_a_read_of_a_whole_chunk_is_that_chunk() -> None:
     assert received.take(1, peek=False) == b"l" and len(received) == 4 * _GATHER - 8
 
 
+def test_an_idle_buffer_holds_no_deque() -> None:
+    received = _Received()
+    assert received._chunks is None and received.take(10, peek=False) == b""
+    received.append(b"y" * 5000)
+    assert received._chunks is not None and received.take(10, peek=True) == b"y" * 10
+
+
 def test_short_chunks_are_gathered() -> None:
     received = _Received()
     for _ in range(1000):
         received.append(b"x")
-    assert len(received._chunks) == 1 and received.take(2000, peek=False) == b"x" * 1000
+    assert received._chunks is not None and len(received._chunks) == 1
+    assert received.take(2000, peek=False) == b"x" * 1000

@@ -135,6 +135,7 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.table.discard()
         self.root.force_close()
 
 

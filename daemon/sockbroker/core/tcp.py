@@ -92,12 +92,13 @@ class Carrier(Protocol):
 class _Queue:
     """Bytes queued for a peer, kept as the callers' own buffers (no copy): a write's bytes wait
     here as they came, and the kernel takes them with one ``sendmsg`` of many buffers. A caller
-    gives its buffer up when it queues it (the doors' bytes are immutable)."""
+    gives its buffer up when it queues it (the doors' bytes are immutable). The deque is made on
+    the first append: an idle connection does not pay for it (DESIGN §7 P6)."""
 
     __slots__ = ("_size", "_views")
 
     def __init__(self) -> None:
-        self._views: deque[memoryview] = deque()
+        self._views: deque[memoryview] | None = None
         self._size = 0
 
     def __len__(self) -> int:
@@ -105,12 +106,16 @@ class _Queue:
 
     def append(self, view: memoryview) -> None:
         if view:
+            if self._views is None:
+                self._views = deque()
             self._views.append(view)
             self._size += len(view)
 
     def send(self, sock: socket.socket) -> int:
         """Send what the kernel takes now; returns the count (raises what ``sendmsg`` raises)."""
         views = self._views
+        if views is None:
+            return 0
         sent = sock.sendmsg([views[i] for i in range(min(len(views), _SEND_VECTORS))])
         self._size -= sent
         left = sent
@@ -130,19 +135,25 @@ class _Received:
     inside a chunk copies what it takes and leaves a view of the rest (that chunk stays alive
     until the rest is read: one chunk per connection at most); a read across chunks joins them
     (one copy). Short chunks are gathered into one ``bytearray`` as they come, so a peer that
-    sends tiny segments costs a copy of each byte, not an object per segment."""
+    sends tiny segments costs a copy of each byte, not an object per segment. The deque is made
+    when the first bytes come: an idle connection does not pay for it (DESIGN §7 P6)."""
 
     __slots__ = ("_chunks", "_size")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes | bytearray | memoryview] = deque()
+        self._chunks: deque[bytes | bytearray | memoryview] | None = None
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
+    def _deque(self) -> deque[bytes | bytearray | memoryview]:
+        if self._chunks is None:
+            self._chunks = deque()
+        return self._chunks
+
     def append(self, data: bytes) -> None:
-        chunks = self._chunks
+        chunks = self._deque()
         if len(data) < _GATHER and chunks and isinstance(chunks[-1], bytearray) and len(chunks[-1]) < _GATHER:
             chunks[-1] += data
         elif len(data) < _GATHER:
@@ -154,12 +165,14 @@ class _Received:
     def prepend(self, data: bytes) -> None:
         """Bytes a read took go back in front of the rest."""
         if data:
-            self._chunks.appendleft(data)
+            self._deque().appendleft(data)
             self._size += len(data)
 
     def take(self, n: int, *, peek: bool) -> bytes:
         """The first ``n`` bytes or fewer (all there are); removed unless ``peek``."""
         chunks = self._chunks
+        if chunks is None:
+            return b""
         pieces: list[bytes | bytearray | memoryview] = []
         left = n
         for chunk in chunks:
@@ -220,7 +233,38 @@ def _parse_enum(enum_cls: type[enum.Enum], value: str, who: str, default: enum.E
 
 
 class TcpConnection:
-    """One connected socket and its buffers. Owned by its two ports."""
+    """One connected socket and its buffers. Owned by its two ports. (Slots: an idle connection
+    costs the daemon its objects and nothing else, DESIGN §7 P6.)"""
+
+    __slots__ = (
+        "_closing",
+        "_linger",
+        "_reading",
+        "_shut_wr_pending",
+        "_writing",
+        "budget",
+        "carrier",
+        "closed",
+        "fd",
+        "in_port",
+        "local",
+        "loop",
+        "out_port",
+        "readable",
+        "remote",
+        "reset_unreported",
+        "rx",
+        "rx_eof",
+        "rx_error",
+        "rx_high",
+        "rx_want",
+        "sock",
+        "tx",
+        "tx_error",
+        "tx_high",
+        "unsettled",
+        "writable",
+    )
 
     def __init__(self, sock: socket.socket, limits: Limits, budget: Budget) -> None:
         self.loop = asyncio.get_running_loop()
@@ -553,6 +597,7 @@ def _sockname(getter: object) -> tuple[str, int]:
 
 class _Port(Resource):
     predicate = "tcp-port?"
+    __slots__ = ("_mode", "conn", "state")
 
     def __init__(self, conn: TcpConnection) -> None:
         super().__init__()
@@ -607,6 +652,7 @@ class _Port(Resource):
 
 
 class TcpInputPort(_Port):
+    __slots__ = ()
     kind = "tcp-input-port"
     prefix = "tin"
     predicate = "(and/c tcp-port? input-port?)"
@@ -699,6 +745,7 @@ class TcpInputPort(_Port):
 
 
 class TcpOutputPort(_Port):
+    __slots__ = ("buffer", "buffer_size")
     kind = "tcp-output-port"
     prefix = "tout"
     predicate = "(and/c tcp-port? output-port?)"
