@@ -15,7 +15,6 @@ import json
 import math
 import os
 import resource
-import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -158,7 +157,6 @@ class Broker:
         self.handles = rpc.HandlesStub(chan)
         self.ports = rpc.PortsStub(chan)
         self.udp = rpc.UdpStub(chan)
-        self.open_channel_call = chan.unary_unary(OPEN_CHANNEL)
 
     async def open_session(self) -> Metadata:
         reply = await self.sessions.Open(pb.OpenSessionRequest(lease_seconds=LEASE_SECONDS), metadata=self.auth)
@@ -188,13 +186,15 @@ class Broker:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self.ports.Close(pb.PortRequest(port=port), metadata=metadata)
 
-    async def open_channel(self, metadata: Metadata, port: str, mode: str) -> ChannelReply:
-        """``Ports.OpenChannel`` (DESIGN §8), its messages encoded here (see ``open_channel_request``)."""
+    async def open_channel(self, metadata: Metadata, port: str, mode: str) -> pb.ChannelReply:
+        """``Ports.OpenChannel`` (DESIGN §8): a ticket and where to redeem it."""
         try:
-            reply = await self.open_channel_call(open_channel_request(port, mode), metadata=metadata)
+            reply: pb.ChannelReply = await self.ports.OpenChannel(
+                pb.OpenChannelRequest(port=port, mode=mode), metadata=metadata
+            )
         except grpc.aio.AioRpcError as error:
             raise RuntimeError(f"Ports.OpenChannel({mode}): {error.code().name}: {error.details()}") from None
-        return channel_reply(reply)
+        return reply
 
 
 @contextlib.asynccontextmanager
@@ -209,78 +209,6 @@ async def client(stage: Stage, *flags: str) -> tuple[Daemon, Broker, Metadata]:
     b: Broker = await stage.shared("broker", lambda: broker(d))
     metadata: Metadata = await stage.shared("session", b.session)
     return d, b, metadata
-
-
-# ───────────────────────────── Ports.OpenChannel, on the wire ─────────────────────────────
-# The generated classes of this tree do not have the channel messages yet, so the call is a raw
-# gRPC call with its two messages encoded here: OpenChannelRequest {1: string port, 2: string
-# mode} → ChannelReply {1: string ticket, 2: string address, 3: double expires_seconds}.
-
-OPEN_CHANNEL = "/sockbroker.v1.Ports/OpenChannel"
-WIRE_VARINT, WIRE_64, WIRE_BYTES, WIRE_32 = 0, 1, 2, 5
-DOUBLE = struct.Struct("<d")
-
-
-@dataclass(frozen=True)
-class ChannelReply:
-    ticket: str
-    address: str
-    expires_seconds: float
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 64, 7):
-        if offset >= len(data):
-            raise ValueError("ChannelReply: truncated varint")
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, offset
-    raise ValueError("ChannelReply: varint longer than 10 bytes")
-
-
-def open_channel_request(port: str, mode: str) -> bytes:
-    out = b""
-    for number, text in ((1, port), (2, mode)):
-        data = text.encode()
-        out += varint(number << 3 | WIRE_BYTES) + varint(len(data)) + data
-    return out
-
-
-def channel_reply(data: bytes) -> ChannelReply:
-    """Decode a ChannelReply, skipping fields it does not know."""
-    fields: dict[int, Any] = {}
-    offset = 0
-    while offset < len(data):
-        tag, offset = read_varint(data, offset)
-        number, wire = tag >> 3, tag & 7
-        if wire == WIRE_VARINT:
-            fields[number], offset = read_varint(data, offset)
-        elif wire == WIRE_64:
-            fields[number] = DOUBLE.unpack_from(data, offset)[0]
-            offset += DOUBLE.size
-        elif wire == WIRE_BYTES:
-            length, offset = read_varint(data, offset)
-            fields[number] = data[offset : offset + length]
-            offset += length
-        elif wire == WIRE_32:
-            offset += 4
-        else:
-            raise ValueError(f"ChannelReply: field {number} has wire type {wire}")
-    if offset != len(data):
-        raise ValueError("ChannelReply: truncated field")
-    return ChannelReply(fields.get(1, b"").decode(), fields.get(2, b"").decode(), float(fields.get(3, 0.0)))
 
 
 # ───────────────────────────── P1: the channels of DESIGN §8 ─────────────────────────────
