@@ -309,3 +309,26 @@ async def test_carried_ports_still_count_against_the_session_quota(tmp_path: Any
             assert await _in_thread(_recv_to_eof, channel) == b""
         i2, _o2 = await broker.tcp_connect("127.0.0.1", peer.port)
         assert not (await i2.describe())["closed"]
+
+
+async def test_a_door_full_of_silent_connections_closes_the_oldest(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(tmp_path / "token", connections_per_door=16) as daemon:
+        address = daemon.broker.channels.relay_address
+        assert address is not None
+        host, _, port = address.rpartition(":")
+
+        def flood() -> list[bytes]:
+            socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(20)]
+            try:
+                heard = []
+                for sock in socks[:4]:  # the four oldest were closed to make room, unanswered
+                    heard.append(sock.recv(100))
+                return heard
+            finally:
+                for sock in socks:
+                    sock.close()
+
+        assert await _in_thread(flood) == [b""] * 4
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

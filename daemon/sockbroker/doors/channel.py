@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import pathlib
 import socket
-from collections import OrderedDict
 
 from sockbroker_wire.packed import pack_datagrams
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: The longest ticket line the door reads (a ticket is 24 characters).
 MAX_LINE = 256
+#: Seconds the door stops accepting after an accept failed (out of descriptors).
+ACCEPT_RETRY = 0.1
 #: After ``ERR``: how long, and how many bytes, the door reads and drops before it closes.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
@@ -52,8 +54,10 @@ class ChannelDoor:
         self.broker = broker
         self.loop = asyncio.get_running_loop()
         self._listeners: list[tuple[socket.socket, bool]] = []
-        self._waiting: OrderedDict[asyncio.Task[None], socket.socket] = OrderedDict()
+        #: Connections not yet past their ticket line, oldest first.
+        self._waiting: dict[asyncio.Task[None], None] = {}
         self._unix_path: pathlib.Path | None = None
+        self._warned_at = -60.0
 
     def listen_tcp(self, host: str, port: int) -> None:
         """Take relays on ``host``:``port``; raises :class:`StartupError` (one line) when unusable."""
@@ -92,8 +96,8 @@ class ChannelDoor:
                 conn, _addr = listening.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: the next readiness tries again
-                log.warning("channel door: accept failed: %s", exc.strerror or exc)
+            except OSError as exc:  # EMFILE and the like: try again in a moment, not in a busy loop
+                self._pause(listening, unix, exc)
                 return
             if conn.fileno() >= descriptor_ceiling(limits):
                 conn.close()
@@ -101,14 +105,34 @@ class ChannelDoor:
             conn.setblocking(False)
             while len(self._waiting) >= limits.connections_per_door:
                 oldest = next(iter(self._waiting))
-                oldest.cancel()
-                self._waiting.pop(oldest).close()
+                oldest.cancel()  # it closes its connection as it ends
+                del self._waiting[oldest]
             task = self.loop.create_task(self._serve(conn, unix))
-            self._waiting[task] = conn
-            task.add_done_callback(self._served)
+            self._waiting[task] = None
+            task.add_done_callback(functools.partial(self._served, conn))
 
-    def _served(self, task: asyncio.Task[None]) -> None:
+    def _pause(self, listening: socket.socket, unix: bool, exc: OSError) -> None:
+        """Accepting failed (out of descriptors): stop watching the listener for a moment (it stays
+        readable while connections wait, and would spin the loop), saying so at most once a minute."""
+        now = self.loop.time()
+        if now - self._warned_at >= 60.0:
+            self._warned_at = now
+            log.warning("channel door: accept failed (%s); retrying every %g s", exc.strerror or exc, ACCEPT_RETRY)
+        fd = listening.fileno()
+        self.loop.remove_reader(fd)
+
+        def resume() -> None:
+            if listening.fileno() == fd:  # not closed meanwhile
+                self.loop.add_reader(fd, self._accept, listening, unix)
+
+        self.loop.call_later(ACCEPT_RETRY, resume)
+
+    def _served(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
+        """A connection's task ended. Cancelled (evicted, or the door closing), perhaps before it
+        ever ran: its connection is closed here."""
         self._waiting.pop(task, None)
+        if task.cancelled():
+            conn.close()
         if not task.cancelled() and task.exception() is not None:
             log.error("channel door: %r", task.exception())
 
@@ -204,10 +228,10 @@ class ChannelDoor:
             self.loop.remove_reader(sock.fileno())
             sock.close()
         self._listeners.clear()
-        for task in list(self._waiting):
-            task.cancel()
-        for conn in list(self._waiting.values()):
-            conn.close()
+        waiting = list(self._waiting)
+        for task in waiting:
+            task.cancel()  # each closes its connection as it ends
+        await asyncio.gather(*waiting, return_exceptions=True)
         self._waiting.clear()
         if self._unix_path is not None:
             with contextlib.suppress(OSError):
