@@ -93,8 +93,9 @@ async def test_cancelled_accepts_and_syncs_account_for_every_connection(broker: 
         await custodian.shutdown_all()
 
 
-#: Datagrams per receive race (full size: SOCKBROKER_STRESS_DATAGRAMS=10000).
-DATAGRAMS = int(os.environ.get("SOCKBROKER_STRESS_DATAGRAMS", "1500"))
+#: Datagrams per receive race (full size: SOCKBROKER_STRESS_DATAGRAMS=10000; 1,000 keeps the suite
+#: inside its CI time on a slow 2-core machine, where the REST door takes about 20 ms a race).
+DATAGRAMS = int(os.environ.get("SOCKBROKER_STRESS_DATAGRAMS", "1000"))
 
 
 @pytest.mark.timeout(300)
