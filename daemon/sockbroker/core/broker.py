@@ -504,7 +504,7 @@ class Api:
         """``Udp.OpenChannel``: a ticket to be handed the socket's descriptor (:mod:`.channels`)."""
         who = "udp-open-channel"
         found = self._udp(sock, who)
-        return self._channels.issue(self.session, found, found.handle, mode or "handoff", who)
+        return self._channels.issue(self.session, found, found.handle, mode, who)
 
     # ── events ─────────────────────────────────────────────────────────────
     async def sync(self, events: Sequence[Event], *, timeout: float | None = None) -> SyncResult | None:

@@ -46,6 +46,16 @@ class Budget:
         """No room at this level (its parents not considered)."""
         return self.used >= self.limit
 
+    @property
+    def room(self) -> int:
+        """Bytes that may still be charged before this budget or a parent is full (≤ 0: full)."""
+        left = self.limit - self.used
+        level = self.parent
+        while level is not None:
+            left = min(left, level.limit - level.used)
+            level = level.parent
+        return left
+
     def _blocker(self) -> Budget | None:
         level: Budget | None = self
         while level is not None:

@@ -3,8 +3,8 @@
 ``Ports.OpenChannel`` / ``Udp.OpenChannel`` give the client a *ticket*: 144 random bits, for
 one use, valid for :data:`TICKET_SECONDS`, bound to the session that asked (dropping the session,
 or closing the handle, voids it). The client connects to the daemon's channel listener, writes the
-ticket and a newline, and the daemon answers one line (:class:`Channels.redeem`, served by
-``doors/channel.py``):
+ticket and a newline, and the daemon answers one line (:meth:`Channels.take` and
+:meth:`Channels.open`, served by ``doors/channel.py``):
 
 * ``relay`` — ``OK``; from then on the channel connection carries the connection's bytes both
   ways, moved by the kernel with ``splice(2)`` through a pipe each way (:class:`Relay`): no byte
@@ -103,8 +103,8 @@ class Channels:
     # ── issuing ────────────────────────────────────────────────────────────
     def issue(self, session: Session, target: TcpConnection | UdpSocket, handle: str, mode: object, who: str) -> Ticket:
         """A ticket for ``target`` (a connection, or a UDP socket) of ``session``."""
-        parsed = _mode(mode, who)
         udp = not isinstance(target, TcpConnection)
+        parsed = _mode(mode, who, ChannelMode.HANDOFF if udp else ChannelMode.RELAY)
         if udp and parsed is ChannelMode.RELAY:
             raise ContractError(
                 who, "a UDP socket is handed off (mode handoff): a relay carries a byte stream", {"udp": handle}
@@ -182,7 +182,7 @@ class Channels:
             if ticket.mode is ChannelMode.RELAY:
                 relay = Relay(target, channel, self.limits)
                 return Opened(target.fd, relay.early, relay)
-            return Opened(target.fd, target.carry(_HandedOff()), None)
+            return Opened(target.fd, target.carry(_HandedOff(target.sock)), None)
         return Opened(target.fd, target.hand_off(), None)
 
 
@@ -197,22 +197,17 @@ class Opened:
     relay: Relay | None
 
 
-def _mode(mode: object, who: str) -> ChannelMode:
+def _mode(mode: object, who: str, default: ChannelMode) -> ChannelMode:
+    if not mode:
+        return default
     try:
-        return ChannelMode(mode or "relay")
+        return ChannelMode(mode)
     except ValueError:
         raise contract_violation(who, "(or/c 'relay 'handoff)", mode) from None
 
 
 def _check_available(target: TcpConnection | UdpSocket, handle: str, who: str) -> None:
-    if isinstance(target, TcpConnection):
-        if target.closed or target.in_port.closed:
-            raise FailError(who, "input port is closed", {"input port": handle})
-        if target.carrier is not None:
-            mode = target.carrier.mode
-            raise FailError(who, f"the connection is already carried by a {mode} channel", {"port": handle})
-    else:
-        target.ensure_open(who)
+    (target.in_port if isinstance(target, TcpConnection) else target).ensure_open(who)
 
 
 async def _quiesce(conn: TcpConnection, handle: str) -> None:
@@ -235,12 +230,17 @@ async def _quiesce(conn: TcpConnection, handle: str) -> None:
 
 
 class _HandedOff:
-    """A connection whose descriptor the client holds: on close, the daemon shuts it down first."""
+    """A connection whose descriptor the client holds: on close, the daemon shuts it down first,
+    so the client's copy dies with the daemon's."""
 
     mode = "handoff"
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
     def stop(self) -> None:
-        """Nothing runs in the daemon for a handed-off socket."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Pump:

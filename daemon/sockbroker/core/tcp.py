@@ -541,12 +541,8 @@ class TcpConnection:
             self._linger = None
         self._stop_reading()
         self._stop_writing()
-        carrier = self.carrier
-        if carrier is not None:
-            carrier.stop()
-            if carrier.mode == "handoff":  # the client's copy of the socket dies with this one
-                with contextlib.suppress(OSError):
-                    self.sock.shutdown(socket.SHUT_RDWR)
+        if self.carrier is not None:
+            self.carrier.stop()
         try:
             self.sock.close()
         except OSError:  # pragma: no cover - close of a valid fd does not fail on Linux

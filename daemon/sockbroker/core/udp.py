@@ -264,14 +264,7 @@ class _Stream:
         and its parents'). A datagram is queued while it fits the first and the budget is not
         yet full — or the queue is empty: a stream is never starved by what other streams and
         ports of its session hold, as a waiting read takes a chunk past a full budget."""
-        budget_room = None
-        level: Budget | None = self.budget
-        while level is not None:
-            left = level.limit - level.used
-            budget_room = left if budget_room is None else min(budget_room, left)
-            level = level.parent
-        assert budget_room is not None
-        return self.capacity - self.queued, budget_room
+        return self.capacity - self.queued, self.budget.room
 
     def queued_more(self, cost: int) -> None:
         """The reader appended datagrams of ``cost`` bytes (payloads and overheads) to ``items``."""
@@ -960,8 +953,7 @@ class UdpSocket(Resource):
             if queued + cost > capacity_room or (queued >= budget_room and items):
                 dropped += 1
                 continue
-            host = address[0]
-            items.append((data, host.split("%", 1)[0] if "%" in host else host, address[1]))
+            items.append((data, host_of(address), address[1]))
             queued += cost
         if queued:
             stream.queued_more(queued)
