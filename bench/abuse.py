@@ -1424,7 +1424,11 @@ async def sigterm(ctx: Ctx) -> None:
     ctx.note(f"exit {rc} {took:.2f} s after SIGTERM; {before['open']} connections open before, {after['open']} after")
     ctx.row.checks[f"exit 0 within {sizes.sigterm_bound:.0f} s"] = rc == 0 and took <= sizes.sigterm_bound
     ctx.row.checks["every client call ended"] = not pending
-    ctx.brokers.clear()  # the daemon is gone: nothing to close there
+    # The daemon is gone: closing a session fails, but each client's channel must still be closed.
+    for broker in ctx.brokers:
+        with contextlib.suppress(BrokerError, TimeoutError):
+            await asyncio.wait_for(broker.aclose(), 15)
+    ctx.brokers.clear()
     ctx.row.rss_after = None
 
 

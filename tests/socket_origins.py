@@ -8,7 +8,6 @@ and adds them to that error, so that it names the code at fault.
 
 from __future__ import annotations
 
-import pathlib
 import socket
 import sys
 import types
@@ -20,8 +19,6 @@ __all__ = ["made_at"]
 
 #: Frames noted per socket.
 FRAMES = 10
-#: A client connection attempt of httpx (through anyio), which a cancel can leave unclosed.
-_ANYIO_CONNECT = ("connect_tcp", str(pathlib.Path("anyio", "_backends", "_asyncio.py")))
 #: id(socket) → where it was made, for sockets not closed yet.
 _origins: dict[int, list[tuple[str, int, str]]] = {}
 _init = socket.socket.__init__
@@ -55,11 +52,6 @@ def made_at(sock: socket.socket) -> str | None:
     return None if frames is None else "\n".join(f"  {name} ({path}:{line})" for path, line, name in frames)
 
 
-def _made_by_anyio_connect(sock: socket.socket) -> bool:
-    name, path = _ANYIO_CONNECT
-    return any(code == name and file.endswith(path) for file, _, code in _origins.get(id(sock), ()))
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Note every socket from now on, and wrap pytest's unraisable-exception hook (installed by
@@ -71,13 +63,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
     def hook(unraisable: Any) -> None:
         where = made_at(unraisable.object) if isinstance(unraisable.object, socket.socket) else None
-        if where is not None and _made_by_anyio_connect(unraisable.object):
-            # httpx's connection attempt (anyio's connect_tcp) cancelled just as it connected: the
-            # socket is lost in anyio or asyncio, on the client's side, and closed by the collector
-            # (seen in CI after the bounded abuse scenarios, which cancel REST calls in flight).
-            # Said on stderr, not raised in whatever test runs then.
-            print(f"socket_origins: {unraisable.object!r} left to the collector, made at\n{where}", file=sys.stderr)
-            return
         if where is not None:
             unraisable = types.SimpleNamespace(
                 err_msg=f"{unraisable.err_msg or 'Exception ignored in'} (a socket made at\n{where}\n)",
