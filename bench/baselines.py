@@ -180,9 +180,11 @@ def grpc_unary(stage: Stage) -> Probe:
     """P4 baseline: a bare grpc.aio unary echo of 40 raw bytes."""
 
     async def run() -> Figures:
-        _server, chan = await grpc_peer(stage)
+        server, chan = await grpc_peer(stage)
         echo = chan.unary_unary("/bench.Bench/Echo")
-        latency, throughput = await unary_figures(lambda: echo(UNARY_PAYLOAD), stage.sizes, UNARY_CAP)
+        latency, throughput = await unary_figures(
+            lambda: echo(UNARY_PAYLOAD), stage.sizes, UNARY_CAP, meter(server.pid)
+        )
         return {"baseline.unary_p50": latency, "baseline.unary_64": throughput}
 
     return unary_figures_probe("baseline", "bare grpc.aio unary echo of 40 bytes", run, lambda: grpc_peer(stage))

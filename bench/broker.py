@@ -29,6 +29,7 @@ from sockbroker_wire.v1 import broker_pb2_grpc as rpc
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from bench import profile
 from bench.baselines import (
     GRPC_SIZES,
     TCP_CHUNK,
@@ -206,6 +207,8 @@ async def broker(d: Daemon) -> AsyncIterator[Broker]:
 async def client(stage: Stage, *flags: str) -> tuple[Daemon, Broker, Metadata]:
     """The group's daemon (started with ``flags`` on first use), a channel to it, and a session."""
     d: Daemon = await stage.shared("daemon", lambda: daemon(stage.daemon_argv(*flags)))
+    if stage.profile is not None:
+        await stage.shared("profile", lambda: profile.recording(d.pid, stage.profile))  # type: ignore[arg-type]
     b: Broker = await stage.shared("broker", lambda: broker(d))
     metadata: Metadata = await stage.shared("session", b.session)
     return d, b, metadata
@@ -356,16 +359,16 @@ async def connected(b: Broker, metadata: Metadata, port: int) -> AsyncIterator[s
 def unary(stage: Stage) -> Probe:
     """``Handles.Describe {handle: <in>}`` on an open TCP connection."""
 
-    async def prepare() -> tuple[Broker, Metadata, pb.HandleRequest]:
-        _d, b, metadata = await client(stage)
+    async def prepare() -> tuple[Daemon, Broker, Metadata, pb.HandleRequest]:
+        d, b, metadata = await client(stage)
         holder = await stage.peer("tcp-hold")
         handle: str = await stage.shared("held-connection", lambda: connected(b, metadata, holder.port))
-        return b, metadata, pb.HandleRequest(handle=handle)
+        return d, b, metadata, pb.HandleRequest(handle=handle)
 
     async def run() -> Figures:
-        b, metadata, request = await prepare()
+        d, b, metadata, request = await prepare()
         latency, throughput = await unary_figures(
-            lambda: b.handles.Describe(request, metadata=metadata), stage.sizes, UNARY_CAP
+            lambda: b.handles.Describe(request, metadata=metadata), stage.sizes, UNARY_CAP, meter(d.pid)
         )
         return {"broker.unary_p50": latency, "broker.unary_64": throughput}
 
@@ -405,16 +408,19 @@ def udp(stage: Stage, rate: int) -> Probe:
             arrivals, stop = Arrivals(), asyncio.Event()
             counting = asyncio.ensure_future(count_stream(call, arrivals, stop, batch_datagrams))
             cpu = meter(d.pid)
-            cpu_before = cpu()
+            cpu_before, client_before, began = cpu(), time.process_time(), time.perf_counter()
             blaster = udp_blaster(port, seconds, rate)
             try:
                 sent = await asyncio.to_thread(blaster_sent, blaster, seconds)
                 await settle(arrivals)
+                blaster_cpu = meter(blaster.pid)()
             finally:
                 stop.set()
                 await counting
                 blaster.stop()
             cpu_spent = cpu() - cpu_before
+            # The three processes of the row, the blaster, the daemon and this client, on the cores.
+            cores_busy = (cpu_spent + blaster_cpu + time.process_time() - client_before) / (time.perf_counter() - began)
             described = await b.handles.Describe(pb.HandleRequest(handle=udp), metadata=metadata)
         finally:
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -427,6 +433,7 @@ def udp(stage: Stage, rate: int) -> Probe:
             "datagrams_per_s": arrivals.rate(),
             "queue_dropped": described.queue_dropped,
             "kernel_dropped": described.kernel_dropped,
+            "cores_busy": cores_busy,
         }
         if rate:
             return {key: Sample(sent - arrivals.count, extra=extra)}

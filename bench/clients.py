@@ -172,18 +172,31 @@ CALLERS = 64
 WARMUP_CALLS = 100
 
 
-async def unary_figures(call: Callable[[], Awaitable[object]], sizes: Sizes, cap: float) -> tuple[Sample, Sample]:
-    """p50 latency of sequential calls (ms), and calls/s with ``CALLERS`` concurrent callers."""
+async def unary_figures(
+    call: Callable[[], Awaitable[object]], sizes: Sizes, cap: float, server: Callable[[], float]
+) -> tuple[Sample, Sample]:
+    """p50 latency of sequential calls (ms), and calls/s with ``CALLERS`` concurrent callers; the
+    latter with the CPU time a call cost the server (``server``: its CPU-seconds so far) and this
+    process, the client, while the callers ran."""
     async with asyncio.timeout(cap):
         for _ in range(WARMUP_CALLS):
             await call()
         latencies = await sequential_latencies(call, sizes.unary_sequential)
+        server_before, client_before = server(), time.process_time()
         concurrent_seconds, concurrent_latencies = await concurrent_calls(call, sizes.unary_concurrent)
+        server_cpu, client_cpu = server() - server_before, time.process_time() - client_before
     ms = [latency * 1000 for latency in latencies]
     p50 = Sample(percentile(ms, 0.5), extra={"p99_ms": percentile(ms, 0.99), "calls": len(ms)})
+    per_call = 1e6 / sizes.unary_concurrent
     rate = Sample(
         sizes.unary_concurrent / concurrent_seconds,
-        extra={"p50_ms_under_load": percentile(concurrent_latencies, 0.5) * 1000, "calls": sizes.unary_concurrent},
+        extra={
+            "p50_ms_under_load": percentile(concurrent_latencies, 0.5) * 1000,
+            "calls": sizes.unary_concurrent,
+            "server_cpu_us_per_call": server_cpu * per_call,
+            "client_cpu_us_per_call": client_cpu * per_call,
+            "cores_busy": (server_cpu + client_cpu) / concurrent_seconds,
+        },
     )
     return p50, rate
 

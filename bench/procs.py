@@ -137,14 +137,17 @@ def program(name: str, argv: Sequence[str], port: int) -> Iterator[Helper]:
 
 @dataclasses.dataclass
 class Stage:
-    """What one measurement group shares: its sizes, the daemon's command line, and the processes
-    and clients its probes start on first use (each once, stopped when the group's stack closes).
+    """What one measurement group shares: its sizes, the daemon's command line (and where its
+    profile goes, if one is taken), and the processes and clients its probes start on first use
+    (each once, stopped when the group's stack closes).
     A start that failed fails every later use the same way, without being tried again."""
 
     sizes: Sizes
     stack: AsyncExitStack
     daemon_command: list[str]
     daemon_args: list[str]
+    #: Where py-spy writes the daemon's profile while the group runs (``bench.run --profile``).
+    profile: Path | None = None
     _started: dict[str, Any] = dataclasses.field(default_factory=dict)
     _failed: dict[str, BaseException] = dataclasses.field(default_factory=dict)
 

@@ -184,7 +184,13 @@ async def run_group(name: str, stage: Stage, rounds: int, cap: float, run: Run) 
 
 
 async def run_groups(
-    names: list[str], sizes: Sizes, rounds: int, cap: float, command: list[str], args: list[str]
+    names: list[str],
+    sizes: Sizes,
+    rounds: int,
+    cap: float,
+    command: list[str],
+    args: list[str],
+    profiles: Path | None = None,
 ) -> Run:
     run = Run()
     for name in names:
@@ -192,7 +198,8 @@ async def run_groups(
         run.load[name] = os.getloadavg()[0]
         begin = time.monotonic()
         async with contextlib.AsyncExitStack() as stack:  # every process of the group stops here
-            await run_group(name, Stage(sizes, stack, command, args), rounds, cap, run)
+            profile = None if profiles is None else profiles / f"{name}.txt"
+            await run_group(name, Stage(sizes, stack, command, args, profile), rounds, cap, run)
         run.seconds[name] = round(time.monotonic() - begin, 1)
         print(f"  {name}: {run.seconds[name]:.0f} s", file=sys.stderr, flush=True)
     return run
@@ -245,7 +252,8 @@ def ratio_at_least(bound: float) -> Target:
 
 
 #: A row's note, from the broker figure's first sample (its ``extra``).
-Note = Callable[[dict[str, Any]], str | None]
+#: What a row says under the table, from the first round's extras of its broker and baseline sides.
+Note = Callable[[dict[str, Any], dict[str, Any] | None], str | None]
 
 
 @dataclass(frozen=True)
@@ -258,23 +266,36 @@ class Row:
     note: Note | None = None
 
 
-def paced_note(extra: dict[str, Any]) -> str:
+def paced_note(extra: dict[str, Any], _baseline: dict[str, Any] | None) -> str:
     pace = extra["sent"] / extra["seconds"]
     behind = ": the blaster did not get the CPU to keep pace" if pace < 0.95 * UDP_PACED_RATE else ""
     return (
         f"first round: sent {extra['sent']:,} in {extra['seconds']:g} s ({pace:,.0f}/s{behind}), "
         f"received {extra['received']:,}, lost {extra['lost']:,}, "
-        f"queue_dropped {extra['queue_dropped']}, kernel_dropped {extra['kernel_dropped']}"
+        f"queue_dropped {extra['queue_dropped']}, kernel_dropped {extra['kernel_dropped']}, "
+        f"{extra['cores_busy']:.2f} cores busy"
     )
 
 
-def max_rate_note(extra: dict[str, Any]) -> str:
+def max_rate_note(extra: dict[str, Any], _baseline: dict[str, Any] | None) -> str:
     return f"first round: sent {extra['sent']:,}, relayed {extra['received']:,}, " + (
-        f"queue_dropped {extra['queue_dropped']}, kernel_dropped {extra['kernel_dropped']}"
+        f"queue_dropped {extra['queue_dropped']}, kernel_dropped {extra['kernel_dropped']}; the blaster, the "
+        f"daemon and the client kept {extra['cores_busy']:.2f} cores busy"
     )
 
 
-def connections_note(extra: dict[str, Any]) -> str:
+def unary_note(extra: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    def costs(side: dict[str, Any]) -> str:
+        return (
+            f"{side['server_cpu_us_per_call']:.0f} µs CPU a call in the server, "
+            f"{side['client_cpu_us_per_call']:.0f} µs in the client, {side['cores_busy']:.2f} cores busy"
+        )
+
+    said = f"first round, 64 callers: broker {costs(extra)}"
+    return said + (f"; baseline {costs(baseline)}" if baseline else "")
+
+
+def connections_note(extra: dict[str, Any], _baseline: dict[str, Any] | None) -> str:
     held, limit = extra["connections"], extra["nofile_hard_limit"]
     if held >= extra["wanted"]:
         return f"{held:,} connections held"
@@ -285,13 +306,13 @@ def connections_note(extra: dict[str, Any]) -> str:
     )
 
 
-def reclaim_note(extra: dict[str, Any]) -> str | None:
+def reclaim_note(extra: dict[str, Any], _baseline: dict[str, Any] | None) -> str | None:
     if extra["sockets"] == 10_000:
         return None
     return f"{extra['sockets']:,} sockets (not 10,000: --quick)"
 
 
-def abuse_note(extra: dict[str, Any]) -> str:
+def abuse_note(extra: dict[str, Any], _baseline: dict[str, Any] | None) -> str:
     return f"worst of {extra['scenarios']} scenarios: {extra['scenario']} ({extra['file']})"
 
 
@@ -310,7 +331,8 @@ ROWS = [
     Row("P3", "WebSocket stream vs websockify (MB/s)", "baseline.websockify", "broker.ws", ratio_at_least(3.0)),
     Row("P4", "unary p50, sequential calls (ms)", "baseline.unary_p50", "broker.unary_p50",
         Target(on_ratio=True, at_least=False, bound=1.2)),
-    Row("P4", "unary calls/s, 64 callers", "baseline.unary_64", "broker.unary_64", ratio_at_least(0.8)),
+    Row("P4", "unary calls/s, 64 callers", "baseline.unary_64", "broker.unary_64", ratio_at_least(0.8),
+        unary_note),
     Row("P5", "UDP 1,200 B relayed to one client, full speed (datagrams/s)", "baseline.udp_max", "broker.udp_max",
         Target(on_ratio=False, at_least=True, bound=150_000, words="≥ 150,000/s"), max_rate_note),
     Row("P5", "UDP 1,200 B paced at 100,000/s: datagrams lost", "baseline.udp_paced_lost", "broker.udp_paced_lost",
@@ -348,6 +370,10 @@ def per_round_ratios(row: Row, run: Run) -> list[float]:
     return [broker.samples[r].value / baseline.samples[r].value for r in common if baseline.samples[r].value]
 
 
+def _first_extra(series: Series | None) -> dict[str, Any] | None:
+    return series.samples[min(series.samples)].extra if series and series.samples else None
+
+
 def row_json(row: Row, run: Run) -> dict[str, Any]:
     baseline, broker = side_json(row.baseline, run), side_json(row.broker, run)
     ratios = per_round_ratios(row, run)
@@ -369,8 +395,7 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
         verdict = "pass" if row.target.met(judged) else "FAIL"
     else:
         verdict = "missing" if any(key in run.series for key, _side in sides) else "not run"
-    series = run.series.get(row.broker or "")
-    first = series.samples[min(series.samples)].extra if series and series.samples else None
+    first, first_baseline = (_first_extra(run.series.get(key or "")) for key in (row.broker, row.baseline))
     return {
         "number": row.number,
         "measurement": row.label,
@@ -381,7 +406,7 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
         "judged": judged,
         "verdict": verdict,
         "missing": missing,
-        "note": row.note(first) if row.note and first else None,
+        "note": row.note(first, first_baseline) if row.note and first else None,
     }
 
 
@@ -534,6 +559,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="ARG",
         help="one more argument for the daemon (repeatable; write --daemon-arg=--flag)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy each group's daemon into DIR/GROUP.txt (python -m bench.profile reads them; costs CPU)",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results.json", help="where to write the JSON")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown")
     args = parser.parse_args(argv)
@@ -549,7 +580,7 @@ def main(argv: list[str]) -> None:
     names = [name for name in GROUPS if not args.only or name in args.only]
     sizes = QUICK if args.quick else FULL
     command = shlex.split(args.daemon_command)
-    run = uvloop.run(run_groups(names, sizes, args.rounds, GROUP_CAP[mode], command, args.daemon_arg))
+    run = uvloop.run(run_groups(names, sizes, args.rounds, GROUP_CAP[mode], command, args.daemon_arg, args.profile))
     read_abuse(args.abuse_json, run)
     report(args, mode, run)
 
