@@ -291,3 +291,34 @@ def plain_udp_max(stage: Stage) -> Probe:
 
 def plain_udp_paced(stage: Stage) -> Probe:
     return plain_udp(stage, UDP_PACED_RATE)
+
+
+# ───────────────────────────── closing sockets ─────────────────────────────
+
+
+def direct_close(stage: Stage) -> Probe:
+    """P7 baseline: this process opens ``reclaim_sockets`` loopback connections to the same holder
+    as the daemon's and closes them in one loop: the kernel's work per socket (its FIN, the peer's
+    side of it) with nothing of a daemon's around it (no event loop registration, no handles)."""
+    sockets = stage.sizes.reclaim_sockets
+
+    def opened_then_closed(port: int) -> float:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(sockets):
+                held.append(socket.create_connection((LOOPBACK, port), timeout=10))
+            begin = time.perf_counter()
+            for sock in held:
+                sock.close()
+            return time.perf_counter() - begin
+        finally:
+            for sock in held:
+                sock.close()
+
+    async def run() -> Figures:
+        holder = await stage.peer("tcp-hold")
+        seconds = await asyncio.to_thread(opened_then_closed, holder.port)
+        return {"baseline.reclaim": Sample(seconds, extra={"sockets": sockets})}
+
+    what = f"{sockets:,} loopback TCP connections of a plain Python process closed in one loop"
+    return Probe((Figure("baseline.reclaim", "s", what),), run, cap=300)

@@ -59,7 +59,7 @@ from bench.clients import (
     ws_upload,
 )
 from bench.common import KIB, LOOPBACK, UDP_PACED_RATE, Figure, Figures, Probe, Sample, cpu_per_gib
-from bench.procs import REPO_DIR, Helper, Stage, fd_count, free_port, nofile_limit, rss_kib
+from bench.procs import REPO_DIR, CoresBusy, Helper, Stage, fd_count, free_port, nofile_limit, rss_kib
 
 DAEMON_DIR = REPO_DIR / "daemon"
 WIRE_DIR = REPO_DIR / "proto" / "python"
@@ -408,19 +408,17 @@ def udp(stage: Stage, rate: int) -> Probe:
             arrivals, stop = Arrivals(), asyncio.Event()
             counting = asyncio.ensure_future(count_stream(call, arrivals, stop, batch_datagrams))
             cpu = meter(d.pid)
-            cpu_before, client_before, began = cpu(), time.process_time(), time.perf_counter()
-            blaster = udp_blaster(port, seconds, rate)
+            cpu_before = cpu()
+            blaster, machine = udp_blaster(port, seconds, rate), CoresBusy()
             try:
                 sent = await asyncio.to_thread(blaster_sent, blaster, seconds)
+                cores = machine.reading()  # while the blaster sent
                 await settle(arrivals)
-                blaster_cpu = meter(blaster.pid)()
             finally:
                 stop.set()
                 await counting
                 blaster.stop()
             cpu_spent = cpu() - cpu_before
-            # The three processes of the row, the blaster, the daemon and this client, on the cores.
-            cores_busy = (cpu_spent + blaster_cpu + time.process_time() - client_before) / (time.perf_counter() - began)
             described = await b.handles.Describe(pb.HandleRequest(handle=udp), metadata=metadata)
         finally:
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -433,7 +431,7 @@ def udp(stage: Stage, rate: int) -> Probe:
             "datagrams_per_s": arrivals.rate(),
             "queue_dropped": described.queue_dropped,
             "kernel_dropped": described.kernel_dropped,
-            "cores_busy": cores_busy,
+            **cores,
         }
         if rate:
             return {key: Sample(sent - arrivals.count, extra=extra)}

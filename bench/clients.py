@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from bench.common import ACK, LOOPBACK, Deadline, Sample, Sizes, cpu_per_gib, mb_per_s, payload_chunks, percentile
+from bench.procs import CoresBusy
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 Headers = Sequence[tuple[str, str]]
@@ -177,14 +178,14 @@ async def unary_figures(
 ) -> tuple[Sample, Sample]:
     """p50 latency of sequential calls (ms), and calls/s with ``CALLERS`` concurrent callers; the
     latter with the CPU time a call cost the server (``server``: its CPU-seconds so far) and this
-    process, the client, while the callers ran."""
+    process, the client, and the machine's busy and stolen cores, while the callers ran."""
     async with asyncio.timeout(cap):
         for _ in range(WARMUP_CALLS):
             await call()
         latencies = await sequential_latencies(call, sizes.unary_sequential)
-        server_before, client_before = server(), time.process_time()
+        server_before, client_before, machine = server(), time.process_time(), CoresBusy()
         concurrent_seconds, concurrent_latencies = await concurrent_calls(call, sizes.unary_concurrent)
-        server_cpu, client_cpu = server() - server_before, time.process_time() - client_before
+        server_cpu, client_cpu, cores = server() - server_before, time.process_time() - client_before, machine.reading()
     ms = [latency * 1000 for latency in latencies]
     p50 = Sample(percentile(ms, 0.5), extra={"p99_ms": percentile(ms, 0.99), "calls": len(ms)})
     per_call = 1e6 / sizes.unary_concurrent
@@ -195,7 +196,7 @@ async def unary_figures(
             "calls": sizes.unary_concurrent,
             "server_cpu_us_per_call": server_cpu * per_call,
             "client_cpu_us_per_call": client_cpu * per_call,
-            "cores_busy": (server_cpu + client_cpu) / concurrent_seconds,
+            **cores,
         },
     )
     return p50, rate

@@ -227,6 +227,31 @@ def group_cpu_seconds(pgid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
+def machine_cpu() -> tuple[float, float]:
+    """CPU-seconds the machine has spent so far, summed over its cores: busy (user, nice, system,
+    irq and softirq time: the kernel's network work counts, whichever process or kernel thread it
+    was charged to) and stolen (by the hypervisor, from /proc/stat's ``steal``)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
+
+
+class CoresBusy:
+    """How many of the machine's cores were busy, and how many stolen, from its start to a reading."""
+
+    def __init__(self) -> None:
+        self._began = time.perf_counter()
+        self._busy, self._stolen = machine_cpu()
+
+    def reading(self) -> dict[str, float]:
+        busy, stolen = machine_cpu()
+        seconds = time.perf_counter() - self._began
+        return {
+            "machine_cores_busy": (busy - self._busy) / seconds,
+            "machine_cores_stolen": (stolen - self._stolen) / seconds,
+        }
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -3,18 +3,17 @@
     python -m bench.run --only unary --profile DIR     # records DIR/unary.txt while the group runs
     python -m bench.profile DIR/unary.txt [--match TEXT ...] [--top N]
 
-``bench.run --profile DIR`` attaches ``py-spy record --native`` to each group's
-daemon from its start to the group's end. py-spy stops the daemon for each sample (native frames
-need it) and runs beside it on the same cores, so the figures of a profiled run carry its cost:
-take figures from a run without it. The file holds
-py-spy's raw format, one collapsed stack (Python and native frames) and its sample count a line;
-only threads that were running are sampled.
+``bench.run --profile DIR`` attaches ``py-spy record --native`` to each group's daemon from its
+start to the group's end. py-spy stops the daemon for each sample (native frames need it) and runs
+beside it on the same cores, so the figures of a profiled run carry its cost: take figures from a
+run without it. The file holds py-spy's raw format: one collapsed stack (Python and native frames)
+and its sample count a line. With native frames py-spy samples every thread, waiting or not.
 
 The summary counts the samples on the CPU (not waiting in one of :data:`WAITS`; ``--all`` keeps
-them) and gives, for those whose stack contains every ``--match`` text (e.g. the handler
-of one path, ``port_stream``, when a group measures several), the share of samples in which each
-function is the innermost frame (self time: a system call appears as its libc function, so that
-``send`` is the kernel's copy and wake-up) and the share in which it appears at all (inclusive).
+them) whose stack contains every ``--match`` text (e.g. the handler of one path, ``port_stream``,
+when a group measures several), and gives their share by whose code the innermost frame is
+(:func:`origin`), by innermost frame (self time: a system call appears as its libc function, so
+``send`` is the kernel's copy and wake-up), and by any frame (inclusive).
 """
 
 from __future__ import annotations
@@ -40,6 +39,10 @@ WAITS = (
     "epoll_wait ", "epoll_pwait ", "poll ", "select ", "pselect ", "nanosleep ", "clock_nanosleep ",
     "pthread_cond_wait ", "pthread_cond_timedwait ", "PyThread_acquire_lock_timed ", "take_gil ",
 )  # fmt: skip
+#: The C sources of uvloop and libuv (py-spy names a native frame by its source file only).
+UVLOOP_SOURCES = frozenset({"loop.c", "core.c", "linux.c", "poll.c", "stream.c", "udp.c", "queue.h", "loop-watcher.c"})
+#: Native modules of packages, by their file's first name.
+_LIBRARIES = {"cygrpc": "grpc", "_message": "protobuf", "loop": "uvloop", "speedups": "websockets"}
 #: A frame of the raw format: ``name (file:line)`` or ``0xADDR (library)``.
 _FRAME = re.compile(r"^(?P<name>.*?) \((?P<where>[^()]*)\)$")
 
@@ -76,24 +79,53 @@ def recording(pid: int, output: Path, rate: int = RATE) -> Iterator[None]:
 
 
 def frame_name(frame: str) -> str:
-    """A frame's function, with its file's name for Python and C frames (``send_bytes (tcp.py)``),
-    or its library for an unnamed native one (``? (libc.so.6)``)."""
+    """A frame's function, with its file's folder and name for a Python frame
+    (``TcpConnection.send (core/tcp.py)``), its file for a C one (``Loop__run (loop.c)``), or its
+    library for an unnamed native one (``? (libc.so.6)``)."""
     match = _FRAME.match(frame)
     if match is None:
         return frame
-    name, where = match["name"], match["where"].rsplit(":", 1)[0]
+    name, where = match["name"], Path(match["where"].rsplit(":", 1)[0])
     if name.startswith("0x"):
-        return f"? ({where})"
-    return f"{name} ({Path(where).name})"
+        return f"? ({where.name})"
+    return f"{name} ({where.parent.name}/{where.name})" if where.parent.name else f"{name} ({where.name})"
 
 
-def parse(lines: Sequence[str]) -> list[tuple[list[str], int]]:
-    """The stacks of a raw profile (outermost frame first) and their sample counts."""
+def origin(frame: str) -> str:
+    """Whose code a frame runs: ``sockbroker`` (the daemon and its wire package), a package
+    installed beside it (``grpc``, ``websockets``, ``protobuf``…), ``Python`` (the standard library
+    and the interpreter), ``uvloop`` (uvloop and its libuv), or another native library
+    (``libc.so.6``: system calls and the C library, memcpy included). py-spy names a Python file
+    from its package (``sockbroker/core/tcp.py``, ``asyncio/queues.py``)."""
+    match = _FRAME.match(frame)
+    where = match["where"].rsplit(":", 1)[0] if match else ""
+    path = Path(where)
+    parts = path.parts[path.parts.index("site-packages") + 1 :] if "site-packages" in path.parts else path.parts
+    if where.startswith("<"):
+        return "Python" if where.startswith("<frozen") else "generated code"  # exec'd: dataclasses, namedtuples
+    if path.suffix == ".py":
+        if "sockbroker" in parts or "sockbroker_wire" in parts:
+            return "sockbroker"
+        top = parts[0] if (len(parts) > 1 and not path.is_absolute()) or "site-packages" in path.parts else ""
+        if top and top not in sys.stdlib_module_names:
+            return "grpc" if top.startswith("grpc") else top
+        return "Python"
+    if path.suffix in (".c", ".h"):
+        return "uvloop" if path.name in UVLOOP_SOURCES else "Python"
+    module = path.name.split(".")[0]
+    if module in _LIBRARIES:
+        return _LIBRARIES[module]
+    return "Python" if module.startswith("libpython") or module in sys.stdlib_module_names else path.name or "?"
+
+
+def parse(lines: Sequence[str]) -> list[Stack]:
+    """The stacks of a raw profile, with their sample counts and innermost frame's origin."""
     stacks = []
     for line in lines:
         stack, _, count = line.rstrip("\n").rpartition(" ")
         if stack and count.isdigit():
-            stacks.append(([frame_name(f) for f in stack.split(";")], int(count)))
+            raw = stack.split(";")
+            stacks.append(Stack([frame_name(f) for f in raw], int(count), origin(raw[-1])))
     return stacks
 
 
@@ -103,9 +135,17 @@ def waiting(frames: Sequence[str]) -> bool:
 
 
 @dataclass
+class Stack:
+    frames: list[str]  # outermost first
+    count: int
+    origin: str  # of the innermost frame
+
+
+@dataclass
 class Summary:
     samples: int
     waiting: int
+    origins: list[tuple[str, int]]
     self_time: list[tuple[str, int]]
     inclusive: list[tuple[str, int]]
 
@@ -117,20 +157,21 @@ class Summary:
             f"{self.samples} samples counted ({100 * self.samples / max(total, 1):.0f} % of the file's {total}; "
             f"{self.waiting} matching ones waiting, left out)"
         ]
+        out += ["", "self, by whose code the innermost frame is:"] + [f"  {share(n)}  {o}" for o, n in self.origins]
         out += ["", "self (innermost frame):"] + [f"  {share(n)}  {name}" for name, n in self.self_time]
         out += ["", "inclusive (anywhere in the stack):"] + [f"  {share(n)}  {name}" for name, n in self.inclusive]
         return out
 
 
-def summarise(
-    stacks: list[tuple[list[str], int]], match: Sequence[str] = (), top: int = 20, *, waits: bool = False
-) -> Summary:
-    """Self and inclusive sample counts by function, over the stacks that contain every ``match``
-    text (in any frame's name) and, unless ``waits``, are on the CPU."""
+def summarise(stacks: list[Stack], match: Sequence[str] = (), top: int = 20, *, waits: bool = False) -> Summary:
+    """Self and inclusive sample counts by function (and self by origin), over the stacks that
+    contain every ``match`` text (in any frame's name) and, unless ``waits``, are on the CPU."""
     own: collections.Counter[str] = collections.Counter()
     anywhere: collections.Counter[str] = collections.Counter()
+    origins: collections.Counter[str] = collections.Counter()
     samples = waited = 0
-    for frames, count in stacks:
+    for stack in stacks:
+        frames, count = stack.frames, stack.count
         if not all(any(text in frame for frame in frames) for text in match):
             continue
         if not waits and waiting(frames):
@@ -138,9 +179,10 @@ def summarise(
             continue
         samples += count
         own[frames[-1]] += count
+        origins[stack.origin] += count
         for name in set(frames):
             anywhere[name] += count
-    return Summary(samples, waited, own.most_common(top), anywhere.most_common(top))
+    return Summary(samples, waited, origins.most_common(), own.most_common(top), anywhere.most_common(top))
 
 
 def main(argv: list[str]) -> None:
@@ -155,7 +197,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--top", type=int, default=20, help="functions listed per table (default: %(default)s)")
     args = parser.parse_args(argv)
     stacks = parse(args.profile.read_text().splitlines())
-    total = sum(count for _, count in stacks)
+    total = sum(stack.count for stack in stacks)
     print("\n".join(summarise(stacks, args.match, args.top, waits=args.all).lines(total)))
 
 
