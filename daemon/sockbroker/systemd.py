@@ -4,8 +4,9 @@ sd_notify(3)) and socket activation (sd_listen_fds(3)).
 Both are a few lines of the standard library, so they are written here rather than taken from a
 package: ``sdnotify`` (last released 2017) swallows every error and leaves ``NOTIFY_SOCKET`` to
 child processes, and ``systemd-python`` is a C extension built against libsystemd's headers,
-which every install (the container image too) would then need. Each rule below is the one the
-libsystemd function follows, and why:
+which every install (the container image too) would then need. The rules below are those of
+the libsystemd functions; which sockets to take, which libsystemd leaves to the daemon
+(``sd_is_socket``), is decided here:
 
 - **NOTIFY_SOCKET** is read once and removed from the environment (``unset_environment=1``), so
   a child process cannot notify in the daemon's name. It is an absolute path or ``@name`` (an
@@ -19,7 +20,8 @@ libsystemd function follows, and why:
   :class:`~sockbroker.files.StartupError`. Each descriptor, from fd 3 on, is made
   close-on-exec and must be a listening stream socket named (``FileDescriptorName=``) for a
   door, :data:`DOOR_NAMES`; anything else is a StartupError, since a socket nobody accepts on
-  would leave its clients waiting forever.
+  would leave its clients waiting forever. A passed socket's path is the manager's: the daemon
+  never removes it.
 """
 
 from __future__ import annotations
