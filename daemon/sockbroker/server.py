@@ -1,6 +1,9 @@
 """``sockbroker serve``: both front doors on one asyncio loop, sharing one core.
 
 SIGTERM or SIGINT: stop taking calls, drop every session (closing every socket), exit 0.
+Under a service manager (:mod:`.systemd`): ``READY=1`` once every door listens and the runtime
+file is written, ``STOPPING=1`` when the stop begins; sockets it passed (socket activation) are
+served instead of the configured addresses.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sockbroker_wire.paths import default_runtime_file
 from sockbroker_wire.routes import PACKAGE
 from sockbroker_wire.v1 import broker_pb2
 
-from . import __version__, files
+from . import __version__, files, systemd
 from .config import Settings, split_address
 from .core.broker import Broker, Principal
 from .doors.channel import ChannelDoor
@@ -162,26 +165,35 @@ class Daemon:
         self._health = health.aio.HealthServicer()
         self.grpc_door = GrpcDoor(self.broker, self.metrics)
         self._runtime: tuple[pathlib.Path, dict[str, object]] | None = None
+        self._manager = systemd.Notifier.from_environment()
+        #: What the daemon serves, one line (the service manager's ``STATUS=``), once started.
+        self.status = "starting"
 
     async def start(self) -> None:
         """Bind and start both doors, then write the runtime file; a failure stops what started.
 
-        Raises :class:`~sockbroker.files.StartupError` (one line naming the setting) when an address
-        or a file is unusable.
+        Sockets passed by socket activation (:func:`.systemd.inherited_sockets`) replace the
+        addresses of their doors. Raises :class:`~sockbroker.files.StartupError` (one line naming
+        the setting) when an address, a passed socket or a file is unusable.
         """
         _raise_fd_limit()
-        rest_host, rest_port = split_address(self.settings.rest_address)
-        rest_sockets = files.bind_tcp("--rest-address", rest_host, rest_port)  # first: ours to close if gRPC fails
+        settings = self.settings
+        inherited = systemd.inherited_sockets(
+            tls=settings.tls_cert is not None, allow_insecure_remote=settings.allow_insecure_remote
+        )
+        rest_sockets: list[socket.socket] = []
         try:
-            await self._start(rest_sockets)
+            rest_host, rest_port = split_address(settings.rest_address)
+            rest_sockets = inherited.rest or files.bind_tcp("--rest-address", rest_host, rest_port)
+            await self._start(rest_sockets, inherited)
         except BaseException:
-            for sock in rest_sockets:
-                sock.close()
             with contextlib.suppress(Exception):  # the first failure is the one to report
                 await self.stop()
+            for sock in [*rest_sockets, *inherited.sockets()]:
+                sock.close()
             raise
 
-    async def _start(self, rest_sockets: list[socket.socket]) -> None:
+    async def _start(self, rest_sockets: list[socket.socket], inherited: systemd.Inherited) -> None:
         settings = self.settings
         limit = settings.max_request_bytes
         # Options from the limits (doors/grpc.py server_options), "grpc.so_reuseport" 0 among them.
@@ -262,20 +274,28 @@ class Daemon:
             backlog=config.backlog,
         )
         self._acceptor.start()
+        if inherited.rest:
+            host = rest_sockets[0].getsockname()[0]
         self.rest_port = rest_sockets[0].getsockname()[1]
-        self._start_channel_door()
+        self._start_channel_door(inherited)
         self._write_runtime_file(
             files.format_address(grpc_host, self.grpc_port), files.format_address(host, self.rest_port)
         )
 
-    def _start_channel_door(self) -> None:
-        """The channel listeners (DESIGN §8). The Unix socket's default place may be unusable (a
-        read-only directory, a path too long for a socket): the daemon then runs without
-        hand-offs and says so; a socket the settings name must work."""
+    def _start_channel_door(self, inherited: systemd.Inherited) -> None:
+        """The channel listeners (DESIGN §8), or the ones passed by socket activation. The Unix
+        socket's default place may be unusable (a read-only directory, a path too long for a
+        socket): the daemon then runs without hand-offs and says so; a socket the settings name
+        must work."""
         settings = self.settings
         self._channel = door = ChannelDoor(self.broker)
-        if settings.channel_address:
+        if inherited.channel_tcp is not None:
+            door.adopt(inherited.channel_tcp)
+        elif settings.channel_address:
             door.listen_tcp(*split_address(settings.channel_address))
+        if inherited.channel_unix is not None:
+            door.adopt(inherited.channel_unix)
+            return
         if settings.channel_socket is not None:
             door.listen_unix(settings.channel_socket)
             return
@@ -311,12 +331,14 @@ class Daemon:
         else:
             self._runtime = (path, content)
             path_note = str(path)
+        unix_note = f" and unix:{unix}" if unix is not None else ""
+        self.status = f"serving gRPC on {grpc_address}{unix_note} and REST on {rest_address}"
         log.info(
             "sockbroker %s serving gRPC on %s%s and REST on %s (pid %d, runtime file %s, token file %s, "
             "API docs %s/docs)",
             __version__,
             grpc_address,
-            f" and unix:{unix}" if unix is not None else "",
+            unix_note,
             rest_address,
             os.getpid(),
             path_note,
@@ -362,8 +384,11 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         await self.start()
+        self._manager.notify("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self.status}")
         try:
             await self.stopping.wait()
         finally:
-            log.info("stopping: dropping %d sessions", len(self.broker.sessions))
+            sessions = len(self.broker.sessions)
+            self._manager.notify("STOPPING=1", f"STATUS=stopping: dropping {sessions} sessions")
+            log.info("stopping: dropping %d sessions", sessions)
             await self.stop()

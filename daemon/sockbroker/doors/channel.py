@@ -84,6 +84,16 @@ class ChannelDoor:
         self._listen(sock, unix=True)
         self.broker.channels.handoff_path = str(path.absolute())
 
+    def adopt(self, sock: socket.socket) -> None:
+        """Take relays (and hand-offs, on a Unix socket) on a listening socket the service manager
+        passed (socket activation, :mod:`..systemd`); its path, if any, is the manager's to remove."""
+        if sock.family == socket.AF_UNIX:
+            self._listen(sock, unix=True)
+            self.broker.channels.handoff_path = sock.getsockname()
+        else:
+            self._listen(sock, unix=False)
+            self.broker.channels.relay_address = format_address(*sock.getsockname()[:2])
+
     def _listen(self, sock: socket.socket, *, unix: bool) -> None:
         sock.setblocking(False)
         self._listeners.append((sock, unix))
