@@ -47,6 +47,7 @@ __all__ = [
     "check_tcp_free",
     "format_address",
     "load_or_create_token",
+    "os_reason",
     "prepare_unix_socket",
     "remove_runtime_file",
     "write_runtime_file",
@@ -66,7 +67,7 @@ class StartupError(Exception):
     """The daemon cannot start; ``str()`` is one line naming the setting and the reason. Exit status 2."""
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     """``[Errno 98] Address already in use`` → ``address already in use``."""
     text = exc.strerror or str(exc)
     return text[:1].lower() + text[1:]
@@ -110,7 +111,7 @@ def _read_token(path: pathlib.Path, setting: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StartupError(f"{where}: {_reason(exc)}") from None
+        raise StartupError(f"{where}: {os_reason(exc)}") from None
     if stat.S_ISLNK(before.st_mode):
         raise StartupError(f"{where}: is a symbolic link; the daemon does not follow links here (give the real path)")
     if not stat.S_ISREG(before.st_mode):
@@ -122,7 +123,7 @@ def _read_token(path: pathlib.Path, setting: str) -> str | None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise StartupError(f"{where}: became a symbolic link while being opened") from None
-        raise StartupError(f"{where}: {_reason(exc)}") from None
+        raise StartupError(f"{where}: {os_reason(exc)}") from None
     with contextlib.closing(os.fdopen(fd, "rb")) as handle:
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(info.st_mode):
@@ -166,14 +167,14 @@ def _create_token(path: pathlib.Path, setting: str) -> str | None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"{where}: cannot create its directory {path.parent}: {_reason(exc)}") from None
+        raise StartupError(f"{where}: cannot create its directory {path.parent}: {os_reason(exc)}") from None
     token = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return None
     except OSError as exc:
-        raise StartupError(f"{where}: cannot create it: {_reason(exc)}") from None
+        raise StartupError(f"{where}: cannot create it: {os_reason(exc)}") from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask took away, the owner reads and writes it
         os.write(fd, (token + "\n").encode())
@@ -181,7 +182,7 @@ def _create_token(path: pathlib.Path, setting: str) -> str | None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(path)  # ours: created with O_EXCL a moment ago
-        raise StartupError(f"{where}: cannot write it: {_reason(exc)}") from None
+        raise StartupError(f"{where}: cannot write it: {os_reason(exc)}") from None
     finally:
         os.close(fd)
     log.info("wrote a new token to %s (mode 0600)", path)
@@ -201,7 +202,7 @@ def write_runtime_file(path: pathlib.Path, content: dict[str, Any], *, setting: 
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"{where}: cannot create its directory {path.parent}: {_reason(exc)}") from None
+        raise StartupError(f"{where}: cannot create its directory {path.parent}: {os_reason(exc)}") from None
     temporary: str | None = None
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".runtime-", suffix=".json")  # O_EXCL, 0600
@@ -213,7 +214,7 @@ def write_runtime_file(path: pathlib.Path, content: dict[str, Any], *, setting: 
         os.replace(temporary, path)  # a link at ``path`` is replaced, not followed
         temporary = None
     except OSError as exc:
-        raise StartupError(f"{where}: cannot write it: {_reason(exc)}") from None
+        raise StartupError(f"{where}: cannot write it: {os_reason(exc)}") from None
     finally:
         if temporary is not None:
             with contextlib.suppress(OSError):
@@ -268,7 +269,7 @@ def prepare_unix_socket(path: pathlib.Path, *, setting: str = "--grpc-unix-socke
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise StartupError(f"{where}: {_reason(exc)}") from None
+        raise StartupError(f"{where}: {os_reason(exc)}") from None
     if not stat.S_ISSOCK(info.st_mode):
         raise StartupError(f"{where}: exists and is {_kind(info.st_mode)}; remove it or choose another path")
     if info.st_uid != os.geteuid():
@@ -280,7 +281,7 @@ def prepare_unix_socket(path: pathlib.Path, *, setting: str = "--grpc-unix-socke
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise StartupError(f"{where}: cannot remove the old socket: {_reason(exc)}") from None
+        raise StartupError(f"{where}: cannot remove the old socket: {os_reason(exc)}") from None
     log.info("removed a stale socket at %s", path)
 
 
@@ -335,7 +336,7 @@ def bind_tcp(setting: str, host: str, port: int) -> list[socket.socket]:
             try:
                 sock.bind((ip, chosen, *sockaddr[2:]))
             except OSError as exc:
-                raise StartupError(f"{where}: {_reason(exc)}") from None
+                raise StartupError(f"{where}: {os_reason(exc)}") from None
         if not bound:
             raise StartupError(f"{where}: no address to bind")
     except BaseException:

@@ -34,7 +34,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from .config import is_loopback
-from .files import StartupError, _reason, format_address
+from .files import StartupError, format_address, os_reason
 
 __all__ = ["DOOR_NAMES", "LISTEN_FDS_START", "REFUSED_NAMES", "Inherited", "Notifier", "inherited_sockets"]
 
@@ -87,7 +87,7 @@ class Notifier:
                 logging.DEBUG if self._warned else logging.WARNING,
                 "cannot notify the service manager at NOTIFY_SOCKET %s: %s",
                 self.address,
-                _reason(exc) if isinstance(exc, OSError) else exc,
+                os_reason(exc) if isinstance(exc, OSError) else exc,
             )
             self._warned = True
             return False
@@ -142,7 +142,7 @@ def inherited_sockets(
         try:
             os.set_inheritable(fd, False)
         except OSError as exc:
-            raise StartupError(f"LISTEN_FDS fd {fd}: {_reason(exc)}") from None
+            raise StartupError(f"LISTEN_FDS fd {fd}: {os_reason(exc)}") from None
     try:
         for fd, name in zip(fds, names, strict=True):
             _add(inherited, _adopt(fd, name), name, fd, tls=tls, allow_insecure_remote=allow_insecure_remote)
@@ -170,7 +170,7 @@ def _adopt(fd: int, name: str) -> socket.socket:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise StartupError(f"{where}: {'not a socket' if exc.errno == errno.ENOTSOCK else _reason(exc)}") from None
+        raise StartupError(f"{where}: {'not a socket' if exc.errno == errno.ENOTSOCK else os_reason(exc)}") from None
     problem = None
     if sock.type != socket.SOCK_STREAM:
         problem = "not a stream socket (a datagram socket?)"
