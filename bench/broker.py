@@ -207,8 +207,8 @@ async def broker(d: Daemon) -> AsyncIterator[Broker]:
 async def client(stage: Stage, *flags: str) -> tuple[Daemon, Broker, Metadata]:
     """The group's daemon (started with ``flags`` on first use), a channel to it, and a session."""
     d: Daemon = await stage.shared("daemon", lambda: daemon(stage.daemon_argv(*flags)))
-    if stage.profile is not None:
-        await stage.shared("profile", lambda: profile.recording(d.pid, stage.profile))  # type: ignore[arg-type]
+    if (path := stage.profile) is not None:
+        await stage.shared("profile", lambda: profile.recording(d.pid, path))
     b: Broker = await stage.shared("broker", lambda: broker(d))
     metadata: Metadata = await stage.shared("session", b.session)
     return d, b, metadata
