@@ -315,6 +315,21 @@ class GrpcTransport:
 # ═════════════════════════════ REST ═════════════════════════════
 
 
+async def _close_unread(ws: Any) -> None:
+    """Close a WebSocket whose unread messages are given up. Its queue may be full of them, and a
+    full queue pauses reading (websockets' flow control), so ``close()`` alone would never read
+    the daemon's answering close frame and would wait out its ``close_timeout`` (10 s): what
+    arrives meanwhile is read and dropped until the connection ends (the daemon stops sending
+    once it has the close frame)."""
+    closing = asyncio.ensure_future(ws.close())
+    try:
+        with contextlib.suppress(*_TRANSPORT_ERRORS):
+            async for _ in ws:
+                pass
+    finally:
+        await closing
+
+
 class _WsPortStream:
     def __init__(self, ws: Any, target: str) -> None:
         self._ws, self._target = ws, target
@@ -363,7 +378,7 @@ class _WsPortStream:
         return None
 
     async def aclose(self) -> None:
-        await self._ws.close()
+        await _close_unread(self._ws)
 
 
 class _WsAttachment:
@@ -509,7 +524,7 @@ class RestTransport:
                     if error is not None:
                         raise error
         finally:
-            await ws.close()
+            await _close_unread(ws)
 
     async def send_datagrams(self, session: str, udp: str, datagrams: AsyncIterator[tuple[bytes, str, int]]) -> int:
         ws = await self._ws(f"/v1/udp/sockets/{quote(udp, safe='')}/stream?direction=send", session)
