@@ -59,23 +59,25 @@ def py_spy() -> str:
 @contextlib.contextmanager
 def recording(pid: int, output: Path, rate: int = RATE) -> Iterator[None]:
     """Sample process ``pid`` into ``output`` while the block runs (SIGINT ends py-spy, which then
-    writes the file)."""
+    writes the file); py-spy's own messages go to ``output`` + ``.log``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     argv = [py_spy(), "record", "--pid", str(pid), "--native", "--format", "raw"]
     argv += ["--rate", str(rate), "--output", str(output)]
-    sampler = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        yield
-    finally:
-        if sampler.poll() is None:
-            sampler.send_signal(signal.SIGINT)
+    log = output.with_name(output.name + ".log")
+    with log.open("w") as messages:
+        sampler = subprocess.Popen(argv, stdout=messages, stderr=subprocess.STDOUT)
         try:
-            _out, err = sampler.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            sampler.kill()
-            _out, err = sampler.communicate()
-        if not output.exists():
-            print(f"py-spy wrote no profile for pid {pid}: {err.strip()[-500:]}", file=sys.stderr)
+            yield
+        finally:
+            if sampler.poll() is None:
+                sampler.send_signal(signal.SIGINT)
+            try:
+                sampler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+                sampler.wait()
+    if not output.exists():
+        print(f"py-spy wrote no profile for pid {pid}: {log.read_text().strip()[-500:]}", file=sys.stderr)
 
 
 def frame_name(frame: str) -> str:
