@@ -59,8 +59,27 @@ def refused(*arguments: str) -> str:
     return lines[0]
 
 
-class Serving:
-    """A daemon process that started; `stop()` sends SIGTERM by pid and returns its exit status."""
+class DaemonProcess:
+    """A daemon process: `stop()` sends SIGTERM by pid and returns its exit status, `kill()` ends it."""
+
+    proc: subprocess.Popen[bytes]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Serving(DaemonProcess):
+    """A daemon process that started."""
 
     def __init__(self, tmp_path: pathlib.Path, *arguments: str, runtime: pathlib.Path) -> None:
         self.log = tmp_path / f"daemon-{time.monotonic_ns()}.log"
@@ -81,19 +100,6 @@ class Serving:
         except (OSError, ValueError):
             return False
         return bool(content.get("pid") == self.proc.pid)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import pytest
 from sockbroker.files import StartupError
 from sockbroker.systemd import DOOR_NAMES, Notifier, inherited_sockets
 from sockbroker_wire.paths import default_runtime_file
-from test_serve import COMMAND, ENV, GOOD_TOKEN, grpc_serving, token_file
+from test_serve import COMMAND, ENV, GOOD_TOKEN, DaemonProcess, grpc_serving, token_file
 
 #: Plays systemd's fork: moves the given descriptors to 3, 4…, sets LISTEN_* (LISTEN_PID "self":
 #: its own pid, which the exec keeps), then execs the daemon.
@@ -48,8 +48,8 @@ os.execv(sys.argv[4], sys.argv[4:])
 """
 
 
-class Process:
-    """A daemon process, maybe given sockets; `stop()` sends SIGTERM by pid and returns its exit status."""
+class Process(DaemonProcess):
+    """A daemon process, maybe given sockets."""
 
     def __init__(
         self,
@@ -92,19 +92,6 @@ class Process:
         assert status == 2, lines
         assert len(lines) == 1 and lines[0].startswith("sockbroker: "), lines
         return lines[0]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
