@@ -24,6 +24,7 @@ from typing import IO
 
 import httpx
 import pytest
+from sockbroker.config import Settings
 from sockbroker.files import StartupError
 from sockbroker.systemd import DOOR_NAMES, Notifier, inherited_sockets
 from sockbroker_wire.paths import default_runtime_file
@@ -49,10 +50,11 @@ os.execv(sys.argv[4], sys.argv[4:])
 
 
 class Process(DaemonProcess):
-    """A daemon process, maybe given sockets."""
+    """A daemon process, maybe given sockets, listed in ``started`` as soon as it runs."""
 
     def __init__(
         self,
+        started: list[Process],
         tmp_path: pathlib.Path,
         *arguments: str,
         env: dict[str, str] | None = None,
@@ -66,6 +68,7 @@ class Process(DaemonProcess):
             command = [sys.executable, "-c", WRAPPER, ",".join(map(str, fds)), listen_pid, names, *command]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(command, env={**ENV, **(env or {})}, stdout=out, stderr=out, pass_fds=fds)
+        started.append(self)  # the test's ``processes``: killed by pid at its end, whatever happens
 
     def wait_started(self, runtime_file: pathlib.Path) -> dict[str, object]:
         """The runtime file's content once it names this process (bounded)."""
@@ -101,20 +104,6 @@ def processes() -> Iterator[list[Process]]:
     yield started
     for process in started:
         process.kill()
-
-
-def launch(
-    processes: list[Process],
-    tmp_path: pathlib.Path,
-    *arguments: str,
-    env: dict[str, str] | None = None,
-    fds: Sequence[int] = (),
-    names: str = "-",
-    listen_pid: str = "self",
-) -> Process:
-    process = Process(tmp_path, *arguments, env=env, fds=fds, names=names, listen_pid=listen_pid)
-    processes.append(process)
-    return process
 
 
 def tcp_listener(host: str = "127.0.0.1") -> socket.socket:
@@ -169,7 +158,7 @@ def test_ready_comes_once_every_door_answers_and_stopping_at_sigterm(
             notify.bind("\0" + label)
             name = "@" + label
         token = token_file(tmp_path)
-        daemon = launch(
+        daemon = Process(
             processes,
             tmp_path,
             "--grpc-address=127.0.0.1:0",
@@ -196,7 +185,7 @@ def test_ready_comes_once_every_door_answers_and_stopping_at_sigterm(
 
 def test_a_notify_socket_nobody_listens_on_is_one_warning(tmp_path: pathlib.Path, processes: list[Process]) -> None:
     token = token_file(tmp_path)
-    daemon = launch(
+    daemon = Process(
         processes,
         tmp_path,
         "--grpc-address=127.0.0.1:0",
@@ -242,7 +231,7 @@ def test_passed_sockets_are_served_instead_of_the_configured_addresses(
         handoff.bind(str(handoff_path))
         handoff.listen()
         configured_socket = tmp_path / "configured.sock"
-        daemon = launch(
+        daemon = Process(
             processes,
             tmp_path,
             "--grpc-address=127.0.0.1:0",
@@ -274,7 +263,7 @@ def test_sockets_for_another_process_are_left_alone(tmp_path: pathlib.Path, proc
     """LISTEN_PID names someone else (a wrapper received them): sd_listen_fds(3) returns none."""
     token = token_file(tmp_path)
     with tcp_listener() as rest:
-        daemon = launch(
+        daemon = Process(
             processes,
             tmp_path,
             "--grpc-address=127.0.0.1:0",
@@ -363,7 +352,7 @@ def test_a_passed_descriptor_the_daemon_cannot_take_is_one_line(
     expected: str,
 ) -> None:
     with make(tmp_path) as passed:
-        daemon = launch(
+        daemon = Process(
             processes,
             tmp_path,
             "--grpc-address=127.0.0.1:0",
@@ -379,12 +368,12 @@ def test_a_passed_descriptor_the_daemon_cannot_take_is_one_line(
 def test_listen_variables_are_read_once_and_checked() -> None:
     environ = {"LISTEN_PID": "12x", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "rest", "OTHER": "kept"}
     with pytest.raises(StartupError) as refusal:
-        inherited_sockets(tls=False, allow_insecure_remote=False, environ=environ)
+        inherited_sockets(refused=Settings.load().off_loopback_without_tls, environ=environ)
     assert str(refusal.value) == "LISTEN_PID 12x: not a number of 1 or more"
     assert environ == {"OTHER": "kept"}  # removed whatever they held
     environ = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "-1"}
     with pytest.raises(StartupError, match="LISTEN_FDS -1: not a number of 0 or more"):
-        inherited_sockets(tls=False, allow_insecure_remote=False, environ=environ)
-    nothing = inherited_sockets(tls=False, allow_insecure_remote=False, environ={"LISTEN_FDS": "1"})
+        inherited_sockets(refused=Settings.load().off_loopback_without_tls, environ=environ)
+    nothing = inherited_sockets(refused=Settings.load().off_loopback_without_tls, environ={"LISTEN_FDS": "1"})
     assert nothing.sockets() == []  # no LISTEN_PID: nothing was passed to anyone
     assert set(DOOR_NAMES) == {"rest", "channel"}

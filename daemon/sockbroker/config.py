@@ -268,10 +268,13 @@ class Settings(BaseSettings):
             request_bytes_in_flight=max(self.request_bytes_in_flight, self.max_request_bytes),
         )
 
+    def off_loopback_without_tls(self, door: str, host: str) -> bool:
+        """Whether ``door`` (``grpc``, ``rest`` or ``channel``) listening on ``host`` is off
+        loopback without TLS: the front doors without a TLS certificate, and the channel listener
+        always (its relays are spliced in the kernel, so they are never TLS)."""
+        return not is_loopback(host) and (door == "channel" or self.tls_cert is None)
+
     def insecure_remote_doors(self) -> list[str]:
-        """Doors that would listen off loopback without TLS: the front doors without a TLS
-        certificate, and the channel listener always (its relays are spliced in the kernel, so
-        they are never TLS)."""
-        doors = [] if self.tls_cert is not None else [self.grpc_address, self.rest_address]
-        doors.append(self.channel_address)
-        return [a for a in doors if a and not is_loopback(split_address(a)[0])]
+        """The configured addresses of the doors that would listen off loopback without TLS."""
+        doors = {"grpc": self.grpc_address, "rest": self.rest_address, "channel": self.channel_address}
+        return [a for door, a in doors.items() if a and self.off_loopback_without_tls(door, split_address(a)[0])]

@@ -179,7 +179,9 @@ class Daemon:
         _raise_fd_limit()
         settings = self.settings
         inherited = systemd.inherited_sockets(
-            tls=settings.tls_cert is not None, allow_insecure_remote=settings.allow_insecure_remote
+            refused=lambda door, host: (
+                not settings.allow_insecure_remote and settings.off_loopback_without_tls(door, host)
+            )
         )
         rest_sockets: list[socket.socket] = []
         try:

@@ -30,10 +30,9 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
-from .config import is_loopback
 from .files import StartupError, format_address, os_reason
 
 __all__ = ["DOOR_NAMES", "LISTEN_FDS_START", "REFUSED_NAMES", "Inherited", "Notifier", "inherited_sockets"]
@@ -119,12 +118,12 @@ class Inherited:
 
 
 def inherited_sockets(
-    *, tls: bool, allow_insecure_remote: bool, environ: MutableMapping[str, str] = os.environ
+    *, refused: Callable[[str, str], bool], environ: MutableMapping[str, str] = os.environ
 ) -> Inherited:
     """The sockets passed by socket activation (module docstring), checked; raises
     :class:`~sockbroker.files.StartupError` (one line) for a descriptor the daemon cannot take,
-    or one off loopback without TLS (the REST door without ``tls``, the channel listener always)
-    unless ``allow_insecure_remote``."""
+    or for one whose door may not listen where it does: ``refused(door, host)`` (off loopback
+    without TLS, and not allowed: :meth:`.Settings.off_loopback_without_tls`)."""
     raw_pid, raw_count, raw_names = (environ.pop(name, None) for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"))
     inherited = Inherited()
     if raw_pid is None or raw_count is None:
@@ -145,7 +144,7 @@ def inherited_sockets(
             raise StartupError(f"LISTEN_FDS fd {fd}: {os_reason(exc)}") from None
     try:
         for fd, name in zip(fds, names, strict=True):
-            _add(inherited, _adopt(fd, name), name, fd, tls=tls, allow_insecure_remote=allow_insecure_remote)
+            _add(inherited, _adopt(fd, name), name, fd, refused)
     except BaseException:
         inherited.close()
         raise
@@ -186,9 +185,7 @@ def _adopt(fd: int, name: str) -> socket.socket:
     return sock
 
 
-def _add(
-    inherited: Inherited, sock: socket.socket, name: str, fd: int, *, tls: bool, allow_insecure_remote: bool
-) -> None:
+def _add(inherited: Inherited, sock: socket.socket, name: str, fd: int, refused: Callable[[str, str], bool]) -> None:
     """Give ``sock`` to its door in ``inherited``, if it may listen where it does."""
     where = f"LISTEN_FDS fd {fd} ({name})"
     problem = None
@@ -199,7 +196,7 @@ def _add(
             inherited.channel_unix = sock
     else:
         host, port = sock.getsockname()[:2]
-        if not allow_insecure_remote and not (tls and name == "rest") and not is_loopback(host):
+        if refused(name, host):
             problem = f"listens on {format_address(host, port)}, off loopback without TLS " + (
                 "(give --tls-cert/--tls-key, or --allow-insecure-remote)"
                 if name == "rest"
