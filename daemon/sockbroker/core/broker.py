@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from . import tcp, udp
 from .channels import Channels, Ticket
 from .errors import ContractError, UnauthenticatedError, contract_violation
+from .events import Events
 from .limits import Limits
 from .policy import Policy
 from .resources import Custodian, Resource
@@ -54,11 +55,12 @@ StreamDatagram = tuple[bytes, str, int]
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a token speaks for, and what the policy lets it do."""
+    """Who a token speaks for, what the policy lets it do, and whether it may use the admin API."""
 
     name: str
     token: str = field(repr=False)
     policy: Policy = field(default_factory=Policy)
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class Broker:
         self.sessions = SessionManager(limits)
         #: Tickets for the channel door (DESIGN §8).
         self.channels = Channels(limits)
+        #: What happens to sessions, policies and handles: the audit log and the admin API's events.
+        self.events = Events()
         #: True once the daemon has begun to stop (health checks answer NOT_SERVING).
         self.stopping = False
         #: Principals found by :meth:`authenticate_header`, by the header value that named them.

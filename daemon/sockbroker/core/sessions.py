@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 from ._net import Signal
@@ -42,6 +42,8 @@ class Session:
         #: Bytes this session's ports and streams hold, inside the daemon's budget.
         self.budget = Budget(manager.limits.session_buffer, manager.budget)
         self.lease_seconds = lease_seconds
+        #: When it opened (``time.time()``: seconds since the epoch, for the admin API).
+        self.opened_at = time.time()
         self.table = HandleTable(max_handles=manager.limits.handles_per_session)
         self.root = Custodian(self.table, None, "sessions-open")
         self.state = SessionState.LEASED
@@ -154,6 +156,14 @@ class SessionManager:
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
+
+    def __iter__(self) -> Iterator[Session]:
+        """Every open session (a snapshot: dropping sessions while iterating is fine)."""
+        return iter(list(self._sessions.values()))
+
+    def find(self, session_id: str) -> Session | None:
+        """The session with this id, whoever holds it (the admin API's lookup)."""
+        return self._sessions.get(session_id)
 
     def handle_count(self) -> int:
         return sum(len(s.table) for s in self._sessions.values())
