@@ -152,7 +152,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         token = files.load_or_create_token(settings.token_file)
-        self.broker = Broker(settings.limits(), [Principal("default", token, settings.policy())])
+        self.broker = Broker(settings.limits(), [Principal("default", token, settings.policy(), admin=True)])
         self.metrics = Metrics(self.broker)
         self.stopping = asyncio.Event()
         self.grpc_port = 0
