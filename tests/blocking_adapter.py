@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -102,6 +102,9 @@ class AdaptedBroker:
         self._closed = False
         self.session = blocking.session
         self.lease_seconds = blocking.lease_seconds
+        self.grace_seconds = blocking.grace_seconds
+        self.resume_token = blocking.resume_token
+        self.resumption = blocking.resumption
         self.custodian = AdaptedCustodian(self, blocking.custodian)
         self.channel = _ChannelView(self)
 
@@ -131,6 +134,8 @@ class AdaptedBroker:
         transport: str | None = None,
         attach: bool = True,
         lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        resume: tuple[str, str] | None = None,
         credentials: Any = None,
         verify: Any = True,
     ) -> Awaitable[AdaptedBroker]:
@@ -142,6 +147,8 @@ class AdaptedBroker:
             transport=transport,
             attach=attach,
             lease_seconds=lease_seconds,
+            grace_seconds=grace_seconds,
+            resume=resume,
             credentials=credentials,
             verify=verify,
         )
@@ -157,10 +164,26 @@ class AdaptedBroker:
         return cls(blocking, pool)
 
     @classmethod
-    async def over(cls, channel: Channel, *, attach: bool = True, lease_seconds: float | None = None) -> AdaptedBroker:
+    async def over(
+        cls,
+        channel: Channel,
+        *,
+        attach: bool = True,
+        lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        resume: tuple[str, str] | None = None,
+    ) -> AdaptedBroker:
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-adapter")
         try:
-            blocking = await _in_thread(pool, Broker.over, channel, attach=attach, lease_seconds=lease_seconds)
+            blocking = await _in_thread(
+                pool,
+                Broker.over,
+                channel,
+                attach=attach,
+                lease_seconds=lease_seconds,
+                grace_seconds=grace_seconds,
+                resume=resume,
+            )
         except BaseException:
             pool.shutdown(wait=False)
             raise
@@ -174,6 +197,15 @@ class AdaptedBroker:
 
     async def detach(self) -> None:
         await self._run(self._blocking.detach)
+
+    async def abandon(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._run(self._blocking.abandon)
+        finally:
+            self._pool.shutdown(wait=False)
 
     async def aclose(self) -> None:
         """``Broker.close``, which is idempotent; the adapter's threads end with it."""
@@ -197,6 +229,30 @@ class AdaptedBroker:
 
     async def custodian_shutdown_all(self, custodian: AdaptedCustodian | str) -> None:
         await self._run(self._blocking.custodian_shutdown_all, _b(custodian))
+
+    async def delegate(
+        self,
+        custodian: AdaptedCustodian | str,
+        *,
+        expires_seconds: float,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+    ) -> str:
+        return await self._run(
+            self._blocking.delegate,
+            _b(custodian),
+            expires_seconds=expires_seconds,
+            allow_connect=allow_connect,
+            allow_listen=allow_listen,
+            allow_ports=allow_ports,
+            allow_multicast=allow_multicast,
+            allow_multicast_interface=allow_multicast_interface,
+            allow_handoff=allow_handoff,
+        )
 
     async def describe_custodian(self, custodian: AdaptedCustodian | str) -> dict[str, Any]:
         return await self._run(self._blocking.describe_custodian, _b(custodian))
@@ -449,6 +505,28 @@ class AdaptedCustodian(_AdaptedHandle):
 
     async def shutdown_all(self) -> None:
         await self._run(self._blocking.shutdown_all)
+
+    async def delegate(
+        self,
+        *,
+        expires_seconds: float,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+    ) -> str:
+        return await self._run(
+            self._blocking.delegate,
+            expires_seconds=expires_seconds,
+            allow_connect=allow_connect,
+            allow_listen=allow_listen,
+            allow_ports=allow_ports,
+            allow_multicast=allow_multicast,
+            allow_multicast_interface=allow_multicast_interface,
+            allow_handoff=allow_handoff,
+        )
 
 
 class AdaptedListener(_AdaptedHandle):

@@ -110,7 +110,7 @@ class CoreChannel:
 
     def _principal(self) -> Principal:
         with _translated():
-            return self.broker.authenticate(self._token)
+            return self.broker.authenticate_header(f"Bearer {self._token}")
 
     def _api(self, session: str, who: str) -> Api:
         with _translated():

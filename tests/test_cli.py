@@ -142,7 +142,7 @@ def test_serve_refuses_a_remote_door_without_tls(tmp_path: pathlib.Path, flag: s
 
 
 def test_every_setting_is_in_help() -> None:
-    from sockbroker.config import Settings
+    from sockbroker.config import FILE_ONLY, Settings
 
     result = subprocess.run(
         [sys.executable, "-m", "sockbroker", "serve", "--help"],
@@ -153,7 +153,7 @@ def test_every_setting_is_in_help() -> None:
         check=True,
     )
     for name in Settings.model_fields:
-        assert "--" + name.replace("_", "-") in result.stdout
+        assert (f"[{name}.NAME]" if name in FILE_ONLY else "--" + name.replace("_", "-")) in result.stdout
 
 
 def test_config_file_and_environment(tmp_path: pathlib.Path) -> None:

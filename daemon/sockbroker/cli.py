@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from . import __version__
 from .cli_client import add_commands
 from .cli_client import run as run_client
-from .config import Settings
+from .config import FILE_ONLY, Settings
 from .files import StartupError
 
 __all__ = ["main"]
@@ -54,13 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the daemon",
         description="Run the daemon. Settings come from flags, then SOCKBROKER_* variables, then --config, "
-        "then the embedded defaults (loopback only, a fresh token file).",
+        "then the embedded defaults (loopback only, a fresh token file). Principals besides `default` are "
+        "[principals.NAME] tables of the --config file (docs/security.md); SIGHUP reads them again.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument(
         "--config", type=pathlib.Path, metavar="PATH", help="TOML file of settings (keys as below, with _)"
     )
     for name, field in Settings.model_fields.items():
+        if name in FILE_ONLY:
+            continue
         keywords, _ = _flag_type(field.annotation)
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg,unused-ignore]
         serve.add_argument(
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = uvloop.run
 
     async def run() -> None:
-        await Daemon(settings).run()
+        await Daemon(settings, reload=lambda: Settings.load(config, **arguments)).run()
 
     try:
         runner(run())

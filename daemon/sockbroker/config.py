@@ -2,6 +2,9 @@
 
 Every setting is one field below; its description is its ``--help`` text and its name, in
 kebab case, is its flag (``grpc_address`` → ``--grpc-address``, ``SOCKBROKER_GRPC_ADDRESS``).
+The principals (``[principals.NAME]`` tables, :class:`PrincipalSettings`) are the config file's
+only (or ``SOCKBROKER_PRINCIPALS`` as JSON); :meth:`Settings.principals_of` builds them, at start
+and again on SIGHUP.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ import pathlib
 from contextvars import ContextVar
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from sockbroker_wire.paths import default_token_file
 
+from . import files
 from .core.limits import Limits
 from .core.policy import LOOPBACK, Policy, parse_port_ranges
+from .core.principals import Principal
 
-__all__ = ["Settings", "default_token_file", "split_address"]
+__all__ = ["PolicySettings", "PrincipalSettings", "Settings", "default_token_file", "split_address"]
+
+#: Settings that are no flag: tables of the config file (or JSON in their environment variable).
+FILE_ONLY = frozenset({"principals"})
 
 #: Every quota's default lives in core/limits.py; the settings only expose them as flags.
 _LIMITS = Limits()
@@ -40,6 +48,78 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_networks(value: list[str]) -> list[str]:
+    for spec in value:
+        ipaddress.ip_network(spec, strict=False)
+    return value
+
+
+class PolicySettings(BaseModel):
+    """``[principals.NAME.policy]``: what one principal may do on the network (core/policy.py).
+    The defaults are the safe ones: loopback only, no multicast group, no hand-off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_connect: list[str] = Field(list(LOOPBACK), description="networks (CIDR) it may connect and send to")
+    allow_listen: list[str] = Field(list(LOOPBACK), description="local networks (CIDR) it may listen and bind on")
+    allow_ports: list[str] = Field(["0-65535"], description="ports (N or LOW-HIGH) it may use")
+    allow_multicast: list[str] = Field([], description="multicast groups (CIDR) it may join")
+    allow_multicast_interface: list[str] = Field(
+        list(LOOPBACK), description="interface addresses (CIDR) it may send multicast on"
+    )
+    allow_handoff: bool = Field(False, description="it may be handed a socket's descriptor")
+
+    _networks = field_validator("allow_connect", "allow_listen", "allow_multicast", "allow_multicast_interface")(
+        _check_networks
+    )
+
+    @field_validator("allow_ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        parse_port_ranges(value)
+        return value
+
+
+class PrincipalSettings(BaseModel):
+    """``[principals.NAME]``: one principal, how it proves who it is (at least one way), its
+    policy, its limits (unset: the daemon's) and whether it may use the admin API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_file: pathlib.Path | None = Field(
+        None, description="bearer token file (0600; read if it exists, otherwise a new token is written there)"
+    )
+    tls_subject: str | None = Field(
+        None, description="client certificate subject, RFC 4514 (CN=ci,O=Example); needs tls_client_ca"
+    )
+    tls_san: list[str] = Field([], description="client certificate subject alternative names (DNS, URI, e-mail, IP)")
+    unix_uid: list[int] = Field([], description="uids of peers on the REST door's Unix socket (SO_PEERCRED)")
+    unix_gid: list[int] = Field([], description="gids of peers on the REST door's Unix socket (SO_PEERCRED)")
+    admin: bool = Field(False, description="it may use the admin API")
+    policy: PolicySettings = Field(default_factory=lambda: PolicySettings.model_validate({}))
+    max_sessions: int | None = Field(None, ge=1, description="open sessions it may hold")
+    max_handles_per_session: int | None = Field(None, ge=1, description="open handles one of its sessions may hold")
+    session_buffer: int | None = Field(None, ge=1 << 20, description="bytes one of its sessions may buffer")
+    max_grace_seconds: float | None = Field(None, ge=0, description="longest grace period its sessions may ask for")
+
+    @field_validator("tls_subject")
+    @classmethod
+    def _subject(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cryptography import x509
+
+            x509.Name.from_rfc4514_string(value)  # a ValueError names what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _proof(self) -> PrincipalSettings:
+        if not (self.token_file or self.tls_subject or self.tls_san or self.unix_uid or self.unix_gid):
+            raise ValueError(
+                "a principal needs a way to prove itself: token_file, tls_subject, tls_san, unix_uid or unix_gid"
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -79,10 +159,38 @@ class Settings(BaseSettings):
     allow_listen: list[str] = Field(list(LOOPBACK), description="local networks (CIDR) clients may listen and bind on")
     allow_ports: list[str] = Field(["0-65535"], description="ports (N or LOW-HIGH) clients may use")
     allow_multicast: list[str] = Field([], description="multicast groups (CIDR) clients may join")
+    allow_multicast_interface: list[str] = Field(
+        list(LOOPBACK), description="interface addresses (CIDR) clients may send multicast on (0.0.0.0/32: any)"
+    )
     allow_handoff: bool = Field(
         True, description="clients may be handed a socket's descriptor (UDP: only with a policy that allows everything)"
     )
+    rest_unix_socket: pathlib.Path | None = Field(
+        None,
+        description="also serve REST on this Unix socket (mode 0600); its peers may be principals by uid/gid "
+        "(SO_PEERCRED)",
+    )
+    rest_unix_socket_mode: str = Field(
+        "0600",
+        description="permissions of --rest-unix-socket, octal (0660, 0666: let other users connect, and be "
+        "principals by unix_uid/unix_gid or present a token)",
+    )
+    principals: dict[str, PrincipalSettings] = Field(
+        {},
+        description="[principals.NAME] tables: principals besides `default` (config file only); reloaded on SIGHUP",
+    )
+    audit_log: str = Field(
+        "",
+        description="audit log, one JSON line per event: a file path (appended, 0600), `stderr`, or empty for the "
+        "log (logger sockbroker.audit)",
+    )
     lease_seconds: float = Field(_LIMITS.lease_seconds, gt=0, description="session lease when a client asks for none")
+    max_grace_seconds: float = Field(
+        _LIMITS.max_grace_seconds, ge=0, description="longest grace period a session may ask for (Sessions.Open)"
+    )
+    max_delegation_seconds: float = Field(
+        _LIMITS.max_delegation_seconds, gt=0, description="longest life of a delegated token (Custodians.Delegate)"
+    )
     max_sessions_per_principal: int = Field(
         _LIMITS.sessions_per_principal, ge=1, description="open sessions one token may hold"
     )
@@ -184,6 +292,9 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        for name, principal in self.principals.items():
+            if (principal.tls_subject or principal.tls_san) and self.tls_client_ca is None:
+                raise ValueError(f"[principals.{name}]: tls_subject and tls_san need tls_client_ca (mTLS)")
         return self
 
     @field_validator("grpc_address", "rest_address")
@@ -199,11 +310,36 @@ class Settings(BaseSettings):
             split_address(value)
         return value
 
-    @field_validator("allow_connect", "allow_listen", "allow_multicast")
+    _networks = field_validator("allow_connect", "allow_listen", "allow_multicast", "allow_multicast_interface")(
+        _check_networks
+    )
+
+    @field_validator("rest_unix_socket_mode")
     @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for spec in value:
-            ipaddress.ip_network(spec, strict=False)
+    def _mode(cls, value: str) -> str:
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            raise ValueError(f"expected octal permissions such as 0600 or 0660, got {value!r}") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"expected permissions between 0000 and 0777, got {value!r}")
+        return value
+
+    @property
+    def rest_unix_socket_permissions(self) -> int:
+        return int(self.rest_unix_socket_mode, 8)
+
+    @field_validator("principals")
+    @classmethod
+    def _principal_names(cls, value: dict[str, PrincipalSettings]) -> dict[str, PrincipalSettings]:
+        for name in value:
+            if name == "default":
+                raise ValueError(
+                    "[principals.default]: the default principal is set by the top-level settings "
+                    "(token_file, allow_*, the [policy] table); give other principals other names"
+                )
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"[principals.{name}]: a principal's name is letters, digits, '-', '_' and '.'")
         return value
 
     @field_validator("allow_ports")
@@ -243,12 +379,42 @@ class Settings(BaseSettings):
             allow_listen=tuple(self.allow_listen),
             allow_ports=tuple(self.allow_ports),
             allow_multicast=tuple(self.allow_multicast),
+            allow_multicast_interface=tuple(self.allow_multicast_interface),
             allow_handoff=self.allow_handoff,
         )
+
+    def principals_of(self) -> list[Principal]:
+        """The principals: ``default`` (the token file's, the top-level policy, admin) and every
+        ``[principals.NAME]``, their token files read (or created). Raises
+        :class:`~sockbroker.files.StartupError` for a token file that is unsafe or unreadable."""
+        found = [Principal("default", files.load_or_create_token(self.token_file), self.policy(), admin=True)]
+        for name, p in self.principals.items():
+            token = None
+            if p.token_file is not None:
+                token = files.load_or_create_token(p.token_file, setting=f"[principals.{name}] token_file")
+            found.append(
+                Principal(
+                    name,
+                    token,
+                    Policy(**p.policy.model_dump(), origin=f"[principals.{name}.policy]"),
+                    admin=p.admin,
+                    tls_subject=p.tls_subject,
+                    tls_san=tuple(p.tls_san),
+                    unix_uids=tuple(p.unix_uid),
+                    unix_gids=tuple(p.unix_gid),
+                    max_sessions=p.max_sessions,
+                    max_handles_per_session=p.max_handles_per_session,
+                    session_buffer=p.session_buffer,
+                    max_grace_seconds=p.max_grace_seconds,
+                )
+            )
+        return found
 
     def limits(self) -> Limits:
         return Limits(
             lease_seconds=self.lease_seconds,
+            max_grace_seconds=self.max_grace_seconds,
+            max_delegation_seconds=self.max_delegation_seconds,
             sessions_per_principal=self.max_sessions_per_principal,
             handles_per_session=self.max_handles_per_session,
             port_receive_buffer=self.port_receive_buffer,

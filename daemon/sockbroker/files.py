@@ -285,6 +285,25 @@ def prepare_unix_socket(path: pathlib.Path, *, setting: str = "--grpc-unix-socke
     log.info("removed a stale socket at %s", path)
 
 
+def bind_unix(setting: str, path: pathlib.Path, mode: int = 0o600) -> socket.socket:
+    """A listening Unix socket at ``path`` (a dead one of ours there is replaced), born 0600 and
+    then given ``mode``: no window where others may connect before the mode says they may."""
+    prepare_unix_socket(path, setting=setting)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+        if mode != 0o600:
+            os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"{setting} {path}: cannot bind it ({exc.strerror or exc})") from None
+    finally:
+        os.umask(previous)
+    sock.listen(socket.SOMAXCONN)
+    return sock
+
+
 def _answers(path: pathlib.Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)

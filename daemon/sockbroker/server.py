@@ -1,6 +1,9 @@
 """``sockbroker serve``: both front doors on one asyncio loop, sharing one core.
 
 SIGTERM or SIGINT: stop taking calls, drop every session (closing every socket), exit 0.
+SIGHUP: read the settings again and take their principals and policies (existing handles keep
+working, the next operation sees the new policy); settings that are not principals or policy
+wait for a restart.
 Under a service manager (:mod:`.systemd`): ``READY=1`` once every door listens and the runtime
 file is written, ``STOPPING=1`` when the stop begins; sockets it passed (socket activation) are
 served instead of the configured addresses.
@@ -18,7 +21,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import grpc
 import uvicorn
@@ -31,8 +34,10 @@ from sockbroker_wire.routes import PACKAGE
 from sockbroker_wire.v1 import broker_pb2
 
 from . import __version__, files, systemd
+from .audit import AuditLog
 from .config import Settings, split_address
-from .core.broker import Broker, Principal
+from .core.broker import Broker
+from .core.events import Event
 from .doors.channel import ChannelDoor
 from .doors.grpc import GrpcDoor
 from .doors.rest import Acceptor, Protocol, WebSocketProtocol, create_app
@@ -147,12 +152,16 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Daemon:
-    """The running daemon: the core, the gRPC server and the REST server."""
+    """The running daemon: the core, the gRPC server and the REST server.
 
-    def __init__(self, settings: Settings) -> None:
+    ``reload`` reads the settings again (the same file, environment and flags) on SIGHUP."""
+
+    def __init__(self, settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
-        token = files.load_or_create_token(settings.token_file)
-        self.broker = Broker(settings.limits(), [Principal("default", token, settings.policy(), admin=True)])
+        self._reload = reload
+        self.broker = Broker(settings.limits(), settings.principals_of())
+        self.audit = AuditLog(settings.audit_log)
+        self.broker.events.add_sink(self.audit)
         self.metrics = Metrics(self.broker)
         self.stopping = asyncio.Event()
         self.grpc_port = 0
@@ -163,7 +172,7 @@ class Daemon:
         self._acceptor: Acceptor | None = None
         self._channel: ChannelDoor | None = None
         self._health = health.aio.HealthServicer()
-        self.grpc_door = GrpcDoor(self.broker, self.metrics)
+        self.grpc_door = GrpcDoor(self.broker, self.metrics, mtls=settings.tls_client_ca is not None)
         self._runtime: tuple[pathlib.Path, dict[str, object]] | None = None
         self._manager = systemd.Notifier.from_environment()
         #: What the daemon serves, one line (the service manager's ``STATUS=``), once started.
@@ -187,6 +196,12 @@ class Daemon:
         try:
             rest_host, rest_port = split_address(settings.rest_address)
             rest_sockets = inherited.rest or files.bind_tcp("--rest-address", rest_host, rest_port)
+            if settings.rest_unix_socket is not None:
+                rest_sockets.append(
+                    files.bind_unix(
+                        "--rest-unix-socket", settings.rest_unix_socket, settings.rest_unix_socket_permissions
+                    )
+                )
             await self._start(rest_sockets, inherited)
         except BaseException:
             with contextlib.suppress(Exception):  # the first failure is the one to report
@@ -317,6 +332,7 @@ class Daemon:
             "grpc_unix_socket": str(unix.absolute()) if unix is not None else None,
             "rest_address": rest_address,
             "rest_url": f"{'https' if settings.tls_cert else 'http'}://{rest_address}",
+            "rest_unix_socket": str(settings.rest_unix_socket.absolute()) if settings.rest_unix_socket else None,
             "tls": settings.tls_cert is not None,
             "token_file": str(settings.token_file.absolute()),
             "channel_address": self.broker.channels.relay_address,
@@ -380,16 +396,40 @@ class Daemon:
         if self._runtime is not None:
             files.remove_runtime_file(*self._runtime)
             self._runtime = None
+        if self.settings.rest_unix_socket is not None:
+            with contextlib.suppress(OSError):
+                self.settings.rest_unix_socket.unlink()
+        self.audit.close()
+
+    def reload(self) -> bool:
+        """SIGHUP: the principals and policies of freshly read settings, or — when they are bad —
+        the old ones kept and one error logged. True when the new ones took effect."""
+        if self._reload is None:
+            log.warning("SIGHUP: this daemon has no settings to read again")
+            return False
+        try:
+            settings = self._reload()
+            principals = settings.principals_of()
+        except (ValueError, OSError, files.StartupError) as exc:  # pydantic's ValidationError is a ValueError
+            reason = " ".join(str(exc).split())
+            log.error("SIGHUP: settings not reloaded, the old ones stay: %s", reason)
+            self.broker.events.publish(Event("policy.reload_failed", reason=reason[:1000]))
+            return False
+        self.broker.reload(principals)
+        log.info("SIGHUP: %d principals reloaded (%s)", len(principals), ", ".join(p.name for p in principals))
+        return True
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         self._manager.notify("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self.status}")
         try:
             await self.stopping.wait()
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             sessions = len(self.broker.sessions)
             self._manager.notify("STOPPING=1", f"STATUS=stopping: dropping {sessions} sessions")
             log.info("stopping: dropping %d sessions", sessions)

@@ -4,9 +4,10 @@ always refused, and so is a token whose principal is no longer one of the broker
 from __future__ import annotations
 
 import pytest
-from sockbroker.core.broker import _HEADERS_KEPT, Broker, Principal
+from sockbroker.core.broker import Broker, Principal
 from sockbroker.core.errors import UnauthenticatedError
 from sockbroker.core.limits import Limits
+from sockbroker.core.principals import HEADERS_KEPT
 
 TOKEN = "t" * 43
 
@@ -29,6 +30,6 @@ def test_remembered_values_never_let_a_wrong_token_in() -> None:
 def test_it_remembers_a_bounded_number_of_values() -> None:
     alice = Principal("alice", TOKEN)
     broker = Broker(Limits(), [alice])
-    for spaces in range(3 * _HEADERS_KEPT):  # "Bearer  <token> " variants all carry the token
+    for spaces in range(3 * HEADERS_KEPT):  # "Bearer  <token> " variants all carry the token
         assert broker.authenticate_header("Bearer " + TOKEN + " " * spaces) is alice
-        assert len(broker._by_header) <= _HEADERS_KEPT
+        assert len(broker.identities._by_header) <= HEADERS_KEPT

@@ -30,6 +30,7 @@ from sockbroker.core.errors import (
 )
 from sockbroker.core.limits import Limits
 from sockbroker.core.policy import Policy
+from sockbroker.core.principals import Principal
 from sockbroker.core.resources import Custodian
 from sockbroker.core.sessions import Session, SessionManager
 from sockbroker.core.udp import MAX_DATAGRAM, UdpSocket, UdpState, datagram_slice, udp_open
@@ -62,7 +63,13 @@ async def manager() -> AsyncIterator[SessionManager]:
 
 @pytest.fixture
 async def session(manager: SessionManager) -> Session:
-    return manager.open("test", POLICY, None)
+    return session_for(manager, "test", POLICY)
+
+
+def session_for(manager: SessionManager, name: str, policy: Policy) -> Session:
+    """A session of a principal ``name`` with ``policy``, straight from the manager."""
+    principal = Principal(name, policy=policy)
+    return manager.open(principal, principal, lambda: policy)
 
 
 async def opened(session: Session, host: str | None = None) -> UdpSocket:
@@ -137,7 +144,7 @@ async def test_open_contract_and_custodian_errors(manager: SessionManager, sessi
         await udp_open(session, family_hostname=None, family_port=None, custodian=child.handle)
     small = SessionManager(Limits(handles_per_session=2))
     try:
-        tiny = small.open("tiny", POLICY, None)  # the root custodian is one handle
+        tiny = session_for(small, "tiny", POLICY)  # the root custodian is one handle
         await opened(tiny)
         with pytest.raises(ResourceExhaustedError):
             await opened(tiny)
@@ -205,7 +212,7 @@ async def test_bind_reuse_lets_two_sockets_share_a_port(session: Session) -> Non
 
 
 async def test_bind_obeys_the_listen_policy(manager: SessionManager) -> None:
-    strict = manager.open("strict", Policy(allow_listen=["127.0.0.1/32"]), None)
+    strict = session_for(manager, "strict", Policy(allow_listen=["127.0.0.1/32"]))
     sock = await opened(strict)
     with pytest.raises(PermissionDeniedError):
         await sock.bind(None, 0)
@@ -254,7 +261,7 @@ async def test_hostnames_resolve(session: Session) -> None:
 
 async def test_send_to_obeys_the_connect_policy(manager: SessionManager) -> None:
     # 127.0.0.2 is denied: should the policy ever fail, the datagram still stays on this machine.
-    sender = await opened(manager.open("loopback only", Policy(allow_connect=["127.0.0.1/32"]), None))
+    sender = await opened(session_for(manager, "loopback only", Policy(allow_connect=["127.0.0.1/32"])))
     with pytest.raises(PermissionDeniedError):
         await sender.send_to("127.0.0.2", 9, b"never sent")
     assert not sender.bound  # nothing was sent: the kernel did not even bind it
@@ -515,7 +522,7 @@ async def test_connect_a_closed_socket_is_a_network_error(session: Session) -> N
 
 
 async def test_connect_obeys_the_connect_policy(manager: SessionManager) -> None:
-    sock = await opened(manager.open("loopback only", Policy(allow_connect=["127.0.0.1/32"]), None))
+    sock = await opened(session_for(manager, "loopback only", Policy(allow_connect=["127.0.0.1/32"])))
     with pytest.raises(PermissionDeniedError):
         await sock.connect("127.0.0.2", 9)
     assert not sock.connected
@@ -770,7 +777,7 @@ async def test_a_unicast_group_is_the_kernels_refusal(manager: SessionManager, g
     # As in Racket: the group resolves (IPv4), then the kernel refuses it (EINVAL to join,
     # EADDRNOTAVAIL to leave). A policy that allows no group at all does not get in the way:
     # it names groups, and these are none.
-    sock = await bound(manager.open("no groups", Policy(), None))
+    sock = await bound(session_for(manager, "no groups", Policy()))
     with pytest.raises(NetworkErrnoError) as info:
         await sock.multicast_join(group, "127.0.0.1")
     assert (info.value.errno, str(info.value).split("\n")[0]) == (
@@ -815,7 +822,7 @@ async def test_a_group_that_is_no_hostname_is_a_contract_error(session: Session,
 
 
 async def test_multicast_join_obeys_the_policy(manager: SessionManager) -> None:
-    strict = manager.open("strict", Policy(allow_multicast=["239.255.0.0/16"]), None)
+    strict = session_for(manager, "strict", Policy(allow_multicast=["239.255.0.0/16"]))
     sock = await bound(strict)
     with pytest.raises(PermissionDeniedError):
         await sock.multicast_join("224.0.0.251", "127.0.0.1")

@@ -30,6 +30,9 @@ class _Transport:
     def abort(self) -> None:
         self.aborted = True
 
+    def get_extra_info(self, name: str) -> None:
+        return None  # neither TLS nor a socket: no credentials of the connection's own
+
 
 def _door() -> Connections:
     return Connections(

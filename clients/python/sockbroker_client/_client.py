@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -139,6 +139,29 @@ def _h(value: Any) -> Any:
 
 
 class Custodian(_Handle):
+    async def delegate(
+        self,
+        *,
+        expires_seconds: float,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+    ) -> str:
+        """A bearer token for sessions under this custodian (:meth:`AsyncBroker.delegate`)."""
+        return await self.broker.delegate(
+            self,
+            expires_seconds=expires_seconds,
+            allow_connect=allow_connect,
+            allow_listen=allow_listen,
+            allow_ports=allow_ports,
+            allow_multicast=allow_multicast,
+            allow_multicast_interface=allow_multicast_interface,
+            allow_handoff=allow_handoff,
+        )
+
     async def shutdown_all(self) -> None:
         await self.broker.custodian_shutdown_all(self)
 
@@ -377,15 +400,43 @@ class Connecting:
             await self._broker.aclose()
 
 
+@dataclass(frozen=True)
+class _SessionOptions:
+    """How ``connect`` opens its session: attached, its lease, its grace period, or a resume."""
+
+    attach: bool
+    lease_seconds: float | None
+    grace_seconds: float | None
+    resume: tuple[str, str] | None
+
+
 class AsyncBroker:
     """A session with the broker. ``async with AsyncBroker.connect(...) as broker: ...``"""
 
-    def __init__(self, channel: Channel, session: str, custodian: str, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        session: str,
+        custodian: str,
+        lease_seconds: float,
+        grace_seconds: float = 0.0,
+        resume_token: str = "",
+    ) -> None:
         self.channel = channel
         self.session = session
         self.custodian = Custodian(self, custodian)
         self.lease_seconds = lease_seconds
+        #: The grace period the daemon granted (0: none), and the token that takes the session
+        #: back within it: ``AsyncBroker.connect(..., resume=broker.resumption)`` from another
+        #: process or after the connection broke. Each resume gives a new token.
+        self.grace_seconds = grace_seconds
+        self.resume_token = resume_token
         self._attachment: Any = None
+
+    @property
+    def resumption(self) -> tuple[str, str]:
+        """``(session, resume_token)``: what ``connect(resume=...)`` takes back."""
+        return self.session, self.resume_token
 
     # ── session ────────────────────────────────────────────────────────────
     @classmethod
@@ -398,6 +449,8 @@ class AsyncBroker:
         transport: str | None = None,
         attach: bool = True,
         lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        resume: tuple[str, str] | None = None,
         credentials: Any = None,
         verify: Any = True,
     ) -> Connecting:
@@ -415,6 +468,12 @@ class AsyncBroker:
         the moment this process dies. TLS: ``credentials`` (``grpc.ssl_channel_credentials(...)``)
         for gRPC; an ``https://`` target and ``verify`` (a CA bundle path or ``ssl.SSLContext``)
         for REST.
+
+        ``grace_seconds`` asks the daemon to keep the session that long after its attachment
+        breaks or its lease runs out (bounded by the daemon's ``max_grace_seconds``);
+        ``resume=(session, resume_token)`` takes such a session back instead of opening one,
+        every handle intact (``broker.resumption`` of the old broker). ``NotFoundError`` when
+        the token is wrong or the grace period is over.
         """
         return Connecting(
             cls._open(
@@ -422,8 +481,7 @@ class AsyncBroker:
                 token=token,
                 token_file=token_file,
                 transport=transport,
-                attach=attach,
-                lease_seconds=lease_seconds,
+                options=_SessionOptions(attach, lease_seconds, grace_seconds, resume),
                 credentials=credentials,
                 verify=verify,
             )
@@ -437,8 +495,7 @@ class AsyncBroker:
         token: str | None,
         token_file: str | os.PathLike[str] | None,
         transport: str | None,
-        attach: bool,
-        lease_seconds: float | None,
+        options: _SessionOptions,
         credentials: Any,
         verify: Any,
     ) -> AsyncBroker:
@@ -455,16 +512,42 @@ class AsyncBroker:
             channel = GrpcTransport(target, token, credentials=credentials)
         else:
             channel = RestTransport(target, token, verify=verify)
-        return await cls.over(channel, attach=attach, lease_seconds=lease_seconds)
+        return await cls.over(
+            channel,
+            attach=options.attach,
+            lease_seconds=options.lease_seconds,
+            grace_seconds=options.grace_seconds,
+            resume=options.resume,
+        )
 
     @classmethod
-    async def over(cls, channel: Channel, *, attach: bool = True, lease_seconds: float | None = None) -> AsyncBroker:
-        """Open a session over an already made ``channel`` (a transport of your own); the
-        broker owns the channel from here and closes it with the session."""
+    async def over(
+        cls,
+        channel: Channel,
+        *,
+        attach: bool = True,
+        lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        resume: tuple[str, str] | None = None,
+    ) -> AsyncBroker:
+        """Open a session (or, with ``resume``, take one back) over an already made ``channel``
+        (a transport of your own); the broker owns the channel from here and closes it with the
+        session."""
         try:
-            args = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
-            reply = await channel.call("Sessions.Open", args, None)
-            broker = cls(channel, reply["session"], reply["custodian"], float(reply["lease_seconds"]))
+            if resume is not None:
+                session, token = resume
+                reply = await channel.call("Sessions.Resume", {"session": session, "resume_token": token}, session)
+            else:
+                args = {"lease_seconds": lease_seconds, "grace_seconds": grace_seconds}
+                reply = await channel.call("Sessions.Open", {k: v for k, v in args.items() if v is not None}, None)
+            broker = cls(
+                channel,
+                reply["session"],
+                reply["custodian"],
+                float(reply["lease_seconds"]),
+                float(reply.get("grace_seconds") or 0.0),
+                reply.get("resume_token") or "",
+            )
             if attach:
                 broker._attachment = await channel.attach(broker.session)
         except BaseException:
@@ -499,6 +582,17 @@ class AsyncBroker:
             finally:
                 await attachment.aclose()
 
+    async def abandon(self) -> None:
+        """Close the channel without closing the session, as a crash or a broken network would:
+        the attachment breaks, so the session drops — or, opened with ``grace_seconds``, waits
+        for ``connect(resume=broker.resumption)``."""
+        try:
+            if self._attachment is not None:
+                attachment, self._attachment = self._attachment, None
+                await attachment.aclose()
+        finally:
+            await self.channel.aclose()
+
     async def aclose(self) -> None:
         """Close the session (every handle in it) and the channel."""
         try:
@@ -523,6 +617,36 @@ class AsyncBroker:
 
     async def describe_custodian(self, custodian: Custodian | str) -> dict[str, Any]:
         return await self.call("Custodians.Describe", custodian=_h(custodian))
+
+    async def delegate(
+        self,
+        custodian: Custodian | str,
+        *,
+        expires_seconds: float,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+    ) -> str:
+        """``Custodians.Delegate``: a bearer token for a sandboxed child. Sessions opened with it
+        (``AsyncBroker.connect(token=...)``) live under ``custodian`` with this session's policy
+        narrowed to the lists given (an empty list allows nothing of its kind; ports ``"0-65535"``
+        for all). It ends after ``expires_seconds``, or when ``custodian`` is shut down, and every
+        session opened with it then drops."""
+        reply = await self.call(
+            "Custodians.Delegate",
+            custodian=_h(custodian),
+            allow_connect=list(allow_connect),
+            allow_listen=list(allow_listen),
+            allow_ports=list(allow_ports),
+            allow_multicast=list(allow_multicast),
+            allow_multicast_interface=list(allow_multicast_interface),
+            allow_handoff=allow_handoff,
+            expires_seconds=expires_seconds,
+        )
+        return str(reply["token"])
 
     async def describe(self, handle: _Handle | str) -> dict[str, Any]:
         return await self.call("Handles.Describe", handle=_h(handle))

@@ -15,12 +15,12 @@ out rather than generated so that readers, IDEs and type checkers see them;
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._channel import ChannelSocket
-from ._client import AsyncBroker
+from ._client import AsyncBroker, _SessionOptions
 from ._client import InputPort as _AsyncInputPort
 from ._client import OutputPort as _AsyncOutputPort
 from ._client import UdpSocket as _AsyncUdpSocket
@@ -71,6 +71,19 @@ class Broker:
         return self._async.lease_seconds
 
     @property
+    def grace_seconds(self) -> float:
+        return self._async.grace_seconds
+
+    @property
+    def resume_token(self) -> str:
+        return self._async.resume_token
+
+    @property
+    def resumption(self) -> tuple[str, str]:
+        """``(session, resume_token)``: what ``connect(resume=...)`` takes back."""
+        return self._async.resumption
+
+    @property
     def transport(self) -> str:
         """``"grpc"`` or ``"rest"``."""
         return self._async.channel.name
@@ -92,11 +105,13 @@ class Broker:
         transport: str | None = None,
         attach: bool = True,
         lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        resume: tuple[str, str] | None = None,
         credentials: Any = None,
         verify: Any = True,
     ) -> Broker:
-        """Open a session; the arguments are :meth:`AsyncBroker.connect`'s (an ``http(s)://``
-        target picks REST)."""
+        """Open a session, or take one back (``resume``); the arguments are
+        :meth:`AsyncBroker.connect`'s (an ``http(s)://`` target picks REST)."""
         runner = Runner()
         try:
             async_broker = runner.run(
@@ -105,8 +120,7 @@ class Broker:
                     token=token,
                     token_file=token_file,
                     transport=transport,
-                    attach=attach,
-                    lease_seconds=lease_seconds,
+                    options=_SessionOptions(attach, lease_seconds, grace_seconds, resume),
                     credentials=credentials,
                     verify=verify,
                 )
@@ -123,8 +137,10 @@ class Broker:
         *,
         attach: bool = True,
         lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        resume: tuple[str, str] | None = None,
     ) -> Broker:
-        """Open a session over a transport of your own (:meth:`AsyncBroker.over`).
+        """Open (or resume) a session over a transport of your own (:meth:`AsyncBroker.over`).
 
         The channel is used on the broker's private loop thread. A gRPC channel binds to the loop
         it is made on, so pass a function that makes the channel: it is called on that thread.
@@ -133,7 +149,9 @@ class Broker:
 
         async def open_session() -> AsyncBroker:
             made = channel() if callable(channel) else channel
-            return await AsyncBroker.over(made, attach=attach, lease_seconds=lease_seconds)
+            return await AsyncBroker.over(
+                made, attach=attach, lease_seconds=lease_seconds, grace_seconds=grace_seconds, resume=resume
+            )
 
         try:
             async_broker = runner.run(open_session())
@@ -153,6 +171,16 @@ class Broker:
     def detach(self) -> None:
         """End the attachment without dropping the session (the lease holds it from now on)."""
         self._run(self._async.detach())
+
+    def abandon(self) -> None:
+        """Close the channel and the loop thread without closing the session
+        (:meth:`AsyncBroker.abandon`): resume it with ``connect(resume=broker.resumption)``."""
+        if self._runner.closed:
+            return
+        try:
+            self._run(self._async.abandon())
+        finally:
+            self._runner.stop()
 
     def close(self) -> None:
         """Close the session (every handle in it), the channel and the loop thread. Idempotent."""
@@ -183,6 +211,32 @@ class Broker:
     def describe_custodian(self, custodian: BlockingCustodian | str) -> dict[str, Any]:
         """The custodian's handles and children (how to find what a lost reply had created)."""
         return self._run(self._async.describe_custodian(handle_of(custodian)))
+
+    def delegate(
+        self,
+        custodian: BlockingCustodian | str,
+        *,
+        expires_seconds: float,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+    ) -> str:
+        """``Custodians.Delegate``: a bearer token for a sandboxed child (:meth:`AsyncBroker.delegate`)."""
+        return self._run(
+            self._async.delegate(
+                handle_of(custodian),
+                expires_seconds=expires_seconds,
+                allow_connect=allow_connect,
+                allow_listen=allow_listen,
+                allow_ports=allow_ports,
+                allow_multicast=allow_multicast,
+                allow_multicast_interface=allow_multicast_interface,
+                allow_handoff=allow_handoff,
+            )
+        )
 
     def describe(self, handle: BlockingHandle | str) -> dict[str, Any]:
         """Kind, state and custodian of any handle."""

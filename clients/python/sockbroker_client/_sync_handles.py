@@ -119,6 +119,30 @@ class BlockingCustodian(BlockingHandle):
         """custodian-shutdown-all."""
         self._run(self._async.shutdown_all())
 
+    def delegate(
+        self,
+        *,
+        expires_seconds: float,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+    ) -> str:
+        """A bearer token for sessions under this custodian (:meth:`AsyncBroker.delegate`)."""
+        return self._run(
+            self._async.delegate(
+                expires_seconds=expires_seconds,
+                allow_connect=allow_connect,
+                allow_listen=allow_listen,
+                allow_ports=allow_ports,
+                allow_multicast=allow_multicast,
+                allow_multicast_interface=allow_multicast_interface,
+                allow_handoff=allow_handoff,
+            )
+        )
+
     def _close_on_exit(self) -> None:
         self.shutdown_all()
 

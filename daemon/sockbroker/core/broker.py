@@ -17,21 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import tcp, udp
 from .channels import Channels, Ticket
-from .errors import ContractError, UnauthenticatedError, contract_violation
-from .events import Events
+from .errors import ContractError, ResourceExhaustedError, UnauthenticatedError, contract_violation
+from .events import Event, Events
 from .limits import Limits
 from .policy import Policy
+from .principals import Credentials, Delegation, Principal, Principals
 from .resources import Custodian, Resource
 from .sessions import Session, SessionManager
 from .streams import relay_port, udp_stream
-from .sync import Event, sync
+from .sync import Event as SyncEvent
+from .sync import sync
 from .tcp import TcpConnection, TcpInputPort, TcpListener, TcpOutputPort
 from .udp import UdpSocket
 
@@ -40,6 +41,7 @@ __all__ = [
     "Api",
     "AttachEvent",
     "Broker",
+    "Credentials",
     "Datagram",
     "Direction",
     "Principal",
@@ -51,16 +53,6 @@ log = logging.getLogger(__name__)
 
 #: What a datagram stream carries: (data, host, port).
 StreamDatagram = tuple[bytes, str, int]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a token speaks for, what the policy lets it do, and whether it may use the admin API."""
-
-    name: str
-    token: str = field(repr=False)
-    policy: Policy = field(default_factory=Policy)
-    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +96,9 @@ class AttachEvent:
     custodian: str
     lease_seconds: float
     event: str
+    #: ``Sessions.Open`` and ``Sessions.Resume`` only: the grace period and the resume token.
+    grace_seconds: float = 0.0
+    resume_token: str = ""
 
 
 class Direction(enum.Enum):
@@ -114,68 +109,92 @@ class Direction(enum.Enum):
     BOTH = "both"
 
 
-#: How many ``Authorization`` values :meth:`Broker.authenticate_header` remembers.
-_HEADERS_KEPT = 64
-
-
 class Broker:
-    """The daemon's core: its principals and its sessions."""
+    """The daemon's core: its principals, their delegations, and the sessions."""
 
-    def __init__(self, limits: Limits, principals: list[Principal]) -> None:
-        if not principals:
-            raise ValueError("at least one principal is needed")
+    def __init__(self, limits: Limits, principals: list[Principal], *, events: Events | None = None) -> None:
         self.limits = limits
-        self.principals = principals
-        self.sessions = SessionManager(limits)
+        self.events = events if events is not None else Events()
+        #: Who callers are (:mod:`.principals`): the configured principals and live delegations.
+        self.identities = Principals(principals)
+        #: The configured principals (the registry's list: a reload replaces its items).
+        self.principals = self.identities.principals
+        self.sessions = SessionManager(limits, self.events)
         #: Tickets for the channel door (DESIGN §8).
         self.channels = Channels(limits)
-        #: What happens to sessions, policies and handles: the audit log and the admin API's events.
-        self.events = Events()
         #: True once the daemon has begun to stop (health checks answer NOT_SERVING).
         self.stopping = False
-        #: Principals found by :meth:`authenticate_header`, by the header value that named them.
-        self._by_header: dict[str, Principal] = {}
 
-    def authenticate(self, token: str | None) -> Principal:
-        """The principal whose token this is; ``unauthenticated`` otherwise (constant time)."""
-        found = None
-        candidate = (token or "").encode()
-        for principal in self.principals:
-            if hmac.compare_digest(candidate, principal.token.encode()):
-                found = principal
-        if found is None or not token:
+    # ── who is calling ─────────────────────────────────────────────────────
+    def authenticate(self, credentials: Credentials) -> Principal:
+        """The principal the caller's credentials name (:meth:`.principals.Principals.authenticate`)."""
+        return self.identities.authenticate(credentials)
+
+    def authenticate_header(self, authorization: str | None) -> Principal:
+        """The principal of an ``Authorization: Bearer <token>`` value (gRPC metadata or HTTP header)."""
+        return self.identities.authenticate(Credentials(authorization=authorization or ""))
+
+    def reload(self, principals: list[Principal]) -> None:
+        """New principals and policies (SIGHUP): sessions keep their handles, and their next
+        operation sees the new policy; the sessions of a principal no longer configured drop
+        (with the delegations they made)."""
+        names = {p.name for p in principals}
+        self.identities.replace(principals)
+        self.sessions.generation += 1
+        for session in self.sessions:
+            if session.account not in names:
+                session.drop("its principal is no longer configured")
+        self.events.publish(Event("policy.reload", reason=f"{len(principals)} principals: {', '.join(sorted(names))}"))
+
+    def _account(self, principal: Principal) -> Principal:
+        """The configured principal whose quotas ``principal`` counts against."""
+        if principal.delegation is None:
+            return principal
+        found = self.identities.named(principal.account)
+        if found is None:
             raise UnauthenticatedError("sockbroker", "missing or wrong bearer token")
         return found
 
-    def authenticate_header(self, authorization: str | None) -> Principal:
-        """The principal of an ``Authorization: Bearer <token>`` value (gRPC metadata or HTTP header).
+    # ── sessions ───────────────────────────────────────────────────────────
+    def open_session(
+        self, principal: Principal, *, lease_seconds: float | None = None, grace_seconds: float | None = None
+    ) -> Api:
+        """``Sessions.Open``: a new session with its root custodian (a delegated token's: a child
+        of the delegation's custodian, with the delegation's policy)."""
+        delegation = principal.delegation
+        if delegation is None:
+            name = principal.name
 
-        A value that named a principal before names it again without the token compare, as long
-        as that principal is still one of :attr:`principals`: only values that carried a valid
-        token are remembered (at most :data:`_HEADERS_KEPT`), so a wrong one always takes the
-        constant-time path of :meth:`authenticate`."""
-        if authorization is not None:
-            known = self._by_header.get(authorization)
-            if known is not None and any(known is principal for principal in self.principals):
-                return known
-        scheme, _, token = (authorization or "").partition(" ")
-        found = self.authenticate(token.strip() if scheme.lower() == "bearer" else None)
-        assert authorization is not None  # no value, no token: authenticate refused it
-        if len(self._by_header) >= _HEADERS_KEPT:
-            self._by_header.clear()
-        self._by_header[authorization] = found
-        return found
+            def policy() -> Policy:
+                current = self.identities.named(name)
+                return current.policy if current is not None else Policy(allow_connect=(), allow_listen=())
 
-    def open_session(self, principal: Principal, *, lease_seconds: float | None = None) -> Api:
-        """``Sessions.Open``: a new session with its root custodian."""
-        return Api(self.sessions.open(principal.name, principal.policy, lease_seconds), self.channels)
+            parent = None
+        else:
+            policy, parent = delegation.policy, delegation.custodian
+        session = self.sessions.open(
+            principal,
+            self._account(principal),
+            policy,
+            lease_seconds=lease_seconds,
+            grace_seconds=grace_seconds,
+            parent=parent,
+        )
+        if delegation is not None:
+            delegation.sessions.add(session)
+            session.root.on_shutdown(lambda: delegation.sessions.discard(session))
+        return Api(session, self)
 
     def api(self, principal: Principal, session_id: str | None, who: str, *, named: str | None = None) -> Api:
         """The operations of the caller's session (renewed). ``named`` is a session the request
         names in its path or body; it must agree with the header's."""
         if named and session_id and named != session_id:
             raise ContractError(who, "the session in the path differs from the session header")
-        return Api(self.sessions.get(named or session_id or "", principal.name, who), self.channels)
+        return Api(self.sessions.get(named or session_id or "", principal.name, who), self)
+
+    def resume_session(self, principal: Principal, session_id: str, resume_token: str) -> Api:
+        """``Sessions.Resume``: the caller's session, taken back within its grace period."""
+        return Api(self.sessions.resume(session_id, resume_token, principal.name, "sessions-resume"), self)
 
     def close(self) -> None:
         """Drop every session: every socket of every client is closed."""
@@ -186,9 +205,10 @@ class Broker:
 class Api:
     """The typed operations of one session. Handles are the strings the client holds."""
 
-    def __init__(self, session: Session, channels: Channels) -> None:
+    def __init__(self, session: Session, broker: Broker) -> None:
         self.session = session
-        self._channels = channels
+        self._broker = broker
+        self._channels = broker.channels
         self._lookup = session.table.lookup
 
     # ── sessions ───────────────────────────────────────────────────────────
@@ -198,7 +218,7 @@ class Api:
 
     def _event(self, event: str) -> AttachEvent:
         s = self.session
-        return AttachEvent(s.id, s.root.handle, s.lease_seconds, event)
+        return AttachEvent(s.id, s.root.handle, s.lease_seconds, event, s.grace_seconds, s.resume_token or "")
 
     def sending(self) -> contextlib.AbstractAsyncContextManager[None]:
         """A request carrying bytes to send is read and run inside this block
@@ -220,7 +240,7 @@ class Api:
         requests (True: detach on purpose). The attachment *breaks* — and the session drops —
         when the client goes away without detaching, or sends something malformed."""
         session = self.session
-        session.attach()
+        epoch = session.attach()
         broken = True
         try:
             await emit(self._event("attached"))
@@ -230,7 +250,7 @@ class Api:
                     await emit(self._event("detached"))
                     return
         finally:
-            session.detach(broken=broken)
+            session.detach(broken=broken, epoch=epoch)
 
     # ── custodians and handles ─────────────────────────────────────────────
     def make_custodian(self, *, parent: str | None = None) -> Custodian:
@@ -242,6 +262,58 @@ class Api:
             self.session.drop("root custodian shut down")
         else:
             found.force_close()
+
+    def delegate(
+        self,
+        custodian: str,
+        *,
+        allow_connect: Sequence[str] = (),
+        allow_listen: Sequence[str] = (),
+        allow_ports: Sequence[str] = (),
+        allow_multicast: Sequence[str] = (),
+        allow_multicast_interface: Sequence[str] = (),
+        allow_handoff: bool = False,
+        expires_seconds: float | None = None,
+    ) -> Delegation:
+        """``Custodians.Delegate``: a token for ``custodian`` whose policy is this session's (as
+        it is at each operation) narrowed to the lists given; an empty list allows nothing."""
+        who = "custodian-delegate"
+        found = self._lookup(custodian, Custodian, who)
+        found.check_usable(who)
+        limits = self._broker.limits
+        if expires_seconds is None or not (0 < expires_seconds < float("inf")):
+            raise ContractError(who, "contract violation", {"expected": "positive-real?", "given": expires_seconds})
+        try:
+            narrowing = Policy(
+                allow_connect=tuple(allow_connect),
+                allow_listen=tuple(allow_listen),
+                allow_ports=tuple(allow_ports),
+                allow_multicast=tuple(allow_multicast),
+                allow_multicast_interface=tuple(allow_multicast_interface),
+                allow_handoff=bool(allow_handoff),
+            )
+        except ValueError as exc:  # a malformed network or port range
+            raise ContractError(who, "bad network or port range", {"reason": str(exc)}) from None
+        session = self.session
+        identities = self._broker.identities
+        mine = sum(1 for d in identities.delegations.values() if d.session is session)
+        if mine >= limits.delegations_per_session:
+            raise ResourceExhaustedError(who, "too many delegated tokens", {"limit": limits.delegations_per_session})
+        events = self._broker.events
+
+        def ended(delegation: Delegation, reason: str) -> None:
+            identities.forget(delegation)
+            events.publish(
+                Event("delegation.revoke", session.principal, session.id, who, delegation.principal.name, reason)
+            )
+
+        delegation = Delegation(session, found, narrowing, min(expires_seconds, limits.max_delegation_seconds), ended)
+        identities.add(delegation)
+        found.on_shutdown(lambda: delegation.end("its custodian was shut down"))
+        events.publish(
+            Event("delegation.create", session.principal, session.id, who, delegation.principal.name, custodian)
+        )
+        return delegation
 
     def describe_custodian(self, custodian: str) -> dict[str, object]:
         return self._lookup(custodian, Custodian, "custodian-describe").describe()
@@ -511,7 +583,7 @@ class Api:
         return self._channels.issue(self.session, found, found.handle, mode, who)
 
     # ── events ─────────────────────────────────────────────────────────────
-    async def sync(self, events: Sequence[Event], *, timeout: float | None = None) -> SyncResult | None:
+    async def sync(self, events: Sequence[SyncEvent], *, timeout: float | None = None) -> SyncResult | None:
         """``sync`` / ``sync/timeout``: perform exactly one ready event; None when the timeout passes."""
         got = await sync(self.session, events, timeout)
         if got is None:

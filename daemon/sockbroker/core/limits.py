@@ -20,6 +20,13 @@ class Limits:
     #: A client's lease request is clamped to [min_lease_seconds, max_lease_seconds].
     min_lease_seconds: float = 1.0
     max_lease_seconds: float = 3600.0
+    #: Longest grace period a session may ask for (``Sessions.Open``'s ``grace_seconds``; the
+    #: default is none): how long it outlives a broken attachment, waiting for a resume.
+    max_grace_seconds: float = 300.0
+    #: Longest life of a delegated token (``Custodians.Delegate``'s ``expires_seconds``).
+    max_delegation_seconds: float = 86400.0
+    #: Live delegated tokens one session may hold.
+    delegations_per_session: int = 64
     #: Open sessions one principal may hold.
     sessions_per_principal: int = 64
     #: Open handles one session may hold (custodians count).

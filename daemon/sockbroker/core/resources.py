@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar, TypeVar
 
 from .errors import ContractError, NetworkError, NotFoundError, ResourceExhaustedError, contract_violation
@@ -75,11 +75,17 @@ class Resource:
 
 
 class Custodian(Resource):
-    """Racket's resource group: manages resources and child custodians."""
+    """Racket's resource group: manages resources and child custodians.
+
+    A child may belong to another session's table: the root custodian of a session opened with a
+    delegated token is a child of the delegation's custodian, so shutting that down shuts the
+    delegated session down too; neither session sees the other's handles (:meth:`describe`)."""
 
     kind = "custodian"
     prefix = "cst"
     predicate = "custodian?"
+    #: Called once when it shuts down (a delegation's revocation, a delegated session's drop).
+    _on_shutdown: list[Callable[[], None]] | None = None
 
     def __init__(self, table: HandleTable, parent: Custodian | None, who: str = "make-custodian") -> None:
         super().__init__()
@@ -103,6 +109,15 @@ class Custodian(Resource):
     def check_usable(self, who: str) -> None:
         if self.closed:
             raise ContractError(who, "the custodian has been shut down", {"custodian": self.handle})
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when this custodian shuts down (at once if it has)."""
+        if self.closed:
+            callback()
+            return
+        if self._on_shutdown is None:
+            self._on_shutdown = []
+        self._on_shutdown.append(callback)
 
     def adopt(self, resource: R, who: str) -> R:
         """Place a new resource under this custodian and register its handle."""
@@ -135,21 +150,32 @@ class Custodian(Resource):
         if self.parent is not None:
             self.parent.children.pop(self.handle, None)
         self.table.note_closed(self)
+        callbacks, self._on_shutdown = self._on_shutdown, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:  # the shutdown is done; one failing follower must not stop the rest
+                log.exception("after shutting down %s", self.handle)
 
     def describe(self) -> dict[str, object]:
+        """Its handles and children, within its own session: another session's custodian (a
+        delegated session's root, or the delegation's custodian above one) is not shown."""
+        parent = self.parent if self.parent is not None and self.parent.table is self.table else None
         return {
             "custodian": self.handle,
-            "parent": self.parent.handle if self.parent else "",
+            "parent": parent.handle if parent is not None else "",
             "shut_down": self.closed,
             "handles": [{"handle": r.handle, "kind": r.kind, "closed": r.closed} for r in self.resources.values()],
-            "children": list(self.children),
+            "children": [h for h, child in self.children.items() if child.table is self.table],
         }
 
     def walk(self) -> Iterator[Resource]:
+        """Its resources and descendants in its own session."""
         yield from self.resources.values()
         for child in self.children.values():
-            yield child
-            yield from child.walk()
+            if child.table is self.table:
+                yield child
+                yield from child.walk()
 
 
 class HandleTable:

@@ -3,51 +3,147 @@
 A session lives while an attachment is open **or** its lease has not run out; any call renews
 the lease. When the attachment breaks, the lease runs out, the session is closed, or the daemon
 stops, the session *drops*: its root custodian is shut down, closing every socket it holds.
+
+A session opened with ``grace_seconds`` does not drop when its attachment breaks or its lease
+runs out: it waits that long, every handle, queued byte and given-back result intact, for
+``Sessions.Resume`` with its resume token (each resume gives a new one). Attachments made before
+a resume no longer count: their breaking later changes nothing.
+
+A session's policy is its principal's as it is now (a reload changes it for the next
+operation), or for a delegated token's session the delegation's intersection; every denial is
+published as a ``policy.deny`` event (:class:`SessionPolicy`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ._net import Signal
 from .breaks import Calls
 from .budget import Budget
-from .errors import ContractError, NotFoundError, ResourceExhaustedError
+from .errors import ContractError, NotFoundError, PermissionDeniedError, ResourceExhaustedError
+from .events import Event, Events
 from .limits import Limits
 from .resources import Custodian, HandleTable
 from .states import SESSION, SessionState
 
 if TYPE_CHECKING:
     from .policy import Policy
+    from .principals import Principal
 
-__all__ = ["Session", "SessionManager"]
+__all__ = ["Session", "SessionManager", "SessionPolicy"]
 
 log = logging.getLogger(__name__)
 
 
-class Session:
-    """One client's session: its id, principal, root custodian, handle table and lease."""
+class SessionPolicy:
+    """A session's policy as it is now: its source is asked again after a reload (the manager's
+    ``generation`` moved), and each denial is published as a ``policy.deny`` event."""
 
-    def __init__(self, manager: SessionManager, principal: str, policy: Policy, lease_seconds: float) -> None:
+    def __init__(self, session: Session, source: Callable[[], Policy]) -> None:
+        self._session = session
+        self._source = source
+        self._generation = -1
+        self._policy: Policy | None = None
+
+    @property
+    def current(self) -> Policy:
+        generation = self._session._manager.generation
+        if self._policy is None or self._generation != generation:
+            self._policy, self._generation = self._source(), generation
+        return self._policy
+
+    def _denied(self, exc: PermissionDeniedError, who: str, target: str) -> None:
+        session = self._session
+        reason = exc.message.split("\n", 1)[0]
+        session._manager.events.publish(Event("policy.deny", session.principal, session.id, who, target, reason))
+
+    def check_connect(self, who: str, host: str, port: int) -> None:
+        try:
+            self.current.check_connect(who, host, port)
+        except PermissionDeniedError as exc:
+            self._denied(exc, who, _endpoint(host, port))
+            raise
+
+    def check_listen(self, who: str, host: str, port: int) -> None:
+        try:
+            self.current.check_listen(who, host, port)
+        except PermissionDeniedError as exc:
+            self._denied(exc, who, _endpoint(host, port))
+            raise
+
+    def check_multicast(self, who: str, group: str) -> None:
+        try:
+            self.current.check_multicast(who, group)
+        except PermissionDeniedError as exc:
+            self._denied(exc, who, group)
+            raise
+
+    def check_multicast_interface(self, who: str, interface: str) -> None:
+        try:
+            self.current.check_multicast_interface(who, interface)
+        except PermissionDeniedError as exc:
+            self._denied(exc, who, interface)
+            raise
+
+    def check_handoff(self, who: str, *, udp: bool) -> None:
+        try:
+            self.current.check_handoff(who, udp=udp)
+        except PermissionDeniedError as exc:
+            self._denied(exc, who, "udp" if udp else "tcp")
+            raise
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Session:
+    """One client's session: its id, principal, root custodian, handle table, lease and grace."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        caller: Principal,
+        account: Principal,
+        policy: Callable[[], Policy],
+        lease_seconds: float,
+        grace_seconds: float,
+        parent: Custodian | None,
+    ) -> None:
         self.id = f"ses_{secrets.token_urlsafe(16)}"
-        self.principal = principal
-        self.policy = policy
+        #: Who opened it (a delegated token's principal is ``NAME/dlg_…``), and the configured
+        #: principal whose quotas it counts against.
+        self.principal = caller.name
+        self.caller = caller
+        self.account = account.name
+        self.policy = SessionPolicy(self, policy)
         self.limits = manager.limits
         #: Bytes this session's ports and streams hold, inside the daemon's budget.
-        self.budget = Budget(manager.limits.session_buffer, manager.budget)
+        self.budget = Budget(account.session_buffer or manager.limits.session_buffer, manager.budget)
         self.lease_seconds = lease_seconds
+        self.grace_seconds = grace_seconds
+        #: The token that takes the session back within its grace period (None without one).
+        self.resume_token = _resume_token() if grace_seconds > 0 else None
         #: When it opened (``time.time()``: seconds since the epoch, for the admin API).
         self.opened_at = time.time()
-        self.table = HandleTable(max_handles=manager.limits.handles_per_session)
-        self.root = Custodian(self.table, None, "sessions-open")
+        self.table = HandleTable(max_handles=account.max_handles_per_session or manager.limits.handles_per_session)
+        #: The root custodian: a child of ``parent`` (a delegation's custodian, in the delegating
+        #: session) when there is one; shutting that down drops this session.
+        self.root = Custodian(self.table, parent, "sessions-open")
+        if parent is not None:
+            self.root.on_shutdown(lambda: self.drop("its delegation's custodian was shut down"))
         self.state = SessionState.LEASED
         self.attachments = 0
+        #: Counts resumes: an attachment made before the latest resume no longer holds the session.
+        self.epoch = 0
         #: Running calls by id, and the effects of finished ones (``Sessions.CancelCall``).
         self.calls = Calls(self.budget, manager.limits.cancel_hold_bytes)
         #: Requests carrying bytes to send that this session has in flight (:meth:`sending`).
@@ -62,11 +158,13 @@ class Session:
     def dropped(self) -> bool:
         return self.state is SessionState.DROPPED
 
-    # ── lease ──────────────────────────────────────────────────────────────
+    # ── lease and grace ────────────────────────────────────────────────────
     def renew(self) -> None:
         self._deadline = time.monotonic() + self.lease_seconds
 
     def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._deadline - time.monotonic())
         self._timer = loop.call_later(delay, self._lease_check)
@@ -75,28 +173,59 @@ class Session:
         self._timer = None
         if self.dropped:
             return
-        if self.state is SessionState.LEASED and time.monotonic() >= self._deadline:
+        expired = time.monotonic() >= self._deadline
+        if self.state is SessionState.GRACE:
+            if expired:
+                self._manager.drop(self, reason="not resumed within its grace period")
+                return
+        elif self.state is SessionState.LEASED and expired:
             log.info("session %s: lease expired", self.id)
-            self._manager.drop(self, reason="lease expired")
+            self._lost("lease expired", "lease-expired")  # dropped, or the grace period armed
             return
-        if self.attachments:
+        elif self.attachments:
             self.renew()
         self._arm()
 
+    def _lost(self, reason: str, event: str) -> None:
+        """The attachment broke or the lease ran out: drop, or wait for a resume."""
+        if self.grace_seconds <= 0:
+            self._manager.drop(self, reason=reason)
+            return
+        self.state = SESSION.next(self.state, "grace")
+        self.attachments = 0
+        self._deadline = time.monotonic() + self.grace_seconds
+        self._arm()
+        log.info("session %s: %s; waiting %.3g s for a resume", self.id, reason, self.grace_seconds)
+        self._manager.events.publish(Event("session.grace", self.principal, self.id, event, reason=reason))
+
+    def resume(self) -> str:
+        """Take the session back (its token checked by the manager): leased again, a new resume
+        token, and the attachments made before no longer count."""
+        self.state = SESSION.next(self.state, "resume")
+        self.epoch += 1
+        self.attachments = 0
+        self.resume_token = _resume_token()
+        self.renew()
+        self._arm()
+        return self.resume_token
+
     # ── attachments ────────────────────────────────────────────────────────
-    def attach(self) -> None:
+    def attach(self) -> int:
+        """An attachment opened; its epoch, to give back to :meth:`detach`."""
         self.attachments += 1
         self.state = SESSION.next(self.state, "attach")
         self.renew()
+        return self.epoch
 
-    def detach(self, *, broken: bool) -> None:
-        """An attachment ended. A broken one (the client went away) drops the session at once."""
-        self.attachments = max(0, self.attachments - 1)
-        if self.dropped:
+    def detach(self, *, broken: bool, epoch: int) -> None:
+        """An attachment ended. A broken one (the client went away) drops the session at once, or
+        starts its grace period. One made before a resume changes nothing."""
+        if epoch != self.epoch or self.dropped or self.state is SessionState.GRACE:
             return
+        self.attachments = max(0, self.attachments - 1)
         if broken:
             log.info("session %s: attachment broke", self.id)
-            self._manager.drop(self, reason="attachment broke")
+            self._lost("attachment broke", "break")
         else:
             self.state = SESSION.next(self.state, "detach" if self.attachments else "detach-last")
             self.renew()
@@ -132,6 +261,7 @@ class Session:
 
     def _close(self) -> None:
         self.state = SESSION.next(self.state, "drop")
+        self.resume_token = None
         self.calls.cancel_all()
         self._room.fire()  # a request waiting to be received goes on, to be refused
         if self._timer is not None:
@@ -141,15 +271,22 @@ class Session:
         self.root.force_close()
 
 
+def _resume_token() -> str:
+    return f"sbr_{secrets.token_urlsafe(24)}"
+
+
 class SessionManager:
     """All sessions of the daemon, by id."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, events: Events | None = None) -> None:
         self.limits = limits
+        self.events = events if events is not None else Events()
         #: Bytes every session's ports and streams hold together.
         self.budget = Budget(limits.daemon_buffer)
         self._sessions: dict[str, Session] = {}
         self.dropped_total = 0
+        #: Moves on every policy reload: each session's policy is asked again.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -168,28 +305,72 @@ class SessionManager:
     def handle_count(self) -> int:
         return sum(len(s.table) for s in self._sessions.values())
 
-    def open(self, principal: str, policy: Policy, lease_seconds: float | None) -> Session:
+    def open(
+        self,
+        caller: Principal,
+        account: Principal,
+        policy: Callable[[], Policy],
+        *,
+        lease_seconds: float | None = None,
+        grace_seconds: float | None = None,
+        parent: Custodian | None = None,
+    ) -> Session:
+        """A new session for ``caller``, counted against ``account``'s quotas (``max_sessions``,
+        ``max_grace_seconds``, the handle and byte limits), under ``parent`` when it is a
+        delegated token's."""
         who = "sessions-open"
-        if lease_seconds is None:
-            lease = self.limits.lease_seconds
-        elif not (lease_seconds > 0 and lease_seconds < float("inf")):
-            raise ContractError(who, "contract violation", {"expected": "positive-real?", "given": lease_seconds})
-        else:
-            lease = min(max(lease_seconds, self.limits.min_lease_seconds), self.limits.max_lease_seconds)
-        held = sum(1 for s in self._sessions.values() if s.principal == principal)
-        if held >= self.limits.sessions_per_principal:
-            raise ResourceExhaustedError(who, "too many sessions", {"limit": self.limits.sessions_per_principal})
-        session = Session(self, principal, policy, lease)
+        lease = self._seconds(who, lease_seconds, self.limits.lease_seconds)
+        lease = min(max(lease, self.limits.min_lease_seconds), self.limits.max_lease_seconds)
+        grace = self._seconds(who, grace_seconds, 0.0, zero=True)
+        most = account.max_grace_seconds if account.max_grace_seconds is not None else self.limits.max_grace_seconds
+        grace = min(grace, most)
+        limit = account.max_sessions or self.limits.sessions_per_principal
+        held = sum(1 for s in self._sessions.values() if s.account == account.name)
+        if held >= limit:
+            raise ResourceExhaustedError(who, "too many sessions", {"principal": account.name, "limit": limit})
+        session = Session(self, caller, account, policy, lease, grace, parent)
         self._sessions[session.id] = session
-        log.info("session %s opened for %s", session.id, principal)
+        log.info("session %s opened for %s", session.id, caller.name)
+        self.events.publish(Event("session.open", caller.name, session.id, "Sessions.Open"))
         return session
 
+    @staticmethod
+    def _seconds(who: str, given: float | None, default: float, *, zero: bool = False) -> float:
+        if given is None:
+            return default
+        if not ((given >= 0 if zero else given > 0) and given < float("inf")):
+            expected = "(>=/c 0)" if zero else "positive-real?"
+            raise ContractError(who, "contract violation", {"expected": expected, "given": given})
+        return float(given)
+
     def get(self, session_id: str, principal: str, who: str) -> Session:
-        """The caller's session, renewed. Another principal's session is unknown to it."""
+        """The caller's session, renewed. Another principal's session is unknown to it; one
+        waiting for a resume answers nothing else."""
         session = self._sessions.get(session_id) if session_id else None
         if session is None or session.principal != principal:
             raise NotFoundError(who, "no such session", {"session": session_id or "(none given)"})
+        if session.state is SessionState.GRACE:
+            raise NotFoundError(
+                who, "the session lost its attachment: take it back with Sessions.Resume", {"session": session_id}
+            )
         session.renew()
+        return session
+
+    def resume(self, session_id: str, token: str, principal: str, who: str) -> Session:
+        """``Sessions.Resume``: the caller's session, taken back with its resume token. A wrong,
+        spent or late token is ``not-found``, as for a session that never was."""
+        session = self._sessions.get(session_id) if session_id else None
+        expected = session.resume_token if session is not None else None
+        if (
+            session is None
+            or session.principal != principal
+            or expected is None
+            or not hmac.compare_digest(expected.encode(), str(token).encode())
+        ):
+            raise NotFoundError(who, "no such session to resume", {"session": session_id or "(none given)"})
+        session.resume()
+        log.info("session %s resumed", session.id)
+        self.events.publish(Event("session.resume", principal, session.id, "Sessions.Resume"))
         return session
 
     def drop(self, session: Session, *, reason: str) -> None:
@@ -197,6 +378,7 @@ class SessionManager:
             return
         self.dropped_total += 1
         log.info("session %s dropped: %s", session.id, reason)
+        self.events.publish(Event("session.drop", session.principal, session.id, reason=reason))
         session._close()
 
     def drop_all(self, *, reason: str) -> None:

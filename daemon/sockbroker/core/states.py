@@ -13,7 +13,7 @@ CONNECTION     the socket under a pair of ports: what it does when a port change
 LISTENER       listening → closed
 UDP            unbound → bound → connected ⇄ bound; any → closed (observed from the kernel)
 CUSTODIAN      active → shut-down
-SESSION        open: leased ⇄ attached; → dropped
+SESSION        open: leased ⇄ attached; → grace (waits for a resume) → leased; → dropped
 CALL           running → delivered | given-back; delivered → given-back (late CancelCall)
 =============  =========================================================================
 """
@@ -182,6 +182,8 @@ class SessionState(enum.Enum):
     LEASED = "leased"
     #: Alive while at least one attachment is open.
     ATTACHED = "attached"
+    #: Lost its attachment or its lease, and waits ``grace_seconds`` for ``Sessions.Resume``.
+    GRACE = "grace"
     DROPPED = "dropped"
 
 
@@ -191,6 +193,8 @@ SESSION: Lifecycle[SessionState] = Lifecycle(
         SessionState.LEASED: {
             "attach": SessionState.ATTACHED,
             "lease-expired": SessionState.DROPPED,
+            "grace": SessionState.GRACE,  # the lease ran out, and the session has a grace period
+            "resume": SessionState.LEASED,  # resumed before the daemon saw the old attachment go
             "drop": SessionState.DROPPED,
         },
         SessionState.ATTACHED: {
@@ -198,6 +202,12 @@ SESSION: Lifecycle[SessionState] = Lifecycle(
             "detach-last": SessionState.LEASED,  # detached on purpose: the lease holds it now
             "detach": SessionState.ATTACHED,  # another attachment is still open
             "break": SessionState.DROPPED,  # an attachment broke: the client is gone
+            "grace": SessionState.GRACE,  # an attachment broke, and the session has a grace period
+            "resume": SessionState.LEASED,  # the attachments before the resume no longer hold it
+            "drop": SessionState.DROPPED,
+        },
+        SessionState.GRACE: {
+            "resume": SessionState.LEASED,
             "drop": SessionState.DROPPED,
         },
         SessionState.DROPPED: {"drop": SessionState.DROPPED, "break": SessionState.DROPPED},

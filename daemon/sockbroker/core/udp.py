@@ -85,8 +85,7 @@ from .states import UDP, UDP_REQUIRES, UdpState
 
 if TYPE_CHECKING:
     from .limits import Limits
-    from .policy import Policy
-    from .sessions import Session
+    from .sessions import Session, SessionPolicy
 
 __all__ = [
     "check_receive_max",
@@ -314,7 +313,7 @@ class UdpSocket(Resource):
     prefix = "udp"
     predicate = "udp?"
 
-    def __init__(self, sock: socket.socket, limits: Limits, policy: Policy, budget: Budget) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits, policy: SessionPolicy, budget: Budget) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.sock = sock
@@ -323,7 +322,8 @@ class UdpSocket(Resource):
         self.fd = sock.fileno()
         self.family = socket.AddressFamily(sock.family)
         self.limits = limits
-        #: Checked on resolved addresses right before each send, bind, connect and join.
+        #: The session's policy as it is at each operation (a reload changes it), checked on
+        #: resolved addresses right before each send, bind, connect and join.
         self.policy = policy
         self.state = UdpState.UNBOUND
         self._peer: SockAddr | None = None
@@ -615,7 +615,17 @@ class UdpSocket(Resource):
         assert name is not None and number is not None
         sockaddr = await self._resolve_one(who, name, number, passive=False)
         self.policy.check_connect(who, host_of(sockaddr), number)
+        self._check_multicast_send(who, sockaddr)
         return sockaddr
+
+    def _check_multicast_send(self, who: str, sockaddr: SockAddr) -> None:
+        """A datagram to an IPv4 multicast group goes out on the socket's multicast interface
+        (``udp-multicast-set-interface!``; 0.0.0.0, the kernel's choice, until set): the policy
+        must allow that interface too."""
+        if self.family == socket.AF_INET and len(sockaddr) == 2 and 224 <= int(sockaddr[0].partition(".")[0]) <= 239:
+            with os_errors(who, "getsockopt failed", {"socket": self.handle}):
+                interface = self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
+            self.policy.check_multicast_interface(who, socket.inet_ntoa(interface))
 
     async def send(
         self,
@@ -720,6 +730,7 @@ class UdpSocket(Resource):
         details: dict[str, object] = {"address": hostname, "port number": port}
         sockaddr = await self._resolve_one(who, hostname, port, passive=False)
         self.policy.check_connect(who, host_of(sockaddr), port)
+        self._check_multicast_send(who, sockaddr)
         self.ensure_open(who)
         try:
             with os_errors(who, "can't connect", details):
@@ -809,6 +820,8 @@ class UdpSocket(Resource):
         who = "udp-multicast-set-interface!"
         hostname = check_hostname(who, hostname, optional=True)
         address = await self._in_addr(who, hostname, _CANT_RESOLVE)
+        if address != bytes(4):  # "any interface" is the socket's first state: a send judges it
+            self.policy.check_multicast_interface(who, socket.inet_ntoa(address))
         self._setopt(who, socket.IPPROTO_IP, socket.IP_MULTICAST_IF, address)
 
     async def multicast_join(self, group: object, interface: object) -> None:

@@ -43,6 +43,7 @@ import functools
 import logging
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,12 +54,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from ..core.broker import Broker
+from ..core.broker import Broker, Credentials
 from ..core.errors import BrokerError
 from ._in_flight import ByteBudget
 
 __all__ = [
     "BEARER_PROTOCOL",
+    "CONNECTION",
     "LINGER_SECONDS",
     "Acceptor",
     "MAX_HEADER_BYTES",
@@ -93,20 +95,41 @@ MAX_HEADER_BYTES = 32 * 1024
 LINGER_SECONDS = 2.0
 #: The ASGI scope extension under which :class:`Protocol` shows the door the request's transport.
 TRANSPORT = "sockbroker.transport"
+#: The ASGI scope extension under which both protocols show the door the request's :class:`Connection`.
+CONNECTION = "sockbroker.connection"
 
 _TEXT, _BINARY, _CONTINUATION = 1, 2, 0
 
 
 class Connection:
-    """One connection of the door, through its HTTP and (after an upgrade) WebSocket life."""
+    """One connection of the door, through its HTTP and (after an upgrade) WebSocket life, and
+    what it proves of its client whatever the request says: the client certificate its TLS
+    handshake verified (DER), and on the Unix socket the peer's ``(uid, gid)`` (``SO_PEERCRED``)."""
 
-    __slots__ = ("authenticated", "closed", "timers", "transport")
+    __slots__ = ("authenticated", "certificate", "closed", "peer", "timers", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.authenticated = False
         self.closed = False
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.certificate: bytes | None = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        sock = transport.get_extra_info("socket")
+        self.peer = _peer_credentials(sock) if sock is not None and sock.family == socket.AF_UNIX else None
+
+    def credentials(self, authorization: str | None) -> Credentials:
+        """What a request on this connection presents (its ``Authorization`` value, if any)."""
+        return Credentials(authorization, self.certificate, self.peer)
+
+
+def _peer_credentials(sock: socket.socket) -> tuple[int, int] | None:
+    """The ``(uid, gid)`` of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
+    try:
+        _pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return None
+    return uid, gid
 
 
 class _Evictions:
@@ -217,13 +240,16 @@ class Connections:
             timer.cancel()
 
     def headers_complete(self, connection: Connection, authorization: str | None) -> None:
-        """A request's headers are in: the header clock stops; a valid token authenticates the
-        connection for the rest of its life."""
+        """A request's headers are in: the header clock stops; credentials that name a principal
+        (a valid token, or the connection's certificate or peer) authenticate the connection for
+        the rest of its life."""
         self.disarm(connection, "header_timeout")
-        if connection.authenticated or authorization is None:
+        if connection.authenticated:
+            return
+        if authorization is None and connection.certificate is None and connection.peer is None:
             return
         try:
-            self.broker.authenticate_header(authorization)
+            self.broker.authenticate(connection.credentials(authorization))
         except BrokerError:
             return
         connection.authenticated = True
@@ -431,7 +457,7 @@ class Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {TRANSPORT: self.transport}  # type: ignore[dict-item]
+        self.scope["extensions"] = {TRANSPORT: self.transport, CONNECTION: self.connection}  # type: ignore[dict-item]
         if self.connection is not None:
             self.registry.arm(self.connection, "header_timeout", self.registry.header_timeout)
 
@@ -500,6 +526,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.connection = self.registry.adopt(self.transport)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        self.scope["extensions"][CONNECTION] = self.connection  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import pathlib
 import socket
 
@@ -27,7 +26,7 @@ from ..core._net import descriptor_ceiling
 from ..core.broker import Broker
 from ..core.channels import Opened
 from ..core.errors import BrokerError, ContractError
-from ..files import StartupError, bind_tcp, format_address, prepare_unix_socket
+from ..files import bind_tcp, bind_unix, format_address
 
 __all__ = ["MAX_LINE", "ChannelDoor"]
 
@@ -69,17 +68,7 @@ class ChannelDoor:
 
     def listen_unix(self, path: pathlib.Path) -> None:
         """Take relays and hand-offs on the Unix socket ``path`` (created 0600)."""
-        prepare_unix_socket(path, setting="--channel-socket")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        previous = os.umask(0o177)  # born 0600: no window where others may connect
-        try:
-            sock.bind(str(path))
-        except OSError as exc:
-            sock.close()
-            raise StartupError(f"--channel-socket {path}: cannot bind it ({exc.strerror or exc})") from None
-        finally:
-            os.umask(previous)
-        sock.listen(socket.SOMAXCONN)
+        sock = bind_unix("--channel-socket", path)
         self._unix_path = path
         self._listen(sock, unix=True)
         self.broker.channels.handoff_path = str(path.absolute())

@@ -99,7 +99,8 @@ def events(specs: object) -> list[Event]:
     return found
 
 
-#: Every unary RPC but ``Sessions.Open`` (which makes the session: :func:`opened`).
+#: Every unary RPC but ``Sessions.Open`` and ``Sessions.Resume`` (which find no live session
+#: first: :func:`call`).
 UNARY: dict[str, Unary] = {
     # sessions
     "Sessions.KeepAlive": Unary(lambda api, a: api.keep_alive(), lambda lease: {"lease_seconds": lease}),
@@ -109,6 +110,19 @@ UNARY: dict[str, Unary] = {
     "Custodians.Create": Unary(lambda api, a: api.make_custodian(parent=a.get("parent")), _handle("custodian")),
     "Custodians.Shutdown": Unary(lambda api, a: api.custodian_shutdown_all(a["custodian"]), _nothing),
     "Custodians.Describe": Unary(lambda api, a: api.describe_custodian(a["custodian"]), dict),
+    "Custodians.Delegate": Unary(
+        lambda api, a: api.delegate(
+            a["custodian"],
+            allow_connect=a.get("allow_connect", ()),
+            allow_listen=a.get("allow_listen", ()),
+            allow_ports=a.get("allow_ports", ()),
+            allow_multicast=a.get("allow_multicast", ()),
+            allow_multicast_interface=a.get("allow_multicast_interface", ()),
+            allow_handoff=a.get("allow_handoff", False),
+            expires_seconds=a.get("expires_seconds"),
+        ),
+        lambda delegation: {"token": delegation.token, "expires_seconds": delegation.seconds},
+    ),
     "Handles.Describe": Unary(lambda api, a: api.describe(a["handle"]), dict),
     "Handles.Addresses": Unary(lambda api, a: api.addresses(a["handle"], port_numbers=a["port_numbers"]), _addresses),
     # tcp
@@ -220,9 +234,12 @@ UNARY: dict[str, Unary] = {
 
 
 def opened(event: AttachEvent) -> Fields:
-    """``Sessions.Open``'s reply (and an attachment event's fields)."""
+    """``Sessions.Open``'s and ``Sessions.Resume``'s reply (and an attachment event's fields)."""
     fields: Fields = {"session": event.session, "custodian": event.custodian, "lease_seconds": event.lease_seconds}
-    if event.event != "opened":
+    if event.event == "opened":
+        fields["grace_seconds"] = event.grace_seconds
+        fields["resume_token"] = event.resume_token
+    else:
         fields["event"] = event.event
     return fields
 
@@ -240,7 +257,15 @@ async def call(
     """Run one unary RPC for ``principal`` in the named session: the reply's fields, and the
     :class:`Call` the door settles once it knows whether the reply was delivered."""
     if rpc == "Sessions.Open":
-        return opened(broker.open_session(principal, lease_seconds=args.get("lease_seconds")).opened()), None
+        api = broker.open_session(
+            principal, lease_seconds=args.get("lease_seconds"), grace_seconds=args.get("grace_seconds")
+        )
+        return opened(api.opened()), None
+    if rpc == "Sessions.Resume":
+        named = args.get("session") or session_id or ""
+        if session_id and named != session_id:
+            raise ContractError(rpc, "the session in the path differs from the session header")
+        return opened(broker.resume_session(principal, named, args.get("resume_token", "")).opened()), None
     entry = UNARY.get(rpc)
     if entry is None:
         raise ContractError("sockbroker", "unknown operation", {"method": rpc})

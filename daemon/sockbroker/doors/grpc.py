@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import stat
 import time
 import urllib.parse
@@ -45,7 +46,7 @@ from sockbroker_wire.v1 import broker_pb2 as pb
 
 from ..core._net import drop_every_packet
 from ..core.breaks import Call
-from ..core.broker import Api, AttachEvent, Broker, Direction, Principal
+from ..core.broker import Api, AttachEvent, Broker, Credentials, Direction, Principal
 from ..core.errors import BrokerError, ContractError
 from ..core.limits import Limits
 from ..core.tcp import MAX_READ
@@ -589,9 +590,19 @@ class ConnectionWatch:
         self._clients.pop(client.fd, None)
 
 
+def _client_certificate(context: Context) -> bytes | None:
+    """The DER certificate the caller's TLS connection verified, if it presented one."""
+    pem = (context.auth_context() or {}).get("x509_pem_cert")
+    if not pem:
+        return None
+    return ssl.PEM_cert_to_DER_cert(pem[0].decode("ascii", "replace"))
+
+
 class _Door:
-    def __init__(self, broker: Broker, metrics: Metrics | None, watch: ConnectionWatch) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics | None, watch: ConnectionWatch, *, mtls: bool = False) -> None:
         self.broker = broker
+        #: The door requires client certificates: a caller without a token may be named by its own.
+        self.mtls = mtls
         self.metrics = metrics
         self.connections = _Connections(watch.ports)
         self.watch = watch
@@ -602,8 +613,15 @@ class _Door:
         return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
 
     def authenticate(self, context: Context, metadata: dict[str, str]) -> Principal:
-        """The caller's principal; its connection is then one that holds the token."""
-        principal = self.broker.authenticate_header(metadata.get("authorization"))
+        """The caller's principal: its ``authorization`` metadata, else the client certificate its
+        TLS connection verified (mTLS). Its connection is then one that holds credentials. (gRPC
+        shows a handler no Unix peer credentials: a Unix-socket caller presents a token.)"""
+        authorization = metadata.get("authorization")
+        if authorization is None and self.mtls:
+            credentials = Credentials(certificate=_client_certificate(context))
+        else:
+            credentials = Credentials(authorization or "")
+        principal = self.broker.authenticate(credentials)
         self.watch.authenticated(context.peer())
         return principal
 
@@ -834,10 +852,10 @@ class GrpcDoor:
     client connections (started by :meth:`watch` once the server is bound, stopped by
     :meth:`close`)."""
 
-    def __init__(self, broker: Broker, metrics: Metrics | None = None) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics | None = None, *, mtls: bool = False) -> None:
         self.broker = broker
         self.connections = ConnectionWatch(broker.limits)
-        self._door = _Door(broker, metrics, self.connections)
+        self._door = _Door(broker, metrics, self.connections, mtls=mtls)
         if metrics is not None:
             metrics.watch_door("grpc", lambda: self.connections.clients, lambda: self._door.budget.used)
 

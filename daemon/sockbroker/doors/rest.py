@@ -56,7 +56,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from .. import __version__
 from ..core.breaks import Call
-from ..core.broker import Api, AttachEvent, Broker, Principal
+from ..core.broker import Api, AttachEvent, Broker, Credentials, Principal
 from ..core.errors import (
     BreakError,
     BrokerError,
@@ -71,6 +71,7 @@ from ._delivery import Delivery, peer_gone, settle
 from ._in_flight import ByteBudget
 from ._rest_connections import (
     BEARER_PROTOCOL,
+    CONNECTION,
     TRANSPORT,
     Acceptor,
     Connections,
@@ -131,13 +132,22 @@ class _Door:
         self.budget = budget
         self.max_depth = broker.limits.json_max_depth
 
-    def principal(self, headers: Any) -> Principal:
-        return self.broker.authenticate_header(headers.get("authorization"))
+    def principal(self, request: Request) -> Principal:
+        """A request's principal: its ``Authorization`` header, else its connection's client
+        certificate or Unix peer (:class:`~._rest_connections.Connection`)."""
+        return self._authenticate(request.scope, request.headers.get("authorization"))
 
     def ws_principal(self, ws: WebSocket) -> Principal:
-        """A WebSocket's principal: its ``Authorization`` header or its ``bearer.<token>`` subprotocol."""
+        """A WebSocket's principal: its ``Authorization`` header or its ``bearer.<token>``
+        subprotocol, else its connection's client certificate or Unix peer."""
         authorization = bearer_authorization(ws.headers.get("authorization"), ws.scope.get("subprotocols", ()))
-        return self.broker.authenticate_header(authorization)
+        return self._authenticate(ws.scope, authorization)
+
+    def _authenticate(self, scope: Scope, authorization: str | None) -> Principal:
+        connection = (scope.get("extensions") or {}).get(CONNECTION)
+        if connection is None:  # served without the door's protocols (an in-process test client)
+            return self.broker.authenticate(Credentials(authorization))
+        return self.broker.authenticate(connection.credentials(authorization))
 
     def count(self, method: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -241,7 +251,7 @@ class _Door:
         async def endpoint(request: Request) -> Response:
             call: Call | None = None
             try:
-                principal = self.principal(request.headers)
+                principal = self.principal(request)
                 headers = request.headers
                 # A write's body is read once its session admits it (one at a time while the
                 # session's byte budget is full), as over gRPC.
@@ -327,7 +337,8 @@ class _Door:
                     yield isinstance(self.text_frame(message["text"], "sessions-attach"), frames.Detach)
 
             async def emit(event: AttachEvent) -> None:
-                await ws.send_text(frames.encode_text(frames.AttachEvent(**vars(event))))
+                attached = frames.AttachEvent(event.session, event.custodian, event.lease_seconds, event.event)
+                await ws.send_text(frames.encode_text(attached))
 
             await api.attach(detaches(), emit)
 

@@ -8,6 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResumeSessionRequest(_message.Message):
+    __slots__ = ("session", "resume_token")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    resume_token: str
+    def __init__(self, session: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
 class CancelCallRequest(_message.Message):
     __slots__ = ("session", "call")
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -17,20 +25,26 @@ class CancelCallRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., call: _Optional[str] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("lease_seconds",)
+    __slots__ = ("lease_seconds", "grace_seconds")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: float
-    def __init__(self, lease_seconds: _Optional[float] = ...) -> None: ...
+    grace_seconds: float
+    def __init__(self, lease_seconds: _Optional[float] = ..., grace_seconds: _Optional[float] = ...) -> None: ...
 
 class OpenSessionReply(_message.Message):
-    __slots__ = ("session", "custodian", "lease_seconds")
+    __slots__ = ("session", "custodian", "lease_seconds", "grace_seconds", "resume_token")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     CUSTODIAN_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session: str
     custodian: str
     lease_seconds: float
-    def __init__(self, session: _Optional[str] = ..., custodian: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    grace_seconds: float
+    resume_token: str
+    def __init__(self, session: _Optional[str] = ..., custodian: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., grace_seconds: _Optional[float] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
     __slots__ = ("session",)
@@ -61,6 +75,34 @@ class AttachEvent(_message.Message):
     lease_seconds: float
     event: str
     def __init__(self, session: _Optional[str] = ..., custodian: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., event: _Optional[str] = ...) -> None: ...
+
+class DelegateRequest(_message.Message):
+    __slots__ = ("custodian", "allow_connect", "allow_listen", "allow_ports", "allow_multicast", "allow_multicast_interface", "allow_handoff", "expires_seconds")
+    CUSTODIAN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CONNECT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_LISTEN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PORTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_MULTICAST_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_MULTICAST_INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    custodian: str
+    allow_connect: _containers.RepeatedScalarFieldContainer[str]
+    allow_listen: _containers.RepeatedScalarFieldContainer[str]
+    allow_ports: _containers.RepeatedScalarFieldContainer[str]
+    allow_multicast: _containers.RepeatedScalarFieldContainer[str]
+    allow_multicast_interface: _containers.RepeatedScalarFieldContainer[str]
+    allow_handoff: bool
+    expires_seconds: float
+    def __init__(self, custodian: _Optional[str] = ..., allow_connect: _Optional[_Iterable[str]] = ..., allow_listen: _Optional[_Iterable[str]] = ..., allow_ports: _Optional[_Iterable[str]] = ..., allow_multicast: _Optional[_Iterable[str]] = ..., allow_multicast_interface: _Optional[_Iterable[str]] = ..., allow_handoff: _Optional[bool] = ..., expires_seconds: _Optional[float] = ...) -> None: ...
+
+class DelegateReply(_message.Message):
+    __slots__ = ("token", "expires_seconds")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_seconds: float
+    def __init__(self, token: _Optional[str] = ..., expires_seconds: _Optional[float] = ...) -> None: ...
 
 class CreateCustodianRequest(_message.Message):
     __slots__ = ("parent",)

@@ -62,6 +62,11 @@ class SessionsStub:
                 request_serializer=sockbroker_dot_v1_dot_broker__pb2.CancelCallRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/sockbroker.v1.Sessions/Resume',
+                request_serializer=sockbroker_dot_v1_dot_broker__pb2.ResumeSessionRequest.SerializeToString,
+                response_deserializer=sockbroker_dot_v1_dot_broker__pb2.OpenSessionReply.FromString,
+                _registered_method=True)
 
 
 class SessionsServicer:
@@ -77,7 +82,8 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Attach(self, request_iterator, context):
-        """Holds the session open while the stream lives; when it breaks, the session drops.
+        """Holds the session open while the stream lives; when it breaks, the session drops (or, when
+        it was opened with grace_seconds, waits that long for Sessions.Resume).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +108,15 @@ class SessionsServicer:
         header `Sockbroker-Call`). The call then ends with exn:break if it had not yet performed its
         operation, or with its result if it had: never both, never neither. A cancel that arrives
         before its call is remembered, so the call breaks as soon as it starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Takes back a session that lost its attachment or its lease within its grace period, with
+        every handle, queued byte and given-back result intact. The reply carries a new resume
+        token (the old one is spent). A wrong, spent or late token is not-found.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +149,11 @@ def add_SessionsServicer_to_server(servicer, server):
                     servicer.CancelCall,
                     request_deserializer=sockbroker_dot_v1_dot_broker__pb2.CancelCallRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.ResumeSessionRequest.FromString,
+                    response_serializer=sockbroker_dot_v1_dot_broker__pb2.OpenSessionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,6 +303,33 @@ class Sessions:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sockbroker.v1.Sessions/Resume',
+            sockbroker_dot_v1_dot_broker__pb2.ResumeSessionRequest.SerializeToString,
+            sockbroker_dot_v1_dot_broker__pb2.OpenSessionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CustodiansStub:
     """───────────────────────────── custodians ─────────────────────────────
@@ -309,6 +356,11 @@ class CustodiansStub:
                 '/sockbroker.v1.Custodians/Describe',
                 request_serializer=sockbroker_dot_v1_dot_broker__pb2.CustodianRequest.SerializeToString,
                 response_deserializer=sockbroker_dot_v1_dot_broker__pb2.CustodianDescription.FromString,
+                _registered_method=True)
+        self.Delegate = channel.unary_unary(
+                '/sockbroker.v1.Custodians/Delegate',
+                request_serializer=sockbroker_dot_v1_dot_broker__pb2.DelegateRequest.SerializeToString,
+                response_deserializer=sockbroker_dot_v1_dot_broker__pb2.DelegateReply.FromString,
                 _registered_method=True)
 
 
@@ -338,6 +390,15 @@ class CustodiansServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Delegate(self, request, context):
+        """Mints a bearer token for a sandboxed child: sessions opened with it live under (a child of)
+        this custodian, with the intersection of this session's policy and the lists given here.
+        The token expires after expires_seconds and is revoked when the custodian is shut down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustodiansServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -355,6 +416,11 @@ def add_CustodiansServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=sockbroker_dot_v1_dot_broker__pb2.CustodianRequest.FromString,
                     response_serializer=sockbroker_dot_v1_dot_broker__pb2.CustodianDescription.SerializeToString,
+            ),
+            'Delegate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delegate,
+                    request_deserializer=sockbroker_dot_v1_dot_broker__pb2.DelegateRequest.FromString,
+                    response_serializer=sockbroker_dot_v1_dot_broker__pb2.DelegateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +506,33 @@ class Custodians:
             '/sockbroker.v1.Custodians/Describe',
             sockbroker_dot_v1_dot_broker__pb2.CustodianRequest.SerializeToString,
             sockbroker_dot_v1_dot_broker__pb2.CustodianDescription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delegate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sockbroker.v1.Custodians/Delegate',
+            sockbroker_dot_v1_dot_broker__pb2.DelegateRequest.SerializeToString,
+            sockbroker_dot_v1_dot_broker__pb2.DelegateReply.FromString,
             options,
             channel_credentials,
             insecure,
