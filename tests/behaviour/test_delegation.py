@@ -76,7 +76,9 @@ async def test_sessions_and_handles_stay_invisible_across_the_delegation(door: A
     assert (await child.describe_custodian(child.custodian))["parent"] == ""
     if door.door != "blocking":  # its channel is the gRPC door's, tested there
         with pytest.raises(NotFoundError):
-            await parent.channel.call("Sessions.KeepAlive", {}, child.session)  # the child's session, the parent's token
+            await parent.channel.call(
+                "Sessions.KeepAlive", {}, child.session
+            )  # the child's session, the parent's token
 
 
 async def test_shutting_the_custodian_down_revokes_the_token_and_drops_its_sessions(

@@ -106,7 +106,7 @@ class Connection:
     what it proves of its client whatever the request says: the client certificate its TLS
     handshake verified (DER), and on the Unix socket the peer's ``(uid, gid)`` (``SO_PEERCRED``)."""
 
-    __slots__ = ("authenticated", "certificate", "closed", "peer", "timers", "transport")
+    __slots__ = ("authenticated", "certificate", "closed", "peer", "timers", "transport", "unix")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -116,7 +116,9 @@ class Connection:
         ssl_object = transport.get_extra_info("ssl_object")
         self.certificate: bytes | None = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         sock = transport.get_extra_info("socket")
-        self.peer = _peer_credentials(sock) if sock is not None and sock.family == socket.AF_UNIX else None
+        #: On the door's Unix socket (``--rest-unix-socket``): no browser can be at the other end.
+        self.unix = sock is not None and sock.family == socket.AF_UNIX
+        self.peer = _peer_credentials(sock) if self.unix else None
 
     def credentials(self, authorization: str | None) -> Credentials:
         """What a request on this connection presents (its ``Authorization`` value, if any)."""
@@ -340,10 +342,13 @@ class Acceptor:
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
-            if self.ssl_context is None:
-                await self._connect(conn)
+            # A Unix socket is plaintext even when the door speaks TLS: its file permissions and
+            # its peers' credentials are the gate (a local connection has no network to protect).
+            tls = None if conn.family == socket.AF_UNIX else self.ssl_context
+            if tls is None:
+                await self._connect(conn, None)
             else:  # a TLS handshake must not hold up the next accept
-                task = loop.create_task(self._connect(conn))
+                task = loop.create_task(self._connect(conn, tls))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(functools.partial(_close_if_cancelled, conn))
@@ -357,9 +362,9 @@ class Acceptor:
             self._failed = 0
             self._next_warning = now + WARNING_PERIOD
 
-    async def _connect(self, conn: socket.socket) -> None:
+    async def _connect(self, conn: socket.socket, tls: ssl.SSLContext | None) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(self.factory, conn, ssl=self.ssl_context)
+            await asyncio.get_running_loop().connect_accepted_socket(self.factory, conn, ssl=tls)
         except OSError:  # a reset or a failed TLS handshake (ssl.SSLError): nothing was served
             conn.close()
         except Exception:  # a bug: this connection is lost, but the door goes on accepting

@@ -692,7 +692,8 @@ class _BrowserSafety:
     (DNS-rebinding defence: a page on ``evil.example`` rebound to 127.0.0.1 sends
     ``Host: evil.example``), else a 400; a WebSocket's ``Origin``, when it has one (browsers
     always send it, other clients need not), must be in ``allowed_origins``, else a 403 before the
-    handshake, so no page can drive a stream with a token it got elsewhere."""
+    handshake, so no page can drive a stream with a token it got elsewhere. A connection on the
+    door's Unix socket is a local process (no browser connects to one): it is let through."""
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> None:
         self.app = app
@@ -712,6 +713,10 @@ class _BrowserSafety:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        connection = (scope.get("extensions") or {}).get(CONNECTION)
+        if connection is not None and connection.unix:  # a local process, never a browser's page
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
