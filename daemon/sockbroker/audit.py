@@ -14,6 +14,7 @@ cannot be written (a full disk) is a warning in the log, at most one a minute; t
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import json
@@ -73,7 +74,8 @@ class AuditLog:
 
     def close(self) -> None:
         if self._stream is not None and self._stream is not sys.stderr:
-            self._stream.close()
+            with contextlib.suppress(OSError):  # what a full disk kept is lost: it was warned about
+                self._stream.close()
         self._stream = None
 
 
