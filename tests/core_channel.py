@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sockbroker.core.broker import Api, AttachEvent, Broker, Direction, Principal
-from sockbroker.core.errors import BrokerError
+from sockbroker.core.errors import BreakError, BrokerError
 from sockbroker.doors import dispatch
 from sockbroker_client._errors import error_from_wire
 from sockbroker_wire.codec import from_dict, to_dict
@@ -107,6 +107,8 @@ class CoreChannel:
     def __init__(self, broker: Broker, token: str) -> None:
         self.broker = broker
         self._token = token
+        #: Calls in flight: closing the channel cancels them, as a closed connection does a door's.
+        self._calls: set[asyncio.Task[tuple[dict[str, Any], Any]]] = set()
 
     def _principal(self) -> Principal:
         with _translated():
@@ -122,7 +124,20 @@ class CoreChannel:
         r = route(method)
         with _translated():
             request = to_dict(from_dict(r.input, args))
-            fields, call = await dispatch.call(self.broker, method, self._principal(), session, request, call_id)
+            running = asyncio.ensure_future(
+                dispatch.call(self.broker, method, self._principal(), session, request, call_id)
+            )
+            self._calls.add(running)
+            try:
+                fields, call = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not running.cancelled():  # this caller was cancelled: so is its call
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+                    raise
+                raise BreakError(method, "the channel closed") from None  # aclose() cancelled it
+            finally:
+                self._calls.discard(running)
         if call is not None:
             call.finish(delivered=True)
         return to_dict(from_dict(r.output, fields))
@@ -183,4 +198,7 @@ class CoreChannel:
             return await api.udp_stream(udp, direction=Direction.SEND, incoming=batches())
 
     async def aclose(self) -> None:
-        return None
+        """Cancel the calls in flight, as a door does when its client's connection closes."""
+        for running in list(self._calls):
+            running.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)

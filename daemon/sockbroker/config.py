@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     max_delegation_seconds: float = Field(
         _LIMITS.max_delegation_seconds, gt=0, description="longest life of a delegated token (Custodians.Delegate)"
     )
+    max_delegations_per_session: int = Field(
+        _LIMITS.delegations_per_session, ge=1, description="live delegated tokens one session may hold"
+    )
     max_sessions_per_principal: int = Field(
         _LIMITS.sessions_per_principal, ge=1, description="open sessions one token may hold"
     )
@@ -415,6 +418,7 @@ class Settings(BaseSettings):
             lease_seconds=self.lease_seconds,
             max_grace_seconds=self.max_grace_seconds,
             max_delegation_seconds=self.max_delegation_seconds,
+            delegations_per_session=self.max_delegations_per_session,
             sessions_per_principal=self.max_sessions_per_principal,
             handles_per_session=self.max_handles_per_session,
             port_receive_buffer=self.port_receive_buffer,

@@ -20,7 +20,13 @@ from helpers import PeerServer, eventually, read_until_eof
 from sockbroker.core.broker import Principal
 from sockbroker.core.policy import Policy
 from sockbroker.server import Daemon
-from sockbroker_client import ContractError, NotFoundError, PermissionDeniedError, UnauthenticatedError
+from sockbroker_client import (
+    ContractError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
 
 #: The parent principal may connect to 127.0.0.1 only, on any port, and listen on 127.0.0.1.
 PARENT_POLICY = Policy(allow_connect=["127.0.0.1/32"], allow_listen=["127.0.0.1/32"])
@@ -140,6 +146,8 @@ async def test_bad_delegations_are_typed_errors(door: Any, parent: Any) -> None:
         await parent.delegate(parent.custodian, expires_seconds=60, allow_connect=["not-a-network"])
     with pytest.raises(ContractError):
         await parent.delegate(parent.custodian, expires_seconds=60, allow_ports=["70000"])
+    with pytest.raises(ContractError):  # each list is bounded: intersections cost their product
+        await parent.delegate(parent.custodian, expires_seconds=60, allow_connect=["127.0.0.1/32"] * 257)
     with pytest.raises(NotFoundError):
         await parent.delegate("cst_" + "x" * 22, expires_seconds=60)
     listener = await parent.tcp_listen(0, hostname="127.0.0.1")
@@ -147,3 +155,14 @@ async def test_bad_delegations_are_typed_errors(door: Any, parent: Any) -> None:
         await parent.delegate(listener.handle, expires_seconds=60)
     with contextlib.suppress(Exception):
         await listener.close()
+
+
+async def test_a_session_holds_a_bounded_number_of_delegations(door: Any, parent: Any, daemon: Daemon) -> None:
+    limit = daemon.broker.limits.delegations_per_session
+    sandbox = await parent.make_custodian()
+    tokens = [await sandbox.delegate(expires_seconds=60) for _ in range(limit)]
+    assert len(set(tokens)) == limit
+    with pytest.raises(ResourceExhaustedError):
+        await parent.delegate(parent.custodian, expires_seconds=60)
+    await sandbox.shutdown_all()  # revokes them all: their places are free again
+    assert (await parent.delegate(parent.custodian, expires_seconds=60)).startswith("sbd_")

@@ -33,8 +33,9 @@ from sockbroker_wire.v1 import broker_pb2_grpc as rpc
 
 LOOPBACK = "127.0.0.1"
 
-#: Loggers whose INFO lines are the daemon's documented record of sessions (docs/security.md).
-SESSION_LOGGERS = ("sockbroker.core.sessions",)
+#: Loggers whose INFO lines are the daemon's documented record of sessions: its log, and the audit
+#: log when it has no file of its own (docs/security.md).
+SESSION_LOGGERS = ("sockbroker.core.sessions", "sockbroker.audit")
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────

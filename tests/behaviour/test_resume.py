@@ -136,3 +136,25 @@ async def test_a_lapsed_lease_waits_for_a_resume_too(door: Any, daemon: Daemon) 
         await broker.keep_alive()  # a session waiting for a resume answers nothing else
     back = await door(attach=False, resume=broker.resumption)
     assert (await back.describe(udp.handle))["kind"] == "udp"
+
+
+async def test_a_call_blocked_when_the_connection_broke_loses_nothing(door: Any, daemon: Daemon) -> None:
+    """An accept waiting when the connection broke is cancelled in the daemon (nothing taken); the
+    connection that arrives during the grace period waits in the listener for the resumed session."""
+    broker = await door(grace_seconds=GRACE)
+    listener = await broker.tcp_listen(0, hostname="127.0.0.1")
+    port = (await listener.addresses(port_numbers=True))[1]
+    accepting = asyncio.ensure_future(broker.tcp_accept(listener))
+    await asyncio.sleep(0.2)  # the accept is waiting in the daemon
+    resumption = broker.resumption
+    await broker.abandon()
+    await asyncio.gather(accepting, return_exceptions=True)  # its client is gone; it ends somehow
+    await _in_grace(daemon, broker.session)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"queued")
+    await writer.drain()
+    back = await door(resume=resumption)
+    accepted = await back.tcp_accept(listener.handle, timeout=5)
+    assert accepted is not None
+    assert await accepted[0].read_bytes(6) == b"queued"
+    writer.close()

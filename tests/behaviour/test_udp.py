@@ -1417,3 +1417,22 @@ async def test_a_cancelled_receive_event_consumes_nothing(broker: AsyncBroker) -
     got += await all_datagrams(receiver)
     assert sorted(got) == [b"%08d" % n for n in range(RACES)]
     assert (await receiver.describe())["kernel_dropped"] == 0
+
+
+async def test_multicast_goes_out_only_on_an_interface_the_policy_allows(broker: AsyncBroker) -> None:
+    """``allow_multicast_interface`` (the test daemon's: loopback) judges every multicast send by
+    the socket's interface at that moment; "any interface" (the first state) is not loopback.
+    A denied send sends nothing: the policy refuses before the socket call."""
+    group = next(GROUPS)
+    sock = await opened(broker)
+    await sock.multicast_set_ttl(1)
+    with pytest.raises(PermissionDeniedError) as denied:
+        await sock.send_to(group, 9, b"x")
+    assert "send multicast on any interface" in str(denied.value)
+    await sock.multicast_set_interface("127.0.0.1")
+    assert await sock.send_to(group, 9, b"x")
+    await sock.connect(group, 9)
+    assert await sock.send(b"x")
+    await sock.multicast_set_interface(None)  # setting it is Racket's, and allowed
+    with pytest.raises(PermissionDeniedError):
+        await sock.send(b"x")

@@ -109,12 +109,17 @@ class Direction(enum.Enum):
     BOTH = "both"
 
 
+#: Entries one allow list of ``Custodians.Delegate`` may have: intersecting two lists costs the
+#: product of their lengths, once per reload and session.
+DELEGATION_ENTRIES = 256
+
+
 class Broker:
     """The daemon's core: its principals, their delegations, and the sessions."""
 
-    def __init__(self, limits: Limits, principals: list[Principal], *, events: Events | None = None) -> None:
+    def __init__(self, limits: Limits, principals: list[Principal]) -> None:
         self.limits = limits
-        self.events = events if events is not None else Events()
+        self.events = Events()
         #: Who callers are (:mod:`.principals`): the configured principals and live delegations.
         self.identities = Principals(principals)
         #: The configured principals (the registry's list: a reload replaces its items).
@@ -283,6 +288,9 @@ class Api:
         limits = self._broker.limits
         if expires_seconds is None or not (0 < expires_seconds < float("inf")):
             raise ContractError(who, "contract violation", {"expected": "positive-real?", "given": expires_seconds})
+        lists = (allow_connect, allow_listen, allow_ports, allow_multicast, allow_multicast_interface)
+        if any(len(entries) > DELEGATION_ENTRIES for entries in lists):
+            raise ContractError(who, "too many entries in an allow list", {"limit": DELEGATION_ENTRIES})
         try:
             narrowing = Policy(
                 allow_connect=tuple(allow_connect),

@@ -257,7 +257,9 @@ async def _build(session: Session, event: Event) -> _Ready:
         case UdpSendEvt(udp, data, start, end):
             who = "udp-send-evt"
             sock = lookup(udp, UdpSocket, who)
-            return _UdpSendEvt(sock, datagram_slice(who, data, start, end), None, who)
+            payload = datagram_slice(who, data, start, end)
+            sock.check_peer_send(who)
+            return _UdpSendEvt(sock, payload, None, who)
         case UdpSendToEvt(udp, hostname, port, data, start, end):
             who = "udp-send-to-evt"
             sock = lookup(udp, UdpSocket, who)

@@ -621,7 +621,8 @@ class UdpSocket(Resource):
     def _check_multicast_send(self, who: str, sockaddr: SockAddr) -> None:
         """A datagram to an IPv4 multicast group goes out on the socket's multicast interface
         (``udp-multicast-set-interface!``; 0.0.0.0, the kernel's choice, until set): the policy
-        must allow that interface too."""
+        must allow that interface too. It is judged at each send, not when it is set (setting it
+        answers as Racket does; only sending uses it)."""
         if self.family == socket.AF_INET and len(sockaddr) == 2 and 224 <= int(sockaddr[0].partition(".")[0]) <= 239:
             with os_errors(who, "getsockopt failed", {"socket": self.handle}):
                 interface = self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
@@ -643,7 +644,13 @@ class UdpSocket(Resource):
         check_timeout(who, timeout)
         self._require("send", who)
         self._check_size(who, payload, {"socket": self.handle})
+        self.check_peer_send(who)
         return await self._send_loop(who, None, payload, wait, timeout)
+
+    def check_peer_send(self, who: str) -> None:
+        """Before a send to the connected peer: a multicast group's interface is judged now."""
+        if self._peer is not None:
+            self._check_multicast_send(who, self._peer)
 
     async def send_datagram(self, data: bytes, hostname: str | None, port: int | None) -> None:
         """One frame of a send stream: to ``hostname``:``port``, or to the peer when hostname is None."""
@@ -730,7 +737,6 @@ class UdpSocket(Resource):
         details: dict[str, object] = {"address": hostname, "port number": port}
         sockaddr = await self._resolve_one(who, hostname, port, passive=False)
         self.policy.check_connect(who, host_of(sockaddr), port)
-        self._check_multicast_send(who, sockaddr)
         self.ensure_open(who)
         try:
             with os_errors(who, "can't connect", details):
@@ -820,8 +826,6 @@ class UdpSocket(Resource):
         who = "udp-multicast-set-interface!"
         hostname = check_hostname(who, hostname, optional=True)
         address = await self._in_addr(who, hostname, _CANT_RESOLVE)
-        if address != bytes(4):  # "any interface" is the socket's first state: a send judges it
-            self.policy.check_multicast_interface(who, socket.inet_ntoa(address))
         self._setopt(who, socket.IPPROTO_IP, socket.IP_MULTICAST_IF, address)
 
     async def multicast_join(self, group: object, interface: object) -> None:
