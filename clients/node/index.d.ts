@@ -87,6 +87,8 @@ export type AddressesWithPorts = [localHost: string, localPort: number, remoteHo
 export type HandleLike = Handle | string;
 
 export declare abstract class Handle {
+  /** A handle object for a handle string of `broker`'s session (one kept across a resume). */
+  constructor(broker: Broker, handle: string);
   readonly broker: Broker;
   readonly handle: string;
   toString(): string;
@@ -99,6 +101,8 @@ export declare abstract class Handle {
 }
 
 export declare class Custodian extends Handle {
+  /** A bearer token for sessions under this custodian (Broker.delegate). */
+  delegate(options: DelegateOptions): Promise<string>;
   shutdownAll(): Promise<void>;
 }
 
@@ -241,8 +245,39 @@ export interface ConnectOptions {
   /** Hold the session with an attachment (default true): it drops when this process dies. */
   attach?: boolean;
   leaseSeconds?: number;
+  /** Keep the session this long after its attachment breaks or its lease runs out, waiting for a
+   * resume (clamped to the daemon's max_grace_seconds; default 0: it drops at once). */
+  graceSeconds?: number;
+  /** Take back a session in its grace period instead of opening one (not with leaseSeconds or
+   * graceSeconds): NotFoundError when the token is wrong or spent, or the grace is over. */
+  resume?: Resumption;
   credentials?: ChannelCredentials;
   channelOptions?: ChannelOptions;
+}
+
+/** What takes a session back: `broker.resumption`, for `Broker.connect(target, {resume})`. */
+export interface Resumption {
+  session: string;
+  resumeToken: string;
+}
+
+/** What a delegated token may do, each within the delegating session's policy. An absent or
+ * empty list allows nothing of its kind. */
+export interface DelegateOptions {
+  /** Required, positive; clamped to the daemon's max_delegation_seconds. */
+  expiresSeconds: number;
+  /** Networks it may connect and send to ('127.0.0.1/32'). */
+  allowConnect?: readonly string[];
+  /** Networks it may listen and bind on. */
+  allowListen?: readonly string[];
+  /** Ports ('80', '8000-8100'; '0-65535' for all; '0' lets it listen or bind on an ephemeral port). */
+  allowPorts?: readonly string[];
+  /** Multicast groups it may join. */
+  allowMulticast?: readonly string[];
+  /** Addresses of the interfaces it may send multicast on. */
+  allowMulticastInterface?: readonly string[];
+  /** May its sessions take a socket's descriptor (an open-channel hand-off). */
+  allowHandoff?: boolean;
 }
 
 export interface CallOptions {
@@ -258,6 +293,12 @@ export declare class Broker {
   readonly session: string;
   readonly custodian: Custodian;
   readonly leaseSeconds: number;
+  /** The grace period the daemon granted (0: none). */
+  readonly graceSeconds: number;
+  /** The token that takes the session back within its grace ('' without one); each resume gives a new one. */
+  readonly resumeToken: string;
+  /** {session, resumeToken}: what `Broker.connect(target, {resume})` takes back. */
+  readonly resumption: Resumption;
   /** True while an attachment holds the session. */
   readonly attached: boolean;
 
@@ -268,10 +309,17 @@ export declare class Broker {
   cancelCall(callId: string): Promise<void>;
   /** Close the session (every handle in it) and the channel. Idempotent. */
   close(): Promise<void>;
+  /** Close the attachment and the channel without closing the session, as a crash would: it
+   * drops, or waits graceSeconds for a resume. Calls then fail (FailError). Idempotent. */
+  abandon(): Promise<void>;
 
   makeCustodian(parent?: Custodian | string | null): Promise<Custodian>;
   custodianShutdownAll(custodian: Custodian | string): Promise<void>;
   describeCustodian(custodian: Custodian | string): Promise<CustodianDescription>;
+  /** Custodians.Delegate: a bearer token for sessions that live under `custodian` with this
+   * session's policy narrowed to `options`; it ends after expiresSeconds, with the custodian, or
+   * with this session. */
+  delegate(custodian: Custodian | string, options: DelegateOptions): Promise<string>;
   describe(handle: HandleLike): Promise<HandleDescription>;
   tcpAddresses(handle: HandleLike, portNumbers?: false): Promise<Addresses>;
   tcpAddresses(handle: HandleLike, portNumbers: true): Promise<AddressesWithPorts>;

@@ -14,7 +14,7 @@ const { PortStream, receiveDatagrams, outgoing } = require('./streams');
 const files = require('./files');
 const { redeem } = require('./channel');
 
-const { BreakError, ContractError, NetworkError, NotFoundError, contractViolation, errorFromGrpc } = errors;
+const { BreakError, ContractError, FailError, NetworkError, NotFoundError, contractViolation, errorFromGrpc } = errors;
 
 /** What a read returns at end of file (distinct from zero bytes), as Racket's eof. */
 const EOF = Symbol.for('sockbroker.eof');
@@ -56,8 +56,13 @@ function request(method, def, args) {
     const value = h(raw);
     if (value === undefined || value === null) continue;
     const field = def.requestType.type.field.find((f) => camel(f.name) === key);
-    const check = field.label === 'LABEL_REPEATED' ? undefined : CHECKS[field.type];
-    if (check && !check[1](value)) throw contractViolation(method, `${check[0]} for ${key}`, raw);
+    const check = CHECKS[field.type];
+    if (field.label === 'LABEL_REPEATED') {
+      if (!Array.isArray(value)) throw contractViolation(method, `an array for ${key}`, raw);
+      if (check && !value.every(check[1])) throw contractViolation(method, `${check[0]} for each item of ${key}`, raw);
+    } else if (check && !check[1](value)) {
+      throw contractViolation(method, `${check[0]} for ${key}`, raw);
+    }
     out[key] = field.type === 'TYPE_BYTES' && typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
   }
   return out;
@@ -80,6 +85,22 @@ function options(who, opts, allowed) {
 }
 
 const BLOCKING = ['custodian', 'timeout', 'signal'];
+
+/** What a delegated token may do (Custodians.Delegate), each within the delegating session's policy. */
+const DELEGATION = [
+  'expiresSeconds', 'allowConnect', 'allowListen', 'allowPorts', 'allowMulticast', 'allowMulticastInterface',
+  'allowHandoff',
+];
+
+/** Sessions.Resume's arguments from connect's `resume` option: {session, resumeToken}, as
+ * `broker.resumption` gives them. */
+function resumeArgs(resume) {
+  const valid = typeof resume === 'object' && !Array.isArray(resume)
+    && Object.keys(resume).every((key) => key === 'session' || key === 'resumeToken')
+    && typeof resume.session === 'string' && typeof resume.resumeToken === 'string';
+  if (!valid) throw contractViolation('Broker.connect', '{session, resumeToken} (strings, as broker.resumption) for resume', resume);
+  return { session: resume.session, resumeToken: resume.resumeToken };
+}
 
 function datagram(reply) {
   if (reply.count === undefined) return null;
@@ -125,6 +146,11 @@ class Handle {
 }
 
 class Custodian extends Handle {
+  /** A bearer token for sessions under this custodian (Broker#delegate). */
+  delegate(opts) {
+    return this.broker.delegate(this, opts);
+  }
+
   shutdownAll() {
     return this.broker.custodianShutdownAll(this);
   }
@@ -367,8 +393,15 @@ class Broker {
     this.session = session;
     this.custodian = new Custodian(this, custodian);
     this.leaseSeconds = leaseSeconds;
+    /** The grace period the daemon granted (0: none), and the token that takes the session back
+     * within it; each resume gives a new token. */
+    this.graceSeconds = 0;
+    this.resumeToken = '';
     this._attachment = null;
     this._closing = undefined;
+    this._channelClosed = false;
+    /** The calls and streams under way (abandon() cancels them). */
+    this._calls = new Set();
   }
 
   /**
@@ -377,9 +410,27 @@ class Broker {
    * 127.0.0.1:50051. The token defaults to $SOCKBROKER_TOKEN, then the token file
    * ($SOCKBROKER_TOKEN_FILE or the daemon's default path). With `attach` (the default) a
    * Sessions.Attach stream holds the session, so it drops the moment this process dies.
+   *
+   * `graceSeconds` asks the daemon to keep the session that long after its attachment breaks or
+   * its lease runs out (bounded by its max_grace_seconds); `resume: {session, resumeToken}` (an
+   * earlier broker's `resumption`) takes such a session back instead of opening one, every
+   * handle intact: NotFoundError when the token is wrong or spent, or the grace period is over.
    */
   static async connect(target, opts) {
-    const o = options('Broker.connect', opts, ['token', 'tokenFile', 'attach', 'leaseSeconds', 'credentials', 'channelOptions']);
+    const o = options('Broker.connect', opts, [
+      'token', 'tokenFile', 'attach', 'leaseSeconds', 'graceSeconds', 'resume', 'credentials', 'channelOptions',
+    ]);
+    let rpc = 'Sessions.Open';
+    let args = { leaseSeconds: o.leaseSeconds, graceSeconds: o.graceSeconds };
+    if (o.resume !== undefined && o.resume !== null) {
+      const given = ['leaseSeconds', 'graceSeconds'].filter((key) => o[key] !== undefined && o[key] !== null);
+      if (given.length) {
+        const why = 'resume takes the session back with the lease and grace it was opened with';
+        throw new ContractError(`Broker.connect: ${why}\n  options: ${given.join(', ')}`);
+      }
+      rpc = 'Sessions.Resume';
+      args = resumeArgs(o.resume);
+    }
     const tokenFile = o.tokenFile || files.defaultTokenFile();
     const token = o.token ?? process.env.SOCKBROKER_TOKEN ?? files.readTokenFile(tokenFile);
     const address = target || files.defaultTarget(tokenFile);
@@ -390,11 +441,12 @@ class Broker {
     });
     const broker = new Broker(client, address, token, null, '', 0);
     try {
-      const args = o.leaseSeconds === undefined ? {} : { leaseSeconds: o.leaseSeconds };
-      const reply = await broker.call('Sessions.Open', args);
+      const reply = await broker.call(rpc, args);
       broker.session = reply.session;
       broker.custodian = new Custodian(broker, reply.custodian);
       broker.leaseSeconds = reply.leaseSeconds;
+      broker.graceSeconds = reply.graceSeconds;
+      broker.resumeToken = reply.resumeToken;
       if (o.attach !== false) await broker._attach();
     } catch (err) {
       client.close();
@@ -411,6 +463,13 @@ class Broker {
     return md;
   }
 
+  /** Count `call` as under way until its status arrives. */
+  _track(call) {
+    this._calls.add(call);
+    call.on('status', () => this._calls.delete(call));
+    return call;
+  }
+
   _translate(err) {
     return errorFromGrpc(err, this.target);
   }
@@ -418,6 +477,7 @@ class Broker {
   _method(method, kind) {
     const def = METHODS.get(method);
     if (!def) throw new ContractError(`call: no such RPC\n  method: ${JSON.stringify(method)}`);
+    if (this._channelClosed) throw new FailError(`${method}: the broker is closed (close() or abandon())\n  session: ${this.session}`);
     const streaming = def.requestStream || def.responseStream;
     if (kind === 'unary' && streaming) {
       throw new ContractError(`call: ${method} is a stream: use its method (tcpStream, receiveStream, sendStream, attach)`);
@@ -454,13 +514,14 @@ class Broker {
           reject(this._translate(err));
         },
       );
+      this._track(call);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
   _attach() {
     const def = this._method('Sessions.Attach');
-    const call = this._client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, this._metadata());
+    const call = this._track(this._client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, this._metadata()));
     return new Promise((resolve, reject) => {
       const failed = (err) => {
         this._attachment = null;
@@ -485,6 +546,11 @@ class Broker {
   /** True while an attachment holds the session. */
   get attached() {
     return this._attachment !== null;
+  }
+
+  /** {session, resumeToken}: what `Broker.connect(target, {resume})` takes back. */
+  get resumption() {
+    return { session: this.session, resumeToken: this.resumeToken };
   }
 
   async keepAlive() {
@@ -521,12 +587,31 @@ class Broker {
           if (!(err instanceof NotFoundError || err instanceof errors.BrokerUnavailableError)) throw err;
         } finally {
           if (this._attachment) this._attachment.cancel();
-          this._attachment = null;
-          this._client.close();
+          this._shutDown();
         }
       })();
     }
     return this._closing;
+  }
+
+  /** Let the session go as a crash would: the attachment, every call and stream under way
+   * (they fail with BreakError) and the channel close, and no Sessions.Close is sent. The
+   * session then drops, or, opened with graceSeconds, waits that long for
+   * `Broker.connect(target, {resume: broker.resumption})`. Calls on this broker fail from here
+   * (FailError); close() does nothing more. Idempotent. */
+  abandon() {
+    if (!this._closing) {
+      for (const call of this._calls) call.cancel();
+      this._shutDown();
+      this._closing = Promise.resolve();
+    }
+    return this._closing;
+  }
+
+  _shutDown() {
+    this._attachment = null;
+    this._channelClosed = true;
+    this._client.close();
   }
 
   // ── custodians and handles ──
@@ -540,6 +625,23 @@ class Broker {
 
   describeCustodian(custodian) {
     return this.call('Custodians.Describe', { custodian });
+  }
+
+  /**
+   * Custodians.Delegate: a bearer token for a sandboxed child. Sessions opened with it
+   * (`Broker.connect(target, {token})`) live under `custodian`, with this session's policy
+   * narrowed to the lists given: allowConnect, allowListen (networks), allowPorts ("80",
+   * "8000-8100"; "0-65535" for all), allowMulticast (groups), allowMulticastInterface, and
+   * allowHandoff. An absent or empty list allows nothing of its kind. The token ends after
+   * `expiresSeconds` (required; clamped to the daemon's max_delegation_seconds), when `custodian`
+   * is shut down, or when this session drops, and every session opened with it drops then.
+   */
+  async delegate(custodian, opts) {
+    const o = options('custodian-delegate', opts, DELEGATION);
+    if (o.expiresSeconds === undefined || o.expiresSeconds === null) {
+      throw contractViolation('custodian-delegate', 'a positive number of seconds for expiresSeconds', o.expiresSeconds);
+    }
+    return (await this.call('Custodians.Delegate', { ...o, custodian })).token;
   }
 
   describe(handle) {
@@ -624,7 +726,7 @@ class Broker {
     const port = h(inputPort);
     if (typeof port !== 'string') throw contractViolation('tcp-stream', 'an InputPort or its handle', inputPort);
     const def = this._method('Ports.Stream');
-    const call = this._client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, this._metadata());
+    const call = this._track(this._client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, this._metadata()));
     call.write({ port });
     return new PortStream(call, (err) => this._translate(err));
   }
@@ -642,20 +744,26 @@ class Broker {
   _receiveStream(sock, maxBytes) {
     const def = this._method('Udp.ReceiveStream');
     const message = request('Udp.ReceiveStream', def, { udp: sock, max: maxBytes, packed: true });
-    const call = this._client.makeServerStreamRequest(
+    const call = this._track(this._client.makeServerStreamRequest(
       def.path, def.requestSerialize, def.responseDeserialize, message, this._metadata(),
-    );
+    ));
     return receiveDatagrams(call, (err) => this._translate(err));
   }
 
   _sendStream(sock, datagrams) {
-    const def = this._method('Udp.SendStream');
+    let def;
+    try {
+      def = this._method('Udp.SendStream');
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
       let failed = null;
       const call = this._client.makeClientStreamRequest(
         def.path, def.requestSerialize, def.responseDeserialize, this._metadata(), {},
         (err, reply) => (err ? reject(failed || this._translate(err)) : resolve(reply.sent)),
       );
+      this._track(call);
       const write = (batch) => new Promise((done) => call.write(batch, () => done()));
       (async () => {
         let first = true;

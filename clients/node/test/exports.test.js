@@ -30,9 +30,9 @@ test("index.d.ts declares Broker's methods, and each exists", () => {
 // RPC → the method that makes it (on the broker, or on a handle class).
 const REACHED_BY = {
   'Sessions.Open': 'Broker.connect', 'Sessions.Attach': 'Broker.connect', 'Sessions.KeepAlive': 'keepAlive',
-  'Sessions.Close': 'close', 'Sessions.CancelCall': 'cancelCall',
+  'Sessions.Close': 'close', 'Sessions.CancelCall': 'cancelCall', 'Sessions.Resume': 'Broker.connect',
   'Custodians.Create': 'makeCustodian', 'Custodians.Shutdown': 'custodianShutdownAll',
-  'Custodians.Describe': 'describeCustodian',
+  'Custodians.Describe': 'describeCustodian', 'Custodians.Delegate': 'delegate',
   'Tcp.Listen': 'tcpListen', 'Tcp.Connect': 'tcpConnect', 'Tcp.Accept': 'tcpAccept',
   'Tcp.AcceptReady': 'tcpAcceptReady', 'Tcp.Close': 'tcpClose', 'Tcp.AbandonPort': 'tcpAbandonPort',
   'Handles.Addresses': 'tcpAddresses', 'Handles.Describe': 'describe',

@@ -1,9 +1,11 @@
 'use strict';
 // Shared by the tests: a session with the daemon the pytest wrapper started (its address and
 // token file come in SOCKBROKER_GRPC and SOCKBROKER_TOKEN_FILE), plain loopback peers made with
-// node:net / node:dgram, and bounded waits.
+// node:net / node:dgram, a separate process holding a session, and bounded waits.
 
 const net = require('node:net');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
 const { once } = require('node:events');
 const { Broker } = require('..');
 
@@ -31,6 +33,45 @@ function within(ms, promise, what = 'operation') {
     timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Resolve once `predicate()` (sync or async) is truthy, polling; reject after `ms`. */
+async function eventually(predicate, ms = 5000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Run test/fixtures/holder.js: another Node process whose session holds a connection to
+ * 127.0.0.1:`port` (`args`: its grace seconds). Resolves once it is ready to {child, session,
+ * resumeToken, input, output}; the test's `after` hook kills it if it still runs. */
+async function holder(t, port, ...args) {
+  const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'holder.js'), String(port), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const line = await within(15000, new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out.trim());
+    });
+    child.once('exit', () => reject(new Error(`holder exited early: ${stderr}`)));
+  }), 'the holder to start');
+  const [word, session, resumeToken, input, output] = line.split(' ');
+  if (word !== 'ready') throw new Error(`holder: unexpected line ${JSON.stringify(line)}`);
+  return { child, session, resumeToken, input, output };
+}
+
+/** SIGKILL `child` and wait until it has exited. */
+async function kill(child) {
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await within(5000, exited, 'the child to exit');
 }
 
 /** A plain TCP server on 127.0.0.1 (outside the broker), half-open allowed (our FIN does not
@@ -77,4 +118,4 @@ async function closedPort() {
   return port;
 }
 
-module.exports = { sessions, within, peerServer, readAll, closedPort };
+module.exports = { sessions, within, eventually, holder, kill, peerServer, readAll, closedPort };

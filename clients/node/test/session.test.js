@@ -1,28 +1,14 @@
 'use strict';
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
 const sb = require('..');
-const { sessions, within, peerServer, readAll } = require('./helpers');
+const { sessions, within, holder, peerServer, readAll } = require('./helpers');
 
 test('a SIGKILLed Node process loses its sockets at once: the peer sees EOF', async (t) => {
   const peer = await peerServer(t);
-  const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'holder.js'), String(peer.port)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  t.after(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'));
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  const line = await within(15000, new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('\n')) resolve(out.trim());
-    });
-    child.once('exit', () => reject(new Error(`holder exited early: ${stderr}`)));
-  }), 'the holder to start');
-  assert.match(line, /^ready ses_/);
+  const { child, session, resumeToken } = await holder(t, peer.port);
+  assert.match(session, /^ses_/);
+  assert.equal(resumeToken, '-', 'no grace asked, no resume token');
   const socket = await peer.next();
   const received = readAll(socket, 5000);
   const started = Date.now();

@@ -1,8 +1,8 @@
 // A first session in TypeScript: checked with `tsc --noEmit -p test/tsconfig.json` (the pytest
 // wrapper runs it), so the shipped index.d.ts must describe what lib/ exports.
 import {
-  Broker, BrokerError, EOF, InputPort, NetworkErrnoError, OutputPort, PortStream, UdpSocket,
-  ReceivedDatagram, tcpAcceptEvt, udpReceiveEvt,
+  Broker, BrokerError, DelegateOptions, EOF, InputPort, Listener, NetworkErrnoError, NotFoundError, OutputPort,
+  PortStream, Resumption, UdpSocket, ReceivedDatagram, tcpAcceptEvt, udpReceiveEvt,
 } from '..';
 
 async function main(): Promise<void> {
@@ -45,6 +45,23 @@ async function main(): Promise<void> {
   const description = await sock.describe();
   console.log(description.kind, description.bound, description.family);
   await broker.close();
+
+  // A session that survives a crash, and a sandboxed child's token.
+  const graced = await Broker.connect(null, { graceSeconds: 30 });
+  const sandbox = await graced.makeCustodian();
+  const narrow: DelegateOptions = { expiresSeconds: 60, allowConnect: ['127.0.0.1/32'], allowPorts: ['8000-8100'] };
+  const token: string = await sandbox.delegate(narrow);
+  const child = await Broker.connect(null, { token });
+  console.log(child.session, await graced.delegate(graced.custodian, { expiresSeconds: 1, allowHandoff: false }));
+  const resumption: Resumption = graced.resumption;
+  const kept: string = (await graced.tcpListen(0, 4, false, '127.0.0.1')).handle;
+  await graced.abandon();
+  try {
+    const back = await Broker.connect(null, { resume: resumption });
+    console.log(back.graceSeconds, back.resumeToken, await new Listener(back, kept).acceptReady());
+  } catch (err) {
+    if (err instanceof NotFoundError) console.log('too late');
+  }
 }
 
 void main();
