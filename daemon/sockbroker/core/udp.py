@@ -623,7 +623,14 @@ class UdpSocket(Resource):
         (``udp-multicast-set-interface!``; 0.0.0.0, the kernel's choice, until set): the policy
         must allow that interface too. It is judged at each send, not when it is set (setting it
         answers as Racket does; only sending uses it)."""
-        if self.family == socket.AF_INET and len(sockaddr) == 2 and 224 <= int(sockaddr[0].partition(".")[0]) <= 239:
+        host = sockaddr[0]
+        # 224.0.0.0/4 on an IPv4 socket, looked at cheaply: this runs for every datagram sent
+        if (
+            host[:1] == "2"
+            and len(sockaddr) == 2
+            and self.family == socket.AF_INET
+            and 224 <= int(host.partition(".")[0]) <= 239
+        ):
             with os_errors(who, "getsockopt failed", {"socket": self.handle}):
                 interface = self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
             self.policy.check_multicast_interface(who, socket.inet_ntoa(interface))
