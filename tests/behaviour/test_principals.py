@@ -169,6 +169,24 @@ async def test_a_unix_peer_is_the_principal_of_its_uid(folder: pathlib.Path, dae
         await client.delete(f"/v1/sessions/{session}", headers={"Sockbroker-Session": session})
 
 
+async def test_the_python_client_is_a_unix_peer_principal(
+    folder: pathlib.Path, daemon: Daemon, peer: PeerServer
+) -> None:
+    """``http+unix://PATH`` with no token: the bundled client is named by its uid, attached over
+    a WebSocket on the same socket, and its sockets work."""
+    broker = await AsyncBroker.connect(f"http+unix://{_socket(folder)}", token="")
+    try:
+        assert daemon.broker.sessions.find(broker.session).principal == "local"  # type: ignore[union-attr]
+        assert daemon.broker.sessions.find(broker.session).attachments == 1  # type: ignore[union-attr]
+        ports = await broker.tcp_connect(LOOPBACK, peer.port)
+        assert ports is not None
+        reader, _ = await peer.next()
+        await ports[1].write(b"from a peer", flush=True)
+        assert await reader.readexactly(11) == b"from a peer"
+    finally:
+        await broker.aclose()
+
+
 async def _open_as(path: pathlib.Path, uid: int, gid: int) -> tuple[int, str]:
     """``POST /v1/sessions`` over a Unix socket connected as ``uid``/``gid``: the kernel records a
     socket's peer credentials at ``connect``, from the effective ids, which are changed for that

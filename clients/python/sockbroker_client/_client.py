@@ -66,7 +66,7 @@ def default_token_file() -> pathlib.Path:
 
 #: Per transport: the environment variable naming the target, and the target when nothing names one.
 _TARGETS = {"grpc": ("SOCKBROKER_GRPC", "127.0.0.1:50051"), "rest": ("SOCKBROKER_REST", "http://127.0.0.1:8080")}
-_URL_SCHEMES = ("http://", "https://")
+_URL_SCHEMES = ("http://", "https://", "http+unix://")
 
 
 def _transport_for(target: str | None, transport: str | None) -> str:
@@ -80,7 +80,9 @@ def _transport_for(target: str | None, transport: str | None) -> str:
     if target and transport == "grpc" and is_url:
         raise ContractError(f"connect: {target} is a REST URL; a gRPC target is HOST:PORT (or leave transport out)")
     if target and transport == "rest" and not is_url:
-        raise ContractError(f"connect: a REST target is a URL, http://HOST:PORT or https://HOST:PORT, not {target}")
+        raise ContractError(
+            f"connect: a REST target is a URL, http://HOST:PORT, https://HOST:PORT or http+unix://PATH, not {target}"
+        )
     return transport
 
 
@@ -456,7 +458,9 @@ class AsyncBroker:
     ) -> Connecting:
         """Open a session: ``async with AsyncBroker.connect() as broker:`` (or ``await`` it).
 
-        ``target``: ``HOST:PORT`` for gRPC, ``http(s)://HOST:PORT`` for REST; ``transport``
+        ``target``: ``HOST:PORT`` for gRPC, ``http(s)://HOST:PORT`` for REST, or
+        ``http+unix://PATH`` for REST on the daemon's Unix socket (``--rest-unix-socket``: with
+        ``token=""`` the daemon names the caller by its uid or gid); ``transport``
         (``"grpc"`` or ``"rest"``) defaults to what the target says, gRPC without a target.
         The token defaults to ``$SOCKBROKER_TOKEN``, then the token file (``$SOCKBROKER_TOKEN_FILE``
         or the daemon's default path), which must be a regular file of at most 4096 bytes

@@ -416,20 +416,29 @@ def _ssl_context(verify: Any) -> ssl.SSLContext:
     return context
 
 
+#: A REST target on the daemon's Unix socket (``--rest-unix-socket``): ``http+unix://`` and the
+#: socket's path, e.g. ``http+unix:///run/sockbroker/rest.sock``.
+UNIX_SCHEME = "http+unix://"
+
+
 class RestTransport:
     name = "rest"
 
     def __init__(self, base_url: str, token: str, *, verify: Any = True, timeout: float | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.target = self.base_url
+        self.target = base_url.rstrip("/")
         self._token = token
+        #: The Unix socket of an ``http+unix://`` target (its requests say ``Host: localhost``).
+        self._unix = self.target[len(UNIX_SCHEME) :] if self.target.startswith(UNIX_SCHEME) else None
+        self.base_url = "http://localhost" if self._unix is not None else self.target
         #: One TLS context for the HTTP calls and the WebSockets (``https://`` targets only).
         self._ssl = _ssl_context(verify) if self.base_url.startswith("https://") else None
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
             verify=self._ssl if self._ssl is not None else True,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=limits,
+            transport=httpx.AsyncHTTPTransport(uds=self._unix, limits=limits) if self._unix is not None else None,
         )
 
     def _headers(self, session: str | None, call_id: str | None = None) -> dict[str, str]:
@@ -474,6 +483,14 @@ class RestTransport:
 
     async def _ws(self, path: str, session: str | None) -> Any:
         with _translated(self.target):
+            if self._unix is not None:
+                return await websockets.unix_connect(
+                    self._unix,
+                    self._ws_url(path),
+                    additional_headers=self._headers(session),
+                    max_size=None,
+                    compression=None,
+                )
             return await websockets.connect(
                 self._ws_url(path),
                 additional_headers=self._headers(session),
