@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import test_serve
 from test_serve import Serving, start, token_file
 
 CONFIG = """
@@ -30,6 +31,10 @@ allow_connect = {connect}
 """
 
 
+#: The daemon processes a test started, killed by pid at its end (test_serve's fixture).
+serving = test_serve.serving
+
+
 def _write_config(path: pathlib.Path, tmp_path: pathlib.Path, connect: list[str]) -> None:
     text = CONFIG.format(audit=tmp_path / "audit.jsonl", token=tmp_path / "ci.token", connect=json.dumps(connect))
     path.write_text(text)
@@ -41,14 +46,6 @@ def _until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds} s: {what}")
         time.sleep(0.05)
-
-
-@pytest.fixture
-def serving(tmp_path: pathlib.Path) -> Iterator[list[Serving]]:
-    started: list[Serving] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 @pytest.fixture

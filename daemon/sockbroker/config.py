@@ -195,7 +195,7 @@ class Settings(BaseSettings):
         _LIMITS.delegations_per_session, ge=1, description="live delegated tokens one session may hold"
     )
     max_sessions_per_principal: int = Field(
-        _LIMITS.sessions_per_principal, ge=1, description="open sessions one token may hold"
+        _LIMITS.sessions_per_principal, ge=1, description="open sessions one principal may hold (unless its table says)"
     )
     max_handles_per_session: int = Field(
         _LIMITS.handles_per_session, ge=1, description="open handles one session may hold"

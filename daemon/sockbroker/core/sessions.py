@@ -60,45 +60,30 @@ class SessionPolicy:
             self._policy, self._generation = self._source(), generation
         return self._policy
 
-    def _denied(self, exc: PermissionDeniedError, who: str, target: str) -> None:
-        session = self._session
-        reason = exc.message.split("\n", 1)[0]
-        session._manager.events.publish(Event("policy.deny", session.principal, session.id, who, target, reason))
+    def _judged(self, who: str, target: str, check: Callable[[Policy], None]) -> None:
+        """Run one check of the current policy; a denial is published, then raised."""
+        try:
+            check(self.current)
+        except PermissionDeniedError as exc:
+            session = self._session
+            reason = exc.message.split("\n", 1)[0]
+            session._manager.events.publish(Event("policy.deny", session.principal, session.id, who, target, reason))
+            raise
 
     def check_connect(self, who: str, host: str, port: int) -> None:
-        try:
-            self.current.check_connect(who, host, port)
-        except PermissionDeniedError as exc:
-            self._denied(exc, who, _endpoint(host, port))
-            raise
+        self._judged(who, _endpoint(host, port), lambda policy: policy.check_connect(who, host, port))
 
     def check_listen(self, who: str, host: str, port: int) -> None:
-        try:
-            self.current.check_listen(who, host, port)
-        except PermissionDeniedError as exc:
-            self._denied(exc, who, _endpoint(host, port))
-            raise
+        self._judged(who, _endpoint(host, port), lambda policy: policy.check_listen(who, host, port))
 
     def check_multicast(self, who: str, group: str) -> None:
-        try:
-            self.current.check_multicast(who, group)
-        except PermissionDeniedError as exc:
-            self._denied(exc, who, group)
-            raise
+        self._judged(who, group, lambda policy: policy.check_multicast(who, group))
 
     def check_multicast_interface(self, who: str, interface: str) -> None:
-        try:
-            self.current.check_multicast_interface(who, interface)
-        except PermissionDeniedError as exc:
-            self._denied(exc, who, interface)
-            raise
+        self._judged(who, interface, lambda policy: policy.check_multicast_interface(who, interface))
 
     def check_handoff(self, who: str, *, udp: bool) -> None:
-        try:
-            self.current.check_handoff(who, udp=udp)
-        except PermissionDeniedError as exc:
-            self._denied(exc, who, "udp" if udp else "tcp")
-            raise
+        self._judged(who, "udp" if udp else "tcp", lambda policy: policy.check_handoff(who, udp=udp))
 
 
 def _endpoint(host: str, port: int) -> str:
