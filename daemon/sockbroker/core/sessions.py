@@ -22,6 +22,7 @@ from .errors import ContractError, NotFoundError, ResourceExhaustedError
 from .limits import Limits
 from .resources import Custodian, HandleTable
 from .states import SESSION, SessionState
+from .traffic import Traffic, principal_label
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -44,6 +45,8 @@ class Session:
         self.lease_seconds = lease_seconds
         #: When it opened (``time.time()``: seconds since the epoch, for the admin API).
         self.opened_at = time.time()
+        #: What its closed handles carried, and through it its principal's totals (:mod:`.traffic`).
+        self.traffic = Traffic(manager.traffic_of(principal))
         self.table = HandleTable(max_handles=manager.limits.handles_per_session)
         self.root = Custodian(self.table, None, "sessions-open")
         self.state = SessionState.LEASED
@@ -150,6 +153,9 @@ class SessionManager:
         self.budget = Budget(limits.daemon_buffer)
         self._sessions: dict[str, Session] = {}
         self.dropped_total = 0
+        #: What every principal's closed handles carried, by :func:`.traffic.principal_label`:
+        #: kept for the daemon's life (one entry per principal name before its ``/``).
+        self.traffic: dict[str, Traffic] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -167,6 +173,14 @@ class SessionManager:
 
     def handle_count(self) -> int:
         return sum(len(s.table) for s in self._sessions.values())
+
+    def traffic_of(self, principal: str) -> Traffic:
+        """The totals of the principal a caller's name belongs to (``alice/dlg_…``: ``alice``)."""
+        label = principal_label(principal)
+        found = self.traffic.get(label)
+        if found is None:
+            found = self.traffic[label] = Traffic()
+        return found
 
     def open(self, principal: str, policy: Policy, lease_seconds: float | None) -> Session:
         who = "sessions-open"
