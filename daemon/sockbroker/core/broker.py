@@ -126,11 +126,11 @@ class Broker:
             raise ValueError("at least one principal is needed")
         self.limits = limits
         self.principals = principals
-        self.sessions = SessionManager(limits)
-        #: Tickets for the channel door (DESIGN §8).
-        self.channels = Channels(limits)
         #: What happens to sessions, policies and handles: the audit log and the admin API's events.
         self.events = Events()
+        self.sessions = SessionManager(limits, self.events)
+        #: Tickets for the channel door (DESIGN §8).
+        self.channels = Channels(limits)
         #: True once the daemon has begun to stop (health checks answer NOT_SERVING).
         self.stopping = False
         #: Principals found by :meth:`authenticate_header`, by the header value that named them.

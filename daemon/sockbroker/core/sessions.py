@@ -19,6 +19,7 @@ from ._net import Signal
 from .breaks import Calls
 from .budget import Budget
 from .errors import ContractError, NotFoundError, ResourceExhaustedError
+from .events import Event, Events
 from .limits import Limits
 from .resources import Custodian, HandleTable
 from .states import SESSION, SessionState
@@ -145,10 +146,12 @@ class Session:
 
 
 class SessionManager:
-    """All sessions of the daemon, by id."""
+    """All sessions of the daemon, by id. Each open and each drop is published on ``events``
+    (``session.open``, ``session.drop`` with its reason)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, events: Events | None = None) -> None:
         self.limits = limits
+        self.events = events if events is not None else Events()
         #: Bytes every session's ports and streams hold together.
         self.budget = Budget(limits.daemon_buffer)
         self._sessions: dict[str, Session] = {}
@@ -196,6 +199,7 @@ class SessionManager:
         session = Session(self, principal, policy, lease)
         self._sessions[session.id] = session
         log.info("session %s opened for %s", session.id, principal)
+        self.events.publish(Event("session.open", principal, session.id, who, session.root.handle))
         return session
 
     def get(self, session_id: str, principal: str, who: str) -> Session:
@@ -212,6 +216,7 @@ class SessionManager:
         self.dropped_total += 1
         log.info("session %s dropped: %s", session.id, reason)
         session._close()
+        self.events.publish(Event("session.drop", session.principal, session.id, reason=reason))
 
     def drop_all(self, *, reason: str) -> None:
         for session in list(self._sessions.values()):
