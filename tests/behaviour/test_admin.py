@@ -209,6 +209,32 @@ async def test_a_relay_channel_counts_into_its_connection(
         assert (shown["bytes_in"], shown["bytes_out"], shown["channel"]) == (len(down), len(up), "relay")
 
 
+async def test_a_datagram_stream_counts_what_it_takes_and_a_hand_off_stops_the_count(
+    admin: AsyncAdmin, client: AsyncBroker, peer: PeerServer
+) -> None:
+    sock = await client.udp_open_socket("127.0.0.1")
+    await sock.bind("127.0.0.1", 0)
+    _, udp_port, _, _ = await sock.addresses(port_numbers=True)
+    stream = sock.receive_stream()
+    with _udp_peer() as remote:
+        for size in range(1, 6):  # queued in the kernel: the stream takes them when it starts
+            remote.sendto(b"s" * size, ("127.0.0.1", udp_port))
+        got = [(await asyncio.wait_for(anext(stream), 5)).data for _ in range(5)]
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert sorted(len(d) for d in got) == [1, 2, 3, 4, 5]
+    shown = _handles(await admin.describe_session(client.session))[sock.handle]
+    assert (shown["datagrams_in"], shown["bytes_in"]) == (5, 15)
+
+    # A handed-off connection: what its client moves itself is not the daemon's to count.
+    i, _ = await client.tcp_connect("127.0.0.1", peer.port)
+    reader, _ = await peer.next()
+    with await i.open_channel("handoff") as channel:
+        await asyncio.to_thread(channel.sendall, b"h" * 1000)
+        assert await reader.readexactly(1000) == b"h" * 1000
+        shown = _handles(await admin.describe_session(client.session))[i.handle]
+        assert (shown["bytes_in"], shown["bytes_out"], shown["channel"]) == (0, 0, "handoff")
+
+
 # ───────────────────────────── killing ─────────────────────────────
 
 
