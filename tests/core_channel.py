@@ -4,18 +4,22 @@ The behavioural suite runs through it as through gRPC and REST, so a behaviour i
 core itself, with no transport in between. It does what a front door does and nothing more:
 arguments and replies go through the proto (the wire codec fills defaults exactly as a door's
 decoding does), unary calls through the doors' one dispatch table, streams and attachment
-through the core's stream methods; core errors become the client's typed errors by kind.
+through the core's stream methods (the admin API's event stream through
+:meth:`~sockbroker.core.admin.Admin.watch_events`); core errors become the client's typed errors
+by kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
+from sockbroker.core.admin import Admin
 from sockbroker.core.broker import Api, AttachEvent, Broker, Direction, Principal
 from sockbroker.core.errors import BreakError, BrokerError
+from sockbroker.core.events import Event
 from sockbroker.doors import dispatch
 from sockbroker_client._errors import error_from_wire
 from sockbroker_wire.codec import from_dict, to_dict
@@ -196,6 +200,31 @@ class CoreChannel:
 
         with _translated():
             return await api.udp_stream(udp, direction=Direction.SEND, incoming=batches())
+
+    async def watch_events(self) -> AsyncGenerator[dict[str, Any], None]:
+        principal = self._principal()
+        output = route("Admin.WatchEvents").output
+        events: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
+
+        async def emit(event: Event) -> None:
+            await events.put(dispatch.admin_event(event))
+
+        async def run() -> None:
+            try:
+                await Admin(self.broker).watch_events(principal, emit)
+            except BrokerError as exc:
+                await events.put(_client_error(exc))
+
+        task = asyncio.ensure_future(run())
+        try:
+            while True:
+                item = await events.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield to_dict(from_dict(output, item))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Cancel the calls in flight, as a door does when its client's connection closes."""

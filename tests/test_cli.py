@@ -1,7 +1,7 @@
 """The `sockbroker` console script as real processes.
 
 `sockbroker serve`: defaults, token file, health, auth, signals. The client commands (`status`,
-`token`, `connect`, `listen`, `udp send|receive`): each runs as a subprocess of the installed
+`token`, `connect`, `listen`, `udp send|receive`, `admin …`): each runs as a subprocess of the installed
 console script against a real daemon process on loopback, found through its runtime file; every
 wait is bounded and every process is stopped by its pid.
 """
@@ -388,6 +388,60 @@ def test_a_denied_target_is_a_typed_one_line_error(served: Daemon) -> None:
     assert line.endswith("[exn:fail:network:errno, errno 111 (posix)]")
 
 
+def test_admin_lists_shows_kills_and_watches_sessions(served: Daemon, tmp_path: pathlib.Path) -> None:
+    env = served.env()
+    watcher = Background(["admin", "events", "--count", "3"], env, tmp_path)
+    deadline = time.monotonic() + WAIT
+    while b"events.watch" not in watcher.stdout.read_bytes():  # the watch has begun
+        assert watcher.proc.poll() is None and time.monotonic() < deadline, watcher.stderr.read_text()
+        time.sleep(0.05)
+    base = served.runtime["rest_url"]
+    headers = {"Authorization": f"Bearer {served.token_file.read_text().strip()}"}
+    session = httpx.post(f"{base}/v1/sessions", json={}, headers=headers).json()["session"]
+    headers["Sockbroker-Session"] = session
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(WAIT)
+        port = server.getsockname()[1]
+        connection = httpx.post(
+            f"{base}/v1/tcp/connections", json={"hostname": "127.0.0.1", "port": port}, headers=headers
+        ).json()
+        peer, _ = server.accept()
+        with peer:
+            peer.settimeout(WAIT)
+            listed = cli("admin", "sessions", env=env)
+            assert listed.returncode == 0, listed.stderr
+            lines = listed.stdout.decode().splitlines()
+            header = ["SESSION", "PRINCIPAL", "STATE", "AGE", "HANDLES", "BYTES IN", "BYTES OUT"]
+            assert re.split(r"\s{2,}", lines[0]) == header
+            row = next(line.split() for line in lines[1:] if line.startswith(session))
+            assert row[1:3] == ["default", "leased"] and row[4:] == ["3", "0", "0"]
+            as_json = json.loads(cli("admin", "sessions", "--json", env=env).stdout)
+            assert {s["session"]: s["handles"] for s in as_json}[session] == 3
+            shown = cli("admin", "show", session, env=env)
+            assert shown.returncode == 0, shown.stderr
+            text = shown.stdout.decode()
+            assert f"session {session} of default: leased" in text
+            address = rf"127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}"
+            assert re.search(rf"{connection['in']}  tcp-input-port  open  {address}  in 0 B, out 0 B  age \d+s", text)
+            assert json.loads(cli("admin", "show", session, "--json", env=env).stdout)["summary"]["handles"] == 3
+            killed = cli("admin", "kill-handle", connection["out"], "--reason", "cli test", env=env)
+            assert killed.returncode == 0, killed.stderr
+            assert killed.stdout.decode() == f"killed {connection['out']} (session {session}): 2 handles closed\n"
+            assert peer.recv(1) == b""  # the peer saw the daemon close the connection
+    killed = cli("admin", "kill", session, "--json", env=env)
+    assert json.loads(killed.stdout) == {"session": session, "closed": 1}
+    events = [json.loads(line) for line in watcher.finish().decode().splitlines()]
+    assert [(e["event"], e["session"]) for e in events] == [
+        ("events.watch", ""),
+        ("session.open", session),
+        ("admin.kill_handle", session),
+        ("admin.kill_session", session),
+    ]
+    assert events[2]["target"] == connection["out"] and events[2]["reason"] == "cli test"
+    gone = cli("admin", "kill", session, env=env)
+    assert one_line_error(gone, "sockbroker admin kill: admin-kill-session: no such session; ").endswith("[not-found]")
+
+
 def test_ctrl_c_ends_a_command_quietly_with_130(served: Daemon, tmp_path: pathlib.Path) -> None:
     waiting = Background(["listen", "0"], served.env(), tmp_path)
     waiting.wait_for(r"listening on 127\.0\.0\.1:\d+")
@@ -410,6 +464,9 @@ def test_ctrl_c_ends_a_command_quietly_with_130(served: Daemon, tmp_path: pathli
         ["udp", "receive", "0", "--count", "0"],
         ["udp", "receive", "0", "--timeout", "-1"],
         ["status", "--url", "127.0.0.1:50051"],
+        ["admin"],
+        ["admin", "show"],
+        ["admin", "events", "--count", "0"],
         ["frobnicate"],
     ],
     ids=" ".join,
@@ -422,7 +479,21 @@ def test_bad_arguments_are_a_usage_error(argv: list[str], tmp_path: pathlib.Path
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["token"], ["connect"], ["listen"], ["udp", "send"], ["udp", "receive"], []]
+    "command",
+    [
+        ["status"],
+        ["token"],
+        ["connect"],
+        ["listen"],
+        ["udp", "send"],
+        ["udp", "receive"],
+        ["admin", "sessions"],
+        ["admin", "show"],
+        ["admin", "kill"],
+        ["admin", "kill-handle"],
+        ["admin", "events"],
+        [],
+    ],
 )
 def test_every_command_s_help_has_examples(command: list[str]) -> None:
     result = subprocess.run([SOCKBROKER, *command, "--help"], env=ENV, capture_output=True, timeout=WAIT, check=True)

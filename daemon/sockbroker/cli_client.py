@@ -1,4 +1,4 @@
-"""The CLI's client commands: ``status``, ``token``, ``connect``, ``listen`` and ``udp``.
+"""The CLI's client commands: ``status``, ``token``, ``connect``, ``listen``, ``udp`` and ``admin``.
 
 Each is a thin program over the Python client (``sockbroker_client``), which finds the daemon
 the way every client does: ``--url`` (or ``$SOCKBROKER_URL``), else the running daemon's
@@ -7,7 +7,8 @@ runtime file beside the token file, else the default ports; the token from ``--t
 between stdin/stdout and one TCP connection, half-close carried (stdin's end of file closes the
 connection's output): out of band when they can (``--via auto``: the connection's own socket handed
 off, else a relay channel, when the daemon is on this host: :func:`copy_through`), else over the
-connection's byte stream (``Ports.Stream``: :func:`pump`).
+connection's byte stream (``Ports.Stream``: :func:`pump`). ``admin`` is the admin API
+(docs/admin.md): every session of the daemon, kills, and its events, as tables or JSON.
 
 Exit status: 0 done, 1 the operation failed (one line on stderr: the message, then the error's
 kind and errno in brackets; never a traceback), 2 bad usage (argparse), 130 interrupted.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import pathlib
@@ -31,6 +33,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sockbroker_client import (
+    AsyncAdmin,
     AsyncBroker,
     BrokerError,
     BrokerUnavailableError,
@@ -229,7 +232,7 @@ async def _carry(args: argparse.Namespace, broker: AsyncBroker, port_in: InputPo
 # ═════════════════════════════ the commands ═════════════════════════════
 
 
-def _connect(args: argparse.Namespace) -> Connecting:
+def _connect(args: argparse.Namespace) -> Connecting[AsyncBroker]:
     """A session with the daemon the options name (see the module's docstring)."""
     return AsyncBroker.connect(args.url or os.environ.get("SOCKBROKER_URL") or None, token_file=args.token_file)
 
@@ -345,6 +348,124 @@ async def _udp_receive(args: argparse.Namespace) -> int:
     if args.count is not None and received < args.count:
         _say(f"sockbroker udp receive: {received} of {args.count} datagrams within {args.timeout} s")
         return 1
+    return 0
+
+
+# ═════════════════════════════ admin ═════════════════════════════
+
+
+def _admin(args: argparse.Namespace) -> Connecting[AsyncAdmin]:
+    return AsyncAdmin.connect(args.url or os.environ.get("SOCKBROKER_URL") or None, token_file=args.token_file)
+
+
+def _age(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``, ``3d04h``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _address(info: dict[str, Any], side: str) -> str:
+    host, port = info.get(f"{side}_host"), info.get(f"{side}_port")
+    if host is None:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _handle_line(info: dict[str, Any]) -> str:
+    """One handle of ``admin show``: kind, state, addresses, traffic, age."""
+    parts = [info["handle"], info["kind"], info["state"] + (" (closed)" if info.get("closed") else "")]
+    local, remote = _address(info, "local"), _address(info, "remote")
+    if local or remote:
+        parts.append(f"{local} -> {remote}" if remote else local)
+    if "bytes_in" in info:
+        parts.append(f"in {info['bytes_in']:,} B, out {info['bytes_out']:,} B")
+    if "datagrams_in" in info:
+        parts.append(f"{info['datagrams_in']:,} datagrams in, {info['datagrams_out']:,} out")
+    if info.get("channel"):
+        parts.append(f"{info['channel']} channel")
+    parts.append(f"age {_age(info['age_seconds'])}")
+    return "  ".join(parts)
+
+
+async def _admin_sessions(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        sessions = await admin.list_sessions(args.principal)
+    if args.json:
+        print(json.dumps(sessions))
+        return 0
+    header = ["SESSION", "PRINCIPAL", "STATE", "AGE", "HANDLES", "BYTES IN", "BYTES OUT"]
+    rows = [
+        [
+            s["session"],
+            s["principal"],
+            s["state"],
+            _age(s["age_seconds"]),
+            str(s["handles"]),
+            f"{s['bytes_in']:,}",
+            f"{s['bytes_out']:,}",
+        ]
+        for s in sessions
+    ]
+    print(_table(header, rows) if rows else "no sessions")
+    return 0
+
+
+async def _admin_show(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        described = await admin.describe_session(args.session)
+    if args.json:
+        print(json.dumps(described))
+        return 0
+    s = described["summary"]
+    print(f"session {s['session']} of {s['principal']}: {s['state']}, age {_age(s['age_seconds'])}")
+    print(f"  {s['handles']} handles, bytes in {s['bytes_in']:,}, out {s['bytes_out']:,}")
+    for custodian in described["custodians"]:
+        indent = "  " * (custodian["depth"] + 1)
+        root = " (root)" if not custodian["parent"] else ""
+        print(f"{indent}{custodian['custodian']}{root}  age {_age(custodian['age_seconds'])}")
+        for handle in custodian["handles"]:
+            print(f"{indent}  {_handle_line(handle)}")
+    return 0
+
+
+async def _admin_kill(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        if args.admin_command == "kill":
+            killed = await admin.kill_session(args.session, args.reason)
+        else:
+            killed = await admin.kill_handle(args.handle, args.reason)
+    if args.json:
+        print(json.dumps(killed))
+    else:
+        what = args.session if args.admin_command == "kill" else f"{args.handle} (session {killed['session']})"
+        print(f"killed {what}: {killed['closed']} handles closed")
+    return 0
+
+
+async def _admin_events(args: argparse.Namespace) -> int:
+    """One JSON line per event, flushed as it comes, until Ctrl-C (or ``--count`` events, not
+    counting the first ``events.watch``)."""
+    seen = 0
+    async with _admin(args) as admin, contextlib.aclosing(admin.watch_events()) as events:
+        async for event in events:
+            print(json.dumps(event), flush=True)
+            if event["event"] != "events.watch":
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    break
     return 0
 
 
@@ -514,6 +635,82 @@ def add_commands(commands: Any) -> None:
     receive.add_argument("--show-sender", action="store_true", help="name each datagram's sender on stderr")
     receive.set_defaults(run=_udp_receive)
 
+    _add_admin_commands(commands, command)
+
+
+def _add_admin_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``sockbroker admin sessions|show|kill|kill-handle|events`` (``command`` makes each parser)."""
+    admin = commands.add_parser(
+        "admin",
+        help="the admin API: every session, kills, events",
+        description="The admin API (docs/admin.md): every client's sessions and handles, killing them, and the "
+        "daemon's events. The token's principal must be an admin (the default one is).",
+        formatter_class=_Formatter,
+    )
+    admin_commands = admin.add_subparsers(
+        dest="admin_command", required=True, metavar="{sessions,show,kill,kill-handle,events}"
+    )
+    sessions = command(
+        "sessions",
+        "list every open session",
+        "List every open session of the daemon: its id, principal, state, age, handles and the bytes its "
+        "sockets moved (in: from peers, out: to peers).",
+        "  sockbroker admin sessions\n  sockbroker admin sessions --principal alice --json | jq '.[].session'\n",
+        within=admin_commands,
+    )
+    sessions.add_argument("--principal", metavar="NAME", help="only this principal's sessions")
+    sessions.add_argument("--json", action="store_true", help="print one JSON array")
+    sessions.set_defaults(run=_admin_sessions)
+
+    show = command(
+        "show",
+        "describe one session: its custodian tree and handles",
+        "Describe SESSION: its summary, then its custodian tree, each custodian with its handles (kind, state, "
+        "addresses, bytes and datagrams in and out, age).",
+        "  sockbroker admin show ses_Hq3…\n  sockbroker admin show ses_Hq3… --json\n",
+        within=admin_commands,
+    )
+    show.add_argument("session", metavar="SESSION")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(run=_admin_show)
+
+    kill = command(
+        "kill",
+        "drop a session: every socket it holds is closed",
+        "Drop SESSION, whoever holds it, as a session drops when its client goes away: every socket it holds "
+        "is closed, and its client's next call fails with not-found.",
+        '  sockbroker admin kill ses_Hq3… --reason "runaway client"\n',
+        within=admin_commands,
+    )
+    kill.add_argument("session", metavar="SESSION")
+    kill.add_argument("--reason", default="", help="why (for the audit log and the event stream)")
+    kill.add_argument("--json", action="store_true", help="print one JSON object")
+    kill.set_defaults(run=_admin_kill)
+
+    kill_handle = command(
+        "kill-handle",
+        "close one handle of any session",
+        "Close HANDLE of any session as a shutdown of its custodian would: a TCP port closes its connection "
+        "(both ports), a custodian its whole subtree, a session's root custodian the session.",
+        '  sockbroker admin kill-handle tin_Zx8… --reason "stuck peer"\n',
+        within=admin_commands,
+    )
+    kill_handle.add_argument("handle", metavar="HANDLE")
+    kill_handle.add_argument("--reason", default="", help="why (for the audit log and the event stream)")
+    kill_handle.add_argument("--json", action="store_true", help="print one JSON object")
+    kill_handle.set_defaults(run=_admin_kill)
+
+    events = command(
+        "events",
+        "print the daemon's events as they happen, one JSON line each",
+        "Print the daemon's events (sessions opened and dropped, policy denials, admin actions…) as they "
+        "happen, one JSON object a line, until Ctrl-C. The first line is the watch's own events.watch.",
+        "  sockbroker admin events\n  sockbroker admin events | jq -c 'select(.event == \"session.drop\")'\n",
+        within=admin_commands,
+    )
+    events.add_argument("--count", type=_positive, metavar="N", help="stop after N events (default: never)")
+    events.set_defaults(run=_admin_events)
+
 
 # ═════════════════════════════ running ═════════════════════════════
 
@@ -543,7 +740,9 @@ async def _exit_status(args: argparse.Namespace, name: str) -> int:
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run the client command ``args`` names; its exit status."""
-    name = " ".join(filter(None, (args.command, getattr(args, "udp_command", None))))
+    name = " ".join(
+        filter(None, (args.command, getattr(args, "udp_command", None), getattr(args, "admin_command", None)))
+    )
     try:
         return asyncio.run(_exit_status(args, name))
     except _Usage as exc:

@@ -30,8 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from pythonjsonlogger.json import JsonFormatter
 from sockbroker_wire.paths import default_runtime_file
-from sockbroker_wire.routes import PACKAGE
-from sockbroker_wire.v1 import broker_pb2
+from sockbroker_wire.routes import routes
 
 from . import __version__, files, systemd
 from .audit import AuditLog
@@ -217,7 +216,7 @@ class Daemon:
         server = grpc.aio.server(options=self.grpc_door.options())
         server.add_generic_rpc_handlers(self.grpc_door.handlers())
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        services = [f"{PACKAGE}.{name}" for name in broker_pb2.DESCRIPTOR.services_by_name]
+        services = list(dict.fromkeys(route.full_service for route in routes()))  # the admin API's too
         _enable_reflection(server, [*services, health.SERVICE_NAME])
         self._grpc = server
         grpc_host, grpc_port = split_address(settings.grpc_address)

@@ -71,8 +71,13 @@ async def test_server_reflection_answers_under_both_names(daemon: Daemon, servic
     target = f"127.0.0.1:{daemon.grpc_port}"
     listed = await _reflect(target, service, rpb.ServerReflectionRequest(list_services=""))
     names = {s.name for s in listed.list_services_response.service}
-    assert {"sockbroker.v1.Tcp", "sockbroker.v1.Udp", "grpc.health.v1.Health", *REFLECTION} <= names
-    for symbol, package in [("sockbroker.v1.Tcp", "sockbroker.v1"), (REFLECTION[0], "grpc.reflection.v1")]:
+    assert {"sockbroker.v1.Tcp", "sockbroker.v1.Udp", "sockbroker.admin.v1.Admin", "grpc.health.v1.Health"} <= names
+    assert set(REFLECTION) <= names
+    for symbol, package in [
+        ("sockbroker.v1.Tcp", "sockbroker.v1"),
+        ("sockbroker.admin.v1.Admin", "sockbroker.admin.v1"),
+        (REFLECTION[0], "grpc.reflection.v1"),
+    ]:
         found = await _reflect(target, service, rpb.ServerReflectionRequest(file_containing_symbol=symbol))
         files = [
             descriptor_pb2.FileDescriptorProto.FromString(raw)

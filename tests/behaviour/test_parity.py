@@ -8,6 +8,7 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from sockbroker.doors.rest import create_app
 from sockbroker.server import Daemon
+from sockbroker_wire.admin.v1 import admin_pb2
 from sockbroker_wire.routes import routes
 from sockbroker_wire.v1 import broker_pb2
 
@@ -26,7 +27,8 @@ def test_every_grpc_method_has_a_rest_route_and_back(daemon: Daemon) -> None:
             served[("WS", r.path)] = r.name
     methods = {
         f"{service.name}.{method.name}"
-        for service in broker_pb2.DESCRIPTOR.services_by_name.values()
+        for proto in (broker_pb2, admin_pb2)  # the sockets' API and the admin API
+        for service in proto.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
     declared = {(("WS" if r.streaming else r.verb.upper()), r.path): r.name for r in routes()}

@@ -10,7 +10,8 @@ process), so both fuzz the same way and count the same things (:class:`Tally`).
   wrong token (*unauthenticated*). Every response is checked by schemathesis (no 5xx; status code,
   content type, headers and body conform to the document) and, unauthenticated, must be a 401.
 - **gRPC**: hypothesis strategies built from the descriptors of ``proto/sockbroker/v1/broker.proto``
-  (:mod:`sockbroker_wire.routes`) make well-typed requests with arbitrary values, raw garbage
+  and ``proto/sockbroker/admin/v1/admin.proto`` (:mod:`sockbroker_wire.routes`) make well-typed
+  requests with arbitrary values, raw garbage
   bytes, and well-typed requests cut short or with bytes appended; with valid, missing, wrong or
   junk metadata; streaming methods get a few messages, then half-close or a cancel at a random
   moment. No status may be INTERNAL, UNKNOWN or UNIMPLEMENTED, and a reply must decode.
@@ -125,12 +126,15 @@ BLOCKING = frozenset(
 )
 BLOCKING_WAIT = 0.3
 ANSWER_WITHIN = 10.0
-#: Calls after which the pool's objects may be closed or its session dropped.
+#: Calls after which the pool's objects may be closed or its session dropped (the admin API's
+#: kills reach the pool's session and handles through the same references as every call).
 DESTRUCTIVE = frozenset(
     {
         "Sessions.Close",
         "Sessions.Attach",
         "Custodians.Shutdown",
+        "Admin.KillSession",
+        "Admin.KillHandle",
         "Tcp.Close",
         "Tcp.AbandonPort",
         "Ports.Close",

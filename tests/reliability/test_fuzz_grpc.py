@@ -1,4 +1,5 @@
-"""gRPC fuzzing of every RPC of ``proto/sockbroker/v1/broker.proto`` with hypothesis.
+"""gRPC fuzzing of every RPC of ``proto/sockbroker/v1/broker.proto`` and
+``proto/sockbroker/admin/v1/admin.proto`` with hypothesis.
 
 Requests are built from the descriptors (:mod:`sockbroker_wire.routes`): well-typed messages with
 arbitrary values, raw garbage bytes, and messages cut short or with bytes appended; sent with

@@ -17,3 +17,18 @@ def test_the_openapi_document_declares_the_bearer_scheme_for_every_operation() -
     assert schema["security"] == [{"bearer": []}]
     operations = [op for path in schema["paths"].values() for op in path.values()]
     assert operations and all("security" not in op or op["security"] == [{"bearer": []}] for op in operations)
+
+
+def test_admin_operations_name_no_session_and_show_64_bit_counters_as_strings() -> None:
+    """The admin API needs no session header, and proto JSON writes its 64-bit counters as strings."""
+    broker = Broker(Limits(), [Principal("default", "t" * 43, Policy(), admin=True)])
+    paths = create_app(broker).openapi()["paths"]
+    listing = paths["/v1/admin/sessions"]["get"]
+    assert listing["tags"] == ["Admin"]
+    assert [p["name"] for p in listing["parameters"]] == ["principal"]
+    assert [p["name"] for p in paths["/v1/admin/handles/{handle}"]["delete"]["parameters"]] == ["reason", "handle"]
+    reply = listing["responses"]["200"]["content"]["application/json"]["schema"]
+    summary = reply["properties"]["sessions"]["items"]["properties"]
+    assert summary["bytes_in"]["type"] == "string" and summary["handles"]["type"] == "integer"
+    connect = paths["/v1/tcp/connections"]["post"]
+    assert "Sockbroker-Session" in [p["name"] for p in connect["parameters"]]

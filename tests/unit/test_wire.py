@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sockbroker_wire import frames
+from sockbroker_wire.admin.v1 import admin_pb2, admin_pb2_grpc
 from sockbroker_wire.codec import from_dict, parse_scalar, to_dict, to_json
 from sockbroker_wire.packed import PackedError, pack_datagrams, unpack_datagrams
-from sockbroker_wire.routes import PACKAGE, route, routes
+from sockbroker_wire.routes import ADMIN_PACKAGE, PACKAGE, route, routes
 from sockbroker_wire.v1 import broker_pb2 as pb
 from sockbroker_wire.v1 import broker_pb2_grpc
 
@@ -58,6 +59,41 @@ def test_the_proto_package_and_service_names_stay_sockbroker_v1() -> None:
     assert route("Tcp.Accept").grpc_path == "/sockbroker.v1.Tcp/Accept"
     assert pb.AcceptRequest.__module__ == "sockbroker_wire.v1.broker_pb2"
     assert broker_pb2_grpc.TcpStub.__module__ == "sockbroker_wire.v1.broker_pb2_grpc"
+    assert not route("Tcp.Accept").admin
+
+
+def test_the_admin_api_is_its_own_package() -> None:
+    """sockbroker.admin.v1 on the wire, sockbroker_wire.admin.v1 in Python; its routes know it."""
+    assert ADMIN_PACKAGE == admin_pb2.DESCRIPTOR.package == "sockbroker.admin.v1"
+    assert admin_pb2_grpc.AdminStub.__module__ == "sockbroker_wire.admin.v1.admin_pb2_grpc"
+    admin = [r for r in routes() if r.admin]
+    assert [(r.name, r.verb, r.path) for r in admin] == [
+        ("Admin.ListSessions", "get", "/v1/admin/sessions"),
+        ("Admin.DescribeSession", "get", "/v1/admin/sessions/{session}"),
+        ("Admin.KillSession", "delete", "/v1/admin/sessions/{session}"),
+        ("Admin.KillHandle", "delete", "/v1/admin/handles/{handle}"),
+        ("Admin.WatchEvents", "get", "/v1/admin/events"),
+    ]
+    assert {r.package for r in admin} == {ADMIN_PACKAGE}
+    assert route("Admin.KillHandle").grpc_path == "/sockbroker.admin.v1.Admin/KillHandle"
+    assert route("Admin.WatchEvents").server_streaming and not route("Admin.WatchEvents").client_streaming
+    assert route("Admin.DescribeSession").output is admin_pb2.SessionDescription
+
+
+def test_admin_event_frames_round_trip() -> None:
+    frame = frames.encode_admin_event({"event": "session.drop", "session": "ses_x", "reason": "closed", "time": 1.5})
+    assert admin_pb2.AdminEvent.FromString(frame).event == "session.drop"
+    assert frames.decode_admin_event(frame) == {
+        "event": "session.drop",
+        "principal": "",
+        "session": "ses_x",
+        "operation": "",
+        "target": "",
+        "reason": "closed",
+        "time": 1.5,
+    }
+    with pytest.raises(ValueError, match="AdminEvent"):
+        frames.decode_admin_event(b"\xff\xff")
 
 
 # ── binary frames: datagrams ───────────────────────────────────────────────

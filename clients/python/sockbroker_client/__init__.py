@@ -2,9 +2,10 @@
 
 ``AsyncBroker`` is the asyncio API and ``Broker`` the blocking one, with the same methods; the
 blocking handles are the ``Blocking…`` classes. See ``_client`` for the rule that names every
-function after Racket's.
+function after Racket's. ``AsyncAdmin`` is the admin API (sessions of every client, kills, events).
 """
 
+from ._admin import AsyncAdmin
 from ._channel import ChannelSocket
 from ._client import (
     EOF,
@@ -55,6 +56,7 @@ from ._sync_streams import BlockingDatagramStream, BlockingPortStream
 
 __all__ = [
     "EOF",
+    "AsyncAdmin",
     "AsyncBroker",
     "BlockingCustodian",
     "BlockingDatagramStream",

@@ -21,7 +21,7 @@ import os
 import pathlib
 from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from sockbroker_wire.paths import default_token_file as daemon_token_file
 
@@ -382,18 +382,25 @@ class UdpSocket(_Handle):
         return await self.broker._send_stream(self, datagrams)
 
 
-class Connecting:
-    """What :meth:`AsyncBroker.connect` returns: ``await`` it for the broker, or use it in
-    ``async with`` directly, which closes the session on leaving the block."""
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
 
-    def __init__(self, opening: Coroutine[Any, Any, AsyncBroker]) -> None:
+
+_Opened = TypeVar("_Opened", bound=_Closable)
+
+
+class Connecting(Generic[_Opened]):
+    """What :meth:`AsyncBroker.connect` (and ``AsyncAdmin.connect``) returns: ``await`` it for the
+    broker, or use it in ``async with`` directly, which closes the session on leaving the block."""
+
+    def __init__(self, opening: Coroutine[Any, Any, _Opened]) -> None:
         self._opening = opening
-        self._broker: AsyncBroker | None = None
+        self._broker: _Opened | None = None
 
-    def __await__(self) -> Generator[Any, None, AsyncBroker]:
+    def __await__(self) -> Generator[Any, None, _Opened]:
         return self._opening.__await__()
 
-    async def __aenter__(self) -> AsyncBroker:
+    async def __aenter__(self) -> _Opened:
         self._broker = await self._opening
         return self._broker
 
@@ -410,6 +417,30 @@ class _SessionOptions:
     lease_seconds: float | None
     grace_seconds: float | None
     resume: tuple[str, str] | None
+
+
+async def open_transport(
+    target: str | None,
+    *,
+    token: str | None,
+    token_file: str | os.PathLike[str] | None,
+    transport: str | None,
+    credentials: Any,
+    verify: Any,
+) -> Channel:
+    """A channel to the daemon: the transport, target and token as :meth:`AsyncBroker.connect`
+    finds them."""
+    kind = _transport_for(target, transport)
+    path = pathlib.Path(token_file) if token_file else default_token_file()
+    if token is None:
+        token = os.environ.get("SOCKBROKER_TOKEN")
+    if token is None:
+        token = await asyncio.to_thread(read_token_file, path)
+    if not target:
+        target = await asyncio.to_thread(_default_target, kind, path)
+    if kind == "grpc":
+        return GrpcTransport(target, token, credentials=credentials)
+    return RestTransport(target, token, verify=verify)
 
 
 class AsyncBroker:
@@ -455,7 +486,7 @@ class AsyncBroker:
         resume: tuple[str, str] | None = None,
         credentials: Any = None,
         verify: Any = True,
-    ) -> Connecting:
+    ) -> Connecting[AsyncBroker]:
         """Open a session: ``async with AsyncBroker.connect() as broker:`` (or ``await`` it).
 
         ``target``: ``HOST:PORT`` for gRPC, ``http(s)://HOST:PORT`` for REST, or
@@ -503,19 +534,9 @@ class AsyncBroker:
         credentials: Any,
         verify: Any,
     ) -> AsyncBroker:
-        kind = _transport_for(target, transport)
-        path = pathlib.Path(token_file) if token_file else default_token_file()
-        if token is None:
-            token = os.environ.get("SOCKBROKER_TOKEN")
-        if token is None:
-            token = await asyncio.to_thread(read_token_file, path)
-        if not target:
-            target = await asyncio.to_thread(_default_target, kind, path)
-        channel: Channel
-        if kind == "grpc":
-            channel = GrpcTransport(target, token, credentials=credentials)
-        else:
-            channel = RestTransport(target, token, verify=verify)
+        channel = await open_transport(
+            target, token=token, token_file=token_file, transport=transport, credentials=credentials, verify=verify
+        )
         return await cls.over(
             channel,
             attach=options.attach,

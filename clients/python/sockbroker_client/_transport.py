@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -23,6 +23,7 @@ import httpx
 import websockets
 from google.protobuf import json_format
 from sockbroker_wire import frames
+from sockbroker_wire.admin.v1 import admin_pb2
 from sockbroker_wire.codec import from_dict, from_json, to_dict
 from sockbroker_wire.errors import (
     UNAVAILABLE,
@@ -65,6 +66,7 @@ class Channel(Protocol):
         self, session: str, udp: str, max_bytes: int | None
     ) -> AsyncIterator[tuple[bytes, str, int]]: ...
     async def send_datagrams(self, session: str, udp: str, datagrams: AsyncIterator[tuple[bytes, str, int]]) -> int: ...
+    def watch_events(self) -> AsyncGenerator[dict[str, Any], None]: ...
     async def aclose(self) -> None: ...
 
 
@@ -307,6 +309,16 @@ class GrpcTransport:
         with _translated(self.target):
             reply = await self._stub(route("Udp.SendStream"))(requests(), metadata=self._metadata(session))
         return int(reply.sent)
+
+    async def watch_events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """``Admin.WatchEvents``: each event's fields, until the caller closes the generator."""
+        call = self._stub(route("Admin.WatchEvents"))(admin_pb2.WatchEventsRequest(), metadata=self._metadata(None))
+        try:
+            with _translated(self.target):
+                async for event in call:
+                    yield to_dict(event)
+        finally:
+            call.cancel()
 
     async def aclose(self) -> None:
         await self.channel.close()
@@ -570,6 +582,30 @@ class RestTransport:
             )
         finally:
             await ws.close()
+
+    async def watch_events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """``WS /v1/admin/events``: each binary frame's event, until the caller closes the generator."""
+        ws = await self._ws("/v1/admin/events", None)
+        try:
+            while True:
+                try:
+                    message = await ws.recv()
+                except websockets.ConnectionClosedOK:
+                    return
+                except _TRANSPORT_ERRORS as exc:
+                    raise _broker_error(exc, self.target) from None
+                if isinstance(message, str):
+                    error = _error_frame(message, self.target)
+                    if error is not None:
+                        raise error
+                    continue
+                try:
+                    event = frames.decode_admin_event(message)
+                except ValueError as exc:
+                    raise _broker_error(exc, self.target) from None
+                yield event
+        finally:
+            await _close_unread(ws)
 
     async def aclose(self) -> None:
         await self.http.aclose()

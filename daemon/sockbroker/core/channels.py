@@ -245,12 +245,22 @@ class _HandedOff:
 
 class _Pump:
     """One direction of a relay: ``src`` → pipe → ``dst`` with ``splice(2)``, as the sockets are
-    ready; at ``src``'s EOF (once the pipe is empty) ``dst`` gets a FIN."""
+    ready; at ``src``'s EOF (once the pipe is empty) ``dst`` gets a FIN. The connection counts what
+    is spliced from its socket (``from_peer``) or into it (:mod:`.traffic`)."""
 
     def __init__(
-        self, relay: Relay, src: socket.socket, dst: socket.socket, pipe: tuple[int, int], early: bytes
+        self,
+        relay: Relay,
+        src: socket.socket,
+        dst: socket.socket,
+        pipe: tuple[int, int],
+        early: bytes,
+        *,
+        from_peer: bool,
     ) -> None:
         self.relay = relay
+        self.conn = relay.conn
+        self.from_peer = from_peer
         self.loop = relay.loop
         self.src, self.dst = src.fileno(), dst.fileno()
         self.dst_sock = dst
@@ -298,6 +308,8 @@ class _Pump:
                     self._unread()
                     break
                 self.in_pipe += moved
+                if self.from_peer:
+                    self.conn.bytes_in += moved
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
@@ -313,6 +325,8 @@ class _Pump:
             while self.in_pipe:
                 moved = os.splice(self.read_end, self.dst, self.in_pipe, flags=_SPLICE_FLAGS)
                 self.in_pipe -= moved
+                if not self.from_peer:
+                    self.conn.bytes_out += moved
         except (BlockingIOError, InterruptedError):
             self._unread()  # the destination is full: stop reading until it drains
             self._write()
@@ -371,8 +385,8 @@ class Relay:
             return
         sock = self.conn.sock
         self._pumps = [
-            _Pump(self, sock, self.channel, (self._pipes[0], self._pipes[1]), self.early),
-            _Pump(self, self.channel, sock, (self._pipes[2], self._pipes[3]), b""),
+            _Pump(self, sock, self.channel, (self._pipes[0], self._pipes[1]), self.early, from_peer=True),
+            _Pump(self, self.channel, sock, (self._pipes[2], self._pipes[3]), b"", from_peer=False),
         ]
         self.early = b""
         for pump in self._pumps:

@@ -8,7 +8,7 @@
     ├── NetworkError                 exn:fail:network         state: closed, already bound, not connected
     │   └── NetworkErrnoError        exn:fail:network:errno   the OS refused (carries errno + family)
     ├── NotFoundError                not-found                unknown handle/session (or another session's)
-    ├── PermissionDeniedError        permission-denied        policy forbids the address or port
+    ├── PermissionDeniedError        permission-denied        policy forbids the address or port; not an admin
     ├── UnauthenticatedError         unauthenticated          missing or wrong credentials
     ├── ResourceExhaustedError       resource-exhausted       a quota would be passed
     └── BreakError                   exn:break                the client cancelled
@@ -144,7 +144,8 @@ class NotFoundError(BrokerError):
 
 
 class PermissionDeniedError(BrokerError):
-    """The principal's policy forbids this address or port."""
+    """The principal may not: its policy forbids this address or port, or it is not an admin
+    principal and called the admin API."""
 
     kind = "permission-denied"
 

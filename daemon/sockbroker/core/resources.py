@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import ClassVar, TypeVar
@@ -99,6 +100,8 @@ class Custodian(Resource):
         self.children: dict[str, Custodian] = {}
         self.resources: dict[str, Resource] = {}
         self.state = CustodianState.ACTIVE
+        #: When it was made (``time.monotonic()``): the admin API's age.
+        self.opened = time.monotonic()
         if parent is not None:
             parent.children[self.handle] = self
 

@@ -33,6 +33,7 @@ from .events import Event, Events
 from .limits import Limits
 from .resources import Custodian, HandleTable
 from .states import SESSION, SessionState
+from .traffic import Traffic, principal_label
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -119,6 +120,8 @@ class Session:
         self.resume_token = _resume_token() if grace_seconds > 0 else None
         #: When it opened (``time.time()``: seconds since the epoch, for the admin API).
         self.opened_at = time.time()
+        #: What its closed handles carried, and through it its principal's totals (:mod:`.traffic`).
+        self.traffic = Traffic(manager.traffic_of(caller.name))
         self.table = HandleTable(max_handles=account.max_handles_per_session or manager.limits.handles_per_session)
         #: The root custodian: a child of ``parent`` (a delegation's custodian, in the delegating
         #: session) when there is one; shutting that down drops this session.
@@ -261,7 +264,8 @@ def _resume_token() -> str:
 
 
 class SessionManager:
-    """All sessions of the daemon, by id."""
+    """All sessions of the daemon, by id. Each open and each drop is published on ``events``
+    (``session.open``, ``session.drop`` with its reason)."""
 
     def __init__(self, limits: Limits, events: Events | None = None) -> None:
         self.limits = limits
@@ -272,6 +276,9 @@ class SessionManager:
         self.dropped_total = 0
         #: Moves on every policy reload: each session's policy is asked again.
         self.generation = 0
+        #: What every principal's closed handles carried, by :func:`.traffic.principal_label`:
+        #: kept for the daemon's life (one entry per principal name before its ``/``).
+        self.traffic: dict[str, Traffic] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -289,6 +296,14 @@ class SessionManager:
 
     def handle_count(self) -> int:
         return sum(len(s.table) for s in self._sessions.values())
+
+    def traffic_of(self, principal: str) -> Traffic:
+        """The totals of the principal a caller's name belongs to (``alice/dlg_…``: ``alice``)."""
+        label = principal_label(principal)
+        found = self.traffic.get(label)
+        if found is None:
+            found = self.traffic[label] = Traffic()
+        return found
 
     def open(
         self,
@@ -316,7 +331,7 @@ class SessionManager:
         session = Session(self, caller, account, policy, lease, grace, parent)
         self._sessions[session.id] = session
         log.info("session %s opened for %s", session.id, caller.name)
-        self.events.publish(Event("session.open", caller.name, session.id, "Sessions.Open"))
+        self.events.publish(Event("session.open", caller.name, session.id, who, session.root.handle))
         return session
 
     @staticmethod
@@ -363,8 +378,8 @@ class SessionManager:
             return
         self.dropped_total += 1
         log.info("session %s dropped: %s", session.id, reason)
-        self.events.publish(Event("session.drop", session.principal, session.id, reason=reason))
         session._close()
+        self.events.publish(Event("session.drop", session.principal, session.id, reason=reason))
 
     def drop_all(self, *, reason: str) -> None:
         for session in list(self._sessions.values()):

@@ -16,6 +16,10 @@ socket is released when neither port is open (the table :data:`.states.CONNECTIO
 Every blocking operation waits on readiness and performs its effect synchronously afterwards, so
 a cancelled wait has no effect: an accept that is cancelled accepts nothing, a read that is
 cancelled consumes nothing.
+
+A connection counts the bytes it reads from and writes to its socket (``bytes_in``,
+``bytes_out``: one add per system call) and carries them into its session's totals when it
+closes (:mod:`.traffic`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import re
 import select
 import socket
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -50,6 +55,7 @@ from .states import CONNECTION, LISTENER, PORT, ConnectionAction, ListenerState,
 if TYPE_CHECKING:
     from .limits import Limits
     from .sessions import Session
+    from .traffic import Traffic
 
 __all__ = [
     "BufferMode",
@@ -243,12 +249,15 @@ class TcpConnection:
         "_shut_wr_pending",
         "_writing",
         "budget",
+        "bytes_in",
+        "bytes_out",
         "carrier",
         "closed",
         "fd",
         "in_port",
         "local",
         "loop",
+        "opened",
         "out_port",
         "readable",
         "remote",
@@ -259,6 +268,7 @@ class TcpConnection:
         "rx_high",
         "rx_want",
         "sock",
+        "traffic",
         "tx",
         "tx_error",
         "tx_high",
@@ -266,11 +276,17 @@ class TcpConnection:
         "writable",
     )
 
-    def __init__(self, sock: socket.socket, limits: Limits, budget: Budget) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits, budget: Budget, traffic: Traffic) -> None:
         self.loop = asyncio.get_running_loop()
         self.sock = sock
         #: The session's byte budget: ``rx`` and ``tx`` are charged to it (:mod:`.budget`).
         self.budget = budget
+        #: The session's totals, where this connection's counts go when it closes (:mod:`.traffic`).
+        self.traffic = traffic
+        #: Bytes read from the peer and written to it (a relay channel's included), not yet carried.
+        self.bytes_in = self.bytes_out = 0
+        #: When it was made (``time.monotonic()``): the admin API's age of its ports.
+        self.opened = time.monotonic()
         self.fd = sock.fileno()
         sock.setblocking(False)
         with contextlib.suppress(OSError):
@@ -353,8 +369,10 @@ class TcpConnection:
             self._stop_reading()
         else:
             if data:
+                size = len(data)
+                self.bytes_in += size
                 self.rx.append(data)
-                self.budget.charge(len(data))
+                self.budget.charge(size)
                 if len(self.rx) >= max(self.rx_high, self.rx_want):
                     self._stop_reading()
             else:
@@ -396,6 +414,7 @@ class TcpConnection:
                 sent = 0
             except OSError as exc:
                 raise self._write_error(self._tx_failed(exc)) from None
+            self.bytes_out += sent
             view = view[sent:]
         if view:
             self.tx.append(view)
@@ -422,6 +441,7 @@ class TcpConnection:
         except OSError as exc:
             self._tx_failed(exc)
             return
+        self.bytes_out += sent
         self.budget.release(sent)
         if not self.tx:
             self._stop_writing()
@@ -519,6 +539,7 @@ class TcpConnection:
             return
         self._closing = True
         self._stop_reading()
+        self.carry_traffic()  # no port shows it any more, whether it lingers or not
         if self.tx and self.tx_error is None:
             self._linger = self.loop.call_later(LINGER_SECONDS, self.force_close)
         else:
@@ -543,6 +564,7 @@ class TcpConnection:
         self._stop_writing()
         if self.carrier is not None:
             self.carrier.stop()
+        self.carry_traffic()
         try:
             self.sock.close()
         except OSError:  # pragma: no cover - close of a valid fd does not fail on Linux
@@ -553,6 +575,12 @@ class TcpConnection:
         self.budget.forget(self._on_room)
         self.readable.fire()
         self.writable.fire()
+
+    def carry_traffic(self) -> None:
+        """The bytes counted so far go into the session's totals (:mod:`.traffic`); counting
+        starts again from zero (a lingering connection still sends its last bytes)."""
+        self.traffic.carry(self.bytes_in, self.bytes_out)
+        self.bytes_in = self.bytes_out = 0
 
     def port_closed(self) -> None:
         """A port changed state: apply the rule for the pair (:data:`.states.CONNECTION`). A
@@ -838,12 +866,15 @@ class TcpListener(Resource):
     prefix = "lst"
     predicate = "tcp-listener?"
 
-    def __init__(self, socks: list[socket.socket], limits: Limits, budget: Budget) -> None:
+    def __init__(self, socks: list[socket.socket], limits: Limits, budget: Budget, traffic: Traffic) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.socks = socks
         self.limits = limits
         self.budget = budget
+        #: The session's totals, for the connections it accepts.
+        self.traffic = traffic
+        self.opened = time.monotonic()
         self.host = "0.0.0.0"
         self.port = socks[0].getsockname()[1]
         self.state = ListenerState.LISTENING
@@ -909,7 +940,7 @@ class TcpListener(Resource):
             except OSError as exc:
                 raise from_os_error(who, "accept failed", exc) from None
             self._turn = (self._turn + i + 1) % count
-            conn = adopt_connection(client, custodian, self.limits, self.budget, who)
+            conn = adopt_connection(client, custodian, self.limits, self.budget, self.traffic, who)
             self._took(conn)
             return conn
         return None
@@ -925,6 +956,7 @@ class TcpListener(Resource):
         for port in (conn.in_port, conn.out_port):
             if port.custodian is not None:
                 port.custodian.release(port)
+        conn.carry_traffic()  # out of every custodian until it is accepted again
         if self.closed:
             conn.force_close()
             return
@@ -976,11 +1008,11 @@ class TcpListener(Resource):
 
 
 def adopt_connection(
-    sock: socket.socket, custodian: Custodian, limits: Limits, budget: Budget, who: str
+    sock: socket.socket, custodian: Custodian, limits: Limits, budget: Budget, traffic: Traffic, who: str
 ) -> TcpConnection:
     """Wrap a connected socket and register its two ports; the socket never leaks."""
     try:
-        conn = TcpConnection(sock, limits, budget)
+        conn = TcpConnection(sock, limits, budget, traffic)
         custodian.adopt(conn.in_port, who)
         custodian.adopt(conn.out_port, who)
     except BaseException:
@@ -1036,7 +1068,7 @@ async def tcp_listen(
             if port == 0 and len(addresses) > 1 and exc.errno == errno.EADDRINUSE:
                 continue
             break
-        listener = TcpListener(socks, session.limits, session.budget)
+        listener = TcpListener(socks, session.limits, session.budget, session.traffic)
         if hostname is not None:
             listener.host = host_of(socks[0].getsockname())
         try:
@@ -1116,7 +1148,7 @@ async def tcp_connect(
             sock = await _connect_any(session, who, hostname, port, local_hostname, local_port, details)
     except TimeoutError:
         raise NetworkErrnoError(who, "connection failed", details, code=errno.ETIMEDOUT) from None
-    conn = adopt_connection(sock, owner, session.limits, session.budget, who)
+    conn = adopt_connection(sock, owner, session.limits, session.budget, session.traffic, who)
     took(conn.force_close_ports)
     return conn
 

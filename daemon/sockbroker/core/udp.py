@@ -48,6 +48,10 @@ Decisions where Racket's documentation is silent or the kernel differs:
   set with ``udp-set-receive-buffer-size!`` wins: the daemon then leaves the buffer alone.
 * ``kernel_dropped`` is the kernel's own count of the datagrams it dropped for the socket (a
   full receive buffer, a bad checksum), read with ``SO_MEMINFO`` when asked.
+* The socket counts the datagrams it takes from the kernel (a stream's that its queue then drops
+  included; a connected socket's foreign ones not) and the datagrams it sends, with their bytes
+  (a truncated datagram counts whole), and carries the counts into its session's totals when it
+  closes (:mod:`.traffic`). A datagram given back and received again counts once.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ import select
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -86,6 +91,7 @@ from .states import UDP, UDP_REQUIRES, UdpState
 if TYPE_CHECKING:
     from .limits import Limits
     from .sessions import Session, SessionPolicy
+    from .traffic import Traffic
 
 __all__ = [
     "check_receive_max",
@@ -313,12 +319,19 @@ class UdpSocket(Resource):
     prefix = "udp"
     predicate = "udp?"
 
-    def __init__(self, sock: socket.socket, limits: Limits, policy: SessionPolicy, budget: Budget) -> None:
+    def __init__(
+        self, sock: socket.socket, limits: Limits, policy: SessionPolicy, budget: Budget, traffic: Traffic
+    ) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.sock = sock
         #: The session's byte budget: a datagram stream's queue is charged to it.
         self.budget = budget
+        #: The session's totals, where this socket's counts go when it closes (:mod:`.traffic`).
+        self.traffic = traffic
+        #: Datagrams (and their bytes) taken from the kernel and sent.
+        self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
+        self.opened = time.monotonic()
         self.fd = sock.fileno()
         self.family = socket.AddressFamily(sock.family)
         self.limits = limits
@@ -494,6 +507,8 @@ class UdpSocket(Resource):
                 return None
             if self._peer is not None and tuple(address[:2]) != self._peer[:2]:
                 continue  # queued before the connect: a connected socket hears only its peer
+            self.datagrams_in += 1
+            self.bytes_in += len(data)
             return data, host_of(address), int(address[1])
         return None
 
@@ -570,6 +585,8 @@ class UdpSocket(Resource):
         finally:
             if self.state is UdpState.UNBOUND:
                 self._settle()  # the kernel bound an ephemeral port (even for a send it then refused)
+        self.datagrams_out += 1
+        self.bytes_out += len(data)
         return True
 
     async def _send_loop(
@@ -955,8 +972,7 @@ class UdpSocket(Resource):
         items, limit, overhead = stream.items, stream.max_bytes, stream.overhead
         peer = None if self._peer is None else self._peer[:2]
         capacity_room, budget_room = stream.rooms()
-        queued = dropped = 0
-        taken = False
+        queued = dropped = taken = size = 0
         for _ in range(_BATCH):
             try:
                 data, address = recvfrom(MAX_RECEIVE)
@@ -970,7 +986,8 @@ class UdpSocket(Resource):
                 break
             if peer is not None and address[:2] != peer:
                 continue  # queued before the connect: a connected socket hears only its peer
-            taken = True
+            taken += 1
+            size += len(data)
             if len(data) > limit:
                 data = data[:limit]
             cost = len(data) + overhead
@@ -984,6 +1001,9 @@ class UdpSocket(Resource):
         if dropped:
             self.queue_dropped += dropped
             stream.dropped += dropped
+        if taken:
+            self.datagrams_in += taken
+            self.bytes_in += size
         if taken or stream.error is not None:
             stream.signal.fire()
 
@@ -1015,6 +1035,7 @@ class UdpSocket(Resource):
         if self.state is UdpState.CLOSED:
             return
         self._count_kernel_drops()  # the last count, for a describe after the close
+        self.traffic.carry(self.bytes_in, self.bytes_out, self.datagrams_in, self.datagrams_out)
         if self.handed_off:  # the client's copy of the socket dies with this one
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
@@ -1074,7 +1095,7 @@ async def udp_open(
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        udp = UdpSocket(sock, session.limits, session.policy, session.budget)
+        udp = UdpSocket(sock, session.limits, session.policy, session.budget, session.traffic)
     except BaseException:
         sock.close()
         raise

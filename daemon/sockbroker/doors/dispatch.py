@@ -7,10 +7,15 @@ reply message's fields. The door then writes the reply and tells the call whethe
 delivered (:meth:`~sockbroker.core.breaks.Call.finish`): an undelivered reply's effects are given
 back. Streams and attachment are served by the doors with :meth:`Api.attach`,
 :meth:`Api.port_stream` and :meth:`Api.udp_stream` directly (every RPC the proto declares streaming).
+
+The admin API's unary calls (:data:`ADMIN`) go the same way to the one :class:`~sockbroker.core.admin.Admin`
+method each names, with the caller's principal and no session; its event stream is served by the
+doors with :meth:`Admin.watch_events`, each event encoded by :func:`admin_event`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +24,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from sockbroker_wire.routes import Route
 
+from ..core import events as hub
+from ..core.admin import Admin, SessionInfo
 from ..core.breaks import Call
 from ..core.broker import Addresses, Api, AttachEvent, Broker, Datagram, Principal, ReadResult, SyncResult
 from ..core.channels import TICKET_SECONDS, Ticket
@@ -26,7 +33,7 @@ from ..core.errors import ContractError, contract_violation
 from ..core.sync import EVENTS, Event
 from ..core.tcp import TcpConnection
 
-__all__ = ["UNARY", "Unary", "call", "events", "opened"]
+__all__ = ["ADMIN", "UNARY", "AdminUnary", "Unary", "admin_event", "call", "events", "opened"]
 
 Args = Mapping[str, Any]
 Fields = dict[str, Any]
@@ -233,6 +240,40 @@ UNARY: dict[str, Unary] = {
 }
 
 
+@dataclass(frozen=True)
+class AdminUnary:
+    """One unary call of the admin API: its :class:`Admin` method, given the caller, and its encoder."""
+
+    method: Callable[[Admin, Principal, Args], Any]
+    encode: Callable[[Any], Fields]
+
+
+def _sessions(found: list[SessionInfo]) -> Fields:
+    return {"sessions": [dataclasses.asdict(info) for info in found]}
+
+
+#: Every unary call of ``sockbroker.admin.v1.Admin``: the typed results' members are the reply's fields.
+ADMIN: dict[str, AdminUnary] = {
+    "Admin.ListSessions": AdminUnary(
+        lambda admin, caller, a: admin.list_sessions(caller, principal=a["principal"]), _sessions
+    ),
+    "Admin.DescribeSession": AdminUnary(
+        lambda admin, caller, a: admin.describe_session(caller, a["session"]), dataclasses.asdict
+    ),
+    "Admin.KillSession": AdminUnary(
+        lambda admin, caller, a: admin.kill_session(caller, a["session"], reason=a["reason"]), dataclasses.asdict
+    ),
+    "Admin.KillHandle": AdminUnary(
+        lambda admin, caller, a: admin.kill_handle(caller, a["handle"], reason=a["reason"]), dataclasses.asdict
+    ),
+}
+
+
+def admin_event(event: hub.Event) -> Fields:
+    """An event of the hub as an ``AdminEvent``'s fields (``Admin.WatchEvents``)."""
+    return event.as_dict()
+
+
 def opened(event: AttachEvent) -> Fields:
     """``Sessions.Open``'s and ``Sessions.Resume``'s reply (and an attachment event's fields)."""
     fields: Fields = {"session": event.session, "custodian": event.custodian, "lease_seconds": event.lease_seconds}
@@ -255,7 +296,11 @@ async def call(
     broker: Broker, rpc: str, principal: Principal, session_id: str | None, args: Args, call_id: str | None
 ) -> tuple[Fields, Call | None]:
     """Run one unary RPC for ``principal`` in the named session: the reply's fields, and the
-    :class:`Call` the door settles once it knows whether the reply was delivered."""
+    :class:`Call` the door settles once it knows whether the reply was delivered (None for
+    ``Sessions.Open`` and the admin calls, which give nothing back)."""
+    admin = ADMIN.get(rpc)
+    if admin is not None:
+        return admin.encode(admin.method(Admin(broker), principal, args)), None
     if rpc == "Sessions.Open":
         api = broker.open_session(
             principal, lease_seconds=args.get("lease_seconds"), grace_seconds=args.get("grace_seconds")

@@ -37,17 +37,20 @@ from typing import Any, NamedTuple, NoReturn, TypeAlias
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
+from sockbroker_wire.admin.v1 import admin_pb2
 from sockbroker_wire.codec import from_dict, to_dict
 from sockbroker_wire.errors import grpc_status
 from sockbroker_wire.frames import batch_datagrams
 from sockbroker_wire.packed import PackedError, pack_datagrams
-from sockbroker_wire.routes import PACKAGE, Route, routes
+from sockbroker_wire.routes import Route, routes
 from sockbroker_wire.v1 import broker_pb2 as pb
 
 from ..core._net import drop_every_packet
+from ..core.admin import Admin
 from ..core.breaks import Call
 from ..core.broker import Api, AttachEvent, Broker, Credentials, Direction, Principal
 from ..core.errors import BrokerError, ContractError
+from ..core.events import Event
 from ..core.limits import Limits
 from ..core.tcp import MAX_READ
 from ..metrics import Metrics
@@ -834,6 +837,22 @@ class _Door:
 
         return await self.guard("Udp.SendStream", context, body())  # type: ignore[no-any-return]
 
+    async def watch_events(self, request: Any, context: Context) -> None:
+        """``Admin.WatchEvents``: every event of the daemon's hub, one message each, until the
+        client cancels."""
+        who = "admin-watch-events"
+
+        async def body() -> None:
+            _checked(request, who)
+            principal = self.authenticate(context, self._metadata(context))
+
+            async def emit(event: Event) -> None:
+                await _write(context, admin_pb2.AdminEvent(**dispatch.admin_event(event)))
+
+            await Admin(self.broker).watch_events(principal, emit)
+
+        await self.guard("Admin.WatchEvents", context, body())
+
     def stream(self, route: Route) -> grpc.RpcMethodHandler:
         decode, encode = _decoder(route.input), route.output.SerializeToString
         if route.name == "Sessions.Attach":
@@ -844,7 +863,9 @@ class _Door:
             return grpc.unary_stream_rpc_method_handler(self.receive_stream, decode, encode)
         if route.name == "Udp.SendStream":
             return grpc.stream_unary_rpc_method_handler(self.send_stream, decode, encode)
-        raise LookupError(route.name)  # pragma: no cover - the proto streams exactly these four
+        if route.name == "Admin.WatchEvents":
+            return grpc.unary_stream_rpc_method_handler(self.watch_events, decode, encode)
+        raise LookupError(route.name)  # pragma: no cover - the protos stream exactly these five
 
 
 class GrpcDoor:
@@ -863,15 +884,12 @@ class GrpcDoor:
         return server_options(self.broker.limits)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
-        """One generic handler per service, every RPC of the proto included."""
+        """One generic handler per service, every RPC of the protos included (the admin API's too)."""
         by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
         for route in routes():
             handler = self._door.stream(route) if route.streaming else self._door.unary(route)
-            by_service.setdefault(route.service, {})[route.method] = handler
-        return [
-            grpc.method_handlers_generic_handler(f"{PACKAGE}.{service}", methods)
-            for service, methods in by_service.items()
-        ]
+            by_service.setdefault(route.full_service, {})[route.method] = handler
+        return [grpc.method_handlers_generic_handler(service, methods) for service, methods in by_service.items()]
 
     def watch(self, port: int) -> None:
         """Hold the connections to TCP ``port`` (the bound gRPC port) to account."""
@@ -882,5 +900,5 @@ class GrpcDoor:
 
 
 def generic_handlers(broker: Broker, metrics: Metrics | None = None) -> list[grpc.GenericRpcHandler]:
-    """One generic handler per service, every RPC of the proto included (no connection watch)."""
+    """One generic handler per service, every RPC of the protos included (no connection watch)."""
     return GrpcDoor(broker, metrics).handlers()

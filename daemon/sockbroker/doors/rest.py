@@ -55,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from .. import __version__
+from ..core.admin import Admin
 from ..core.breaks import Call
 from ..core.broker import Api, AttachEvent, Broker, Credentials, Principal
 from ..core.errors import (
@@ -65,6 +66,7 @@ from ..core.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
 )
+from ..core.events import Event
 from ..metrics import Metrics
 from . import dispatch
 from ._delivery import Delivery, peer_gone, settle
@@ -295,12 +297,22 @@ class _Door:
     ) -> None:
         """Accept the WebSocket and run ``body`` on the caller's session (``api`` when the route
         made one); an error is sent as a last frame and a close (docs/wire.md)."""
+
+        async def run() -> None:
+            session = api
+            if session is None:
+                principal = self.ws_principal(ws)
+                session = self.broker.api(principal, ws.headers.get(SESSION_HEADER), name, named=path_session)
+            await body(session)
+
+        await self.serve_websocket(name, ws, run)
+
+    async def serve_websocket(self, name: str, ws: WebSocket, run: Callable[[], Awaitable[None]]) -> None:
+        """Accept the WebSocket and ``run`` it; an error is sent as a last frame and a close
+        (docs/wire.md)."""
         await ws.accept(subprotocol=_subprotocol(ws.scope.get("subprotocols", ())))
         try:
-            if api is None:
-                principal = self.ws_principal(ws)
-                api = self.broker.api(principal, ws.headers.get(SESSION_HEADER), name, named=path_session)
-            await body(api)
+            await run()
         except BrokerError as exc:
             self.count(name, exc.kind)
             status, payload = problem(exc)
@@ -413,6 +425,31 @@ class _Door:
 
         await self.websocket("Udp.ReceiveStream", ws, body)
 
+    async def admin_events(self, ws: WebSocket) -> None:
+        """``WS /v1/admin/events``: ``Admin.WatchEvents``, each event one binary frame (a serialized
+        ``AdminEvent``), until the client closes. The client sends nothing: a JSON object that names
+        no frame is ignored (docs/wire.md), any other frame is a contract error."""
+        name, who = "Admin.WatchEvents", "admin-watch-events"
+
+        async def run() -> None:
+            principal = self.ws_principal(ws)
+
+            async def emit(event: Event) -> None:
+                await ws.send_bytes(frames.encode_admin_event(dispatch.admin_event(event)))
+
+            async def client() -> None:
+                while True:
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    text = message.get("text")
+                    if text is None or self.text_frame(text, who) is not None:
+                        raise ContractError(who, "the event stream takes no frames from the client")
+
+            await _until_first(Admin(self.broker).watch_events(principal, emit), client())
+
+        await self.serve_websocket(name, ws, run)
+
     async def tcp_relay(self, ws: WebSocket) -> None:
         """``WS /v1/tcp/relay?hostname=H&port=P``, websockify's shape (DESIGN §9): one URL opens a
         session of its own and a connection in it under the principal's policy, then carries
@@ -457,6 +494,19 @@ class _Door:
             )
         finally:
             api.close_session()
+
+
+async def _until_first(*sides: Awaitable[None]) -> None:
+    """Run ``sides`` until one ends; the others are cancelled; the first error is raised."""
+    tasks = [asyncio.ensure_future(side) for side in sides]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _subprotocol(offered: Sequence[str]) -> str | None:
@@ -617,13 +667,28 @@ _JSON_TYPES = {
 }
 
 
-def _schema(descriptor: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+#: 64-bit integers, which proto JSON writes as strings (a request may give either).
+_INT64 = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _schema(descriptor: Any, skip: tuple[str, ...] = (), *, reply: bool = False) -> dict[str, Any]:
+    """A message's JSON schema; ``reply``: as the door writes it (64-bit integers as strings)."""
     properties: dict[str, Any] = {}
     for field in descriptor.fields:
         if field.name in skip:
             continue
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            item: dict[str, Any] = _schema(field.message_type)
+            item: dict[str, Any] = _schema(field.message_type, reply=reply)
+        elif reply and field.type in _INT64:
+            item = {"type": "string", "pattern": "^-?[0-9]+$", "description": "a 64-bit integer, in decimal"}
         else:
             item = dict(_JSON_TYPES.get(field.type, {"type": "integer"}))
         if field.is_repeated:
@@ -656,13 +721,15 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 def _openapi_extra(route: Route) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "responses": {
-            "200": {"content": {"application/json": {"schema": _schema(route.output.DESCRIPTOR)}}},
+            "200": {"content": {"application/json": {"schema": _schema(route.output.DESCRIPTOR, reply=True)}}},
             "default": {
                 "description": "An error (docs/errors.md)",
                 "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
             },
         },
-        "parameters": [
+        "parameters": []
+        if route.admin  # the admin API names no session of its own
+        else [
             {
                 "name": "Sockbroker-Session",
                 "in": "header",
@@ -837,6 +904,7 @@ def create_app(
         "Ports.Stream": door.port_stream,
         "Udp.ReceiveStream": door.udp_stream,
         "Udp.SendStream": door.udp_stream,
+        "Admin.WatchEvents": door.admin_events,
     }
     app.add_api_websocket_route("/v1/tcp/relay", door.tcp_relay, name="Tcp.Relay")  # REST only (docs/api.md)
     served: set[str] = set()

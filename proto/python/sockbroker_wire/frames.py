@@ -3,8 +3,9 @@
 Binary frames carry data: on a TCP stream (``Ports.Stream``) the bytes themselves; on a UDP
 stream (``Udp.ReceiveStream`` / ``Udp.SendStream``) one serialized ``sockbroker.v1.DatagramBatch``
 per frame, so any language with the generated code reads them; its datagrams travel in
-``datagrams``, in ``packed`` (:mod:`.packed`), or both. Text frames carry control, one
-JSON object each:
+``datagrams``, in ``packed`` (:mod:`.packed`), or both; on the admin API's event stream
+(``Admin.WatchEvents``) one serialized ``sockbroker.admin.v1.AdminEvent`` per frame. Text frames
+carry control, one JSON object each:
 
 ==================================================  =====================================================
 ``{"eof": true}``                                   TCP stream, both ways: this side is done (FIN)
@@ -31,6 +32,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from .admin.v1 import admin_pb2
 from .packed import pack_datagrams, unpack_datagrams
 from .v1 import broker_pb2
 
@@ -46,8 +48,10 @@ __all__ = [
     "Sent",
     "TextFrame",
     "batch_datagrams",
+    "decode_admin_event",
     "decode_datagrams",
     "decode_text",
+    "encode_admin_event",
     "encode_datagrams",
     "encode_text",
     "error_close_code",
@@ -108,6 +112,22 @@ def decode_datagrams(frame: bytes, *, udp: str = "") -> DatagramFrame:
     if batch.udp and batch.udp != udp:
         raise ValueError(f"the frame names socket {batch.udp!r}, the stream is {udp!r}")
     return DatagramFrame(datagrams=tuple(batch_datagrams(batch)), queue_dropped=batch.queue_dropped)
+
+
+# ── binary: admin events ───────────────────────────────────────────────────
+def encode_admin_event(event: Mapping[str, Any]) -> bytes:
+    """One event of ``Admin.WatchEvents`` (its ``AdminEvent`` fields) as a binary frame."""
+    return admin_pb2.AdminEvent(**event).SerializeToString()
+
+
+def decode_admin_event(frame: bytes) -> dict[str, Any]:
+    """The fields of the ``AdminEvent`` in a binary frame, every member present (empty when
+    unset). Raises ValueError on a malformed frame."""
+    try:
+        event = admin_pb2.AdminEvent.FromString(bytes(frame))
+    except (DecodeError, RuntimeError) as exc:
+        raise ValueError(f"not a serialized sockbroker.admin.v1.AdminEvent: {exc}") from None
+    return {field.name: getattr(event, field.name) for field in event.DESCRIPTOR.fields}
 
 
 # ── text: control ──────────────────────────────────────────────────────────

@@ -1,8 +1,9 @@
-"""Every RPC of the proto with its REST route, read once from the descriptors.
+"""Every RPC of the protos with its REST route, read once from the descriptors.
 
-Both front doors and the clients take their routes from here, so the proto stays the single
+Both front doors and the clients take their routes from here, so the protos stay the single
 source of truth (grpc-gateway style: each RPC declares its REST route in a ``google.api.http``
-option).
+option). Two proto packages are served: ``sockbroker.v1`` (:data:`PACKAGE`, the sockets) and
+``sockbroker.admin.v1`` (:data:`ADMIN_PACKAGE`, the admin API); a route knows its own.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from google.api import annotations_pb2
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
+from .admin.v1 import admin_pb2
 from .v1 import broker_pb2
 
-__all__ = ["PACKAGE", "SERVICES", "Route", "message_class", "route", "routes"]
+__all__ = ["ADMIN_PACKAGE", "ADMIN_SERVICES", "PACKAGE", "SERVICES", "Route", "message_class", "route", "routes"]
 
-#: The proto package: gRPC method paths are ``/sockbroker.v1.<Service>/<Method>``.
+#: The proto package of the sockets: gRPC method paths are ``/sockbroker.v1.<Service>/<Method>``.
 PACKAGE = "sockbroker.v1"
 SERVICES = ("Sessions", "Custodians", "Tcp", "Handles", "Ports", "Udp", "Events")
+#: The admin API's proto package: ``/sockbroker.admin.v1.Admin/<Method>``.
+ADMIN_PACKAGE = "sockbroker.admin.v1"
+ADMIN_SERVICES = ("Admin",)
+#: Each package's generated module and the services it serves, in the order routes are listed.
+_FILES = ((broker_pb2, SERVICES), (admin_pb2, ADMIN_SERVICES))
 
 
 @dataclass(frozen=True)
@@ -38,15 +45,26 @@ class Route:
     output: type[Message]
     client_streaming: bool
     server_streaming: bool
+    package: str = PACKAGE
 
     @property
     def name(self) -> str:
-        """``Service.Method``."""
+        """``Service.Method`` (service names are unique across the packages)."""
         return f"{self.service}.{self.method}"
 
     @property
+    def full_service(self) -> str:
+        """``sockbroker.v1.Tcp``: the service's name on the gRPC door."""
+        return f"{self.package}.{self.service}"
+
+    @property
     def grpc_path(self) -> str:
-        return f"/{PACKAGE}.{self.service}/{self.method}"
+        return f"/{self.full_service}/{self.method}"
+
+    @property
+    def admin(self) -> bool:
+        """An admin API call (``sockbroker.admin.v1``): admin principals only, no session."""
+        return self.package == ADMIN_PACKAGE
 
     @property
     def streaming(self) -> bool:
@@ -58,37 +76,41 @@ class Route:
 
 
 def message_class(descriptor: Any) -> type[Message]:
-    """The generated class of a message the proto uses (its own, or ``google.protobuf.Empty``)."""
-    if descriptor.file is broker_pb2.DESCRIPTOR:
-        return getattr(broker_pb2, descriptor.name)  # type: ignore[no-any-return]
+    """The generated class of a message the protos use (their own, or ``google.protobuf.Empty``)."""
+    for module, _ in _FILES:
+        if descriptor.file is module.DESCRIPTOR:
+            return getattr(module, descriptor.name)  # type: ignore[no-any-return]
     if descriptor.full_name == "google.protobuf.Empty":
         return empty_pb2.Empty
-    raise LookupError(descriptor.full_name)  # pragma: no cover - the proto uses no other
+    raise LookupError(descriptor.full_name)  # pragma: no cover - the protos use no other
 
 
 @cache
 def routes() -> tuple[Route, ...]:
+    """Every RPC: the sockets' (``sockbroker.v1``), then the admin API's (``sockbroker.admin.v1``)."""
     found = []
-    for service_name in SERVICES:
-        service = broker_pb2.DESCRIPTOR.services_by_name[service_name]
-        for method in service.methods:
-            rule = method.GetOptions().Extensions[annotations_pb2.http]
-            verb = rule.WhichOneof("pattern")
-            if verb is None:
-                raise LookupError(f"{service_name}.{method.name} has no REST route")
-            found.append(
-                Route(
-                    service=service_name,
-                    method=method.name,
-                    verb=verb,
-                    path=getattr(rule, verb),
-                    body=rule.body,
-                    input=message_class(method.input_type),
-                    output=message_class(method.output_type),
-                    client_streaming=method.client_streaming,
-                    server_streaming=method.server_streaming,
+    for module, services in _FILES:
+        for service_name in services:
+            service = module.DESCRIPTOR.services_by_name[service_name]
+            for method in service.methods:
+                rule = method.GetOptions().Extensions[annotations_pb2.http]
+                verb = rule.WhichOneof("pattern")
+                if verb is None:
+                    raise LookupError(f"{service_name}.{method.name} has no REST route")
+                found.append(
+                    Route(
+                        service=service_name,
+                        method=method.name,
+                        verb=verb,
+                        path=getattr(rule, verb),
+                        body=rule.body,
+                        input=message_class(method.input_type),
+                        output=message_class(method.output_type),
+                        client_streaming=method.client_streaming,
+                        server_streaming=method.server_streaming,
+                        package=module.DESCRIPTOR.package,
+                    )
                 )
-            )
     return tuple(found)
 
 
