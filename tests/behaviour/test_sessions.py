@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import signal
 import sys
 from typing import Any
 
+import grpc
+import httpx
 import pytest
+import websockets
 from helpers import PeerServer, eventually, fd_count, read_until_eof, target
 from sockbroker.server import Daemon
 from sockbroker_client import NotFoundError
+from sockbroker_wire.v1 import broker_pb2_grpc as rpc
 
 HOLDER = pathlib.Path(__file__).with_name("holder.py")
 
@@ -128,3 +133,44 @@ async def test_closing_the_session_closes_its_handles(door: Any) -> None:
         await broker.describe(listener)
     assert "no such session" in info.value.message
     assert (await other.describe_custodian(other.custodian))["shut_down"] is False
+
+
+@pytest.mark.parametrize("door_name", ["grpc", "rest"])
+async def test_an_attachment_ends_when_its_session_drops_elsewhere(
+    daemon: Daemon, token_file: pathlib.Path, door_name: str
+) -> None:
+    """A session dropped by another call (here its root custodian's shutdown, as an admin's kill or
+    a delegation's end would) ends its attachment at once with ``not-found`` and the reason."""
+    token = token_file.read_text().strip()  # noqa: ASYNC240 - a few bytes, once
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=target(daemon, "rest"), headers=auth) as rest:
+        opened = (await rest.post("/v1/sessions", json={})).json()
+        session, root = opened["session"], opened["custodian"]
+
+        async def shut_down_root() -> None:
+            await asyncio.sleep(0.1)
+            await rest.delete(f"/v1/custodians/{root}", headers={"Sockbroker-Session": session})
+
+        if door_name == "grpc":
+            async with grpc.aio.insecure_channel(target(daemon, "grpc")) as channel:
+                metadata = (("authorization", f"Bearer {token}"), ("sockbroker-session", session))
+                call = rpc.SessionsStub(channel).Attach(metadata=metadata)
+                assert (await call.read()).event == "attached"
+                killer = asyncio.ensure_future(shut_down_root())
+                async with asyncio.timeout(5):
+                    with pytest.raises(grpc.aio.AioRpcError) as ended:
+                        await call.read()
+                assert ended.value.code() is grpc.StatusCode.NOT_FOUND
+                assert "root custodian shut down" in (ended.value.details() or "")
+        else:
+            url = target(daemon, "rest").replace("http", "ws", 1) + f"/v1/sessions/{session}/attach"
+            async with websockets.connect(url, additional_headers=auth) as ws:
+                assert json.loads(await ws.recv())["event"] == "attached"
+                killer = asyncio.ensure_future(shut_down_root())
+                async with asyncio.timeout(5):
+                    error = json.loads(await ws.recv())["error"]
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await ws.recv()
+                assert error["kind"] == "not-found" and "root custodian shut down" in error["detail"]
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+        await killer

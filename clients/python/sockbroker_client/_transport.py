@@ -191,7 +191,16 @@ class _GrpcPortStream:
         return bytes(frame.data)
 
     async def aclose(self) -> None:
-        self._call.cancel()
+        _end(self._call, self._out)
+
+
+def _end(call: Any, outgoing: _Queue) -> None:
+    """Cancel a streaming call and end its requests: a call the daemon already ended (a dropped
+    session's attachment, a finished stream) is not cancelled, and gRPC would leave the task that
+    sends its requests waiting for ever."""
+    call.cancel()
+    with contextlib.suppress(asyncio.QueueFull):
+        outgoing.close()
 
 
 class _GrpcAttachment:
@@ -206,7 +215,7 @@ class _GrpcAttachment:
                     break
 
     async def aclose(self) -> None:
-        self._call.cancel()
+        _end(self._call, self._out)
 
 
 class GrpcTransport:

@@ -15,6 +15,7 @@ async iterator and gives what the daemon sends to an ``emit`` callback, so the r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from . import tcp, udp
 from .channels import Channels, Ticket
-from .errors import ContractError, ResourceExhaustedError, UnauthenticatedError, contract_violation
+from .errors import ContractError, NotFoundError, ResourceExhaustedError, UnauthenticatedError, contract_violation
 from .events import Event, Events
 from .limits import Limits
 from .policy import Policy
@@ -207,6 +208,25 @@ class Broker:
         self.sessions.drop_all(reason="daemon stopping")
 
 
+async def _unless_dropped(session: Session, request: Awaitable[bool | None]) -> bool | None:
+    """The client's next attach request, or ``not-found`` as soon as the session drops."""
+    waiting = asyncio.ensure_future(request)
+    try:
+        while not waiting.done():
+            if session.dropped:
+                raise NotFoundError("sessions-attach", "the session was dropped", {"reason": session.drop_reason})
+            gone = asyncio.ensure_future(session.gone.wait())
+            try:
+                await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+        return waiting.result()
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+
+
 class Api:
     """The typed operations of one session. Handles are the strings the client holds."""
 
@@ -243,13 +263,19 @@ class Api:
     async def attach(self, detaches: AsyncIterator[bool], emit: Callable[[AttachEvent], Awaitable[None]]) -> None:
         """``Sessions.Attach``: the session lives while this runs. ``detaches`` yields the client's
         requests (True: detach on purpose). The attachment *breaks* — and the session drops —
-        when the client goes away without detaching, or sends something malformed."""
+        when the client goes away without detaching, or sends something malformed. When the
+        session drops for another reason (closed elsewhere, killed by an admin, its delegation
+        ended), the attachment ends with ``not-found`` naming the reason."""
         session = self.session
         epoch = session.attach()
         broken = True
+        requests = aiter(detaches)
         try:
             await emit(self._event("attached"))
-            async for detach in detaches:
+            while True:
+                detach = await _unless_dropped(session, anext(requests, None))
+                if detach is None:  # the client ended its requests without detaching
+                    return
                 if detach:
                     broken = False
                     await emit(self._event("detached"))

@@ -137,6 +137,9 @@ class Session:
         #: Requests carrying bytes to send that this session has in flight (:meth:`sending`).
         self._sending = 0
         self._room = Signal()
+        #: Fired when the session drops (its attachments end then), with :attr:`drop_reason`.
+        self.gone = Signal()
+        self.drop_reason = ""
         self._manager = manager
         self._deadline = time.monotonic() + lease_seconds
         self._timer: asyncio.TimerHandle | None = None
@@ -257,6 +260,7 @@ class Session:
             self._timer = None
         self.table.discard()
         self.root.force_close()
+        self.gone.fire()
 
 
 def _resume_token() -> str:
@@ -378,6 +382,7 @@ class SessionManager:
             return
         self.dropped_total += 1
         log.info("session %s dropped: %s", session.id, reason)
+        session.drop_reason = reason
         session._close()
         self.events.publish(Event("session.drop", session.principal, session.id, reason=reason))
 
