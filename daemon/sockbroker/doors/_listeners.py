@@ -15,7 +15,8 @@ import asyncio
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..core._net import descriptor_ceiling
 from ..core.broker import Broker
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 ACCEPT_RETRY = 0.1
 
 #: Serves one accepted connection; the flag says whether it came through a Unix socket.
-Serve = Callable[[socket.socket, bool], Awaitable[None]]
+Serve = Callable[[socket.socket, bool], Coroutine[Any, Any, None]]
 
 
 class Listeners:
