@@ -238,7 +238,6 @@ async def test_reply_codes(daemon: Daemon, token: str, routed: Daemon) -> None:
         (0x02, ("10.1.2.3", 80), 1),  # the policy allows loopback only
         (0x05, ("127.0.0.1", free), 1),  # nobody listens
         (0x04, (netns.UNKNOWN_HOST, 80), 1),  # no hosts file knows it
-        (0x07, ("127.0.0.1", 80), 3),  # UDP ASSOCIATE
         (0x07, ("127.0.0.1", 80), 9),  # no such command
     ]
     for expected, (host, target_port), command in cases:
@@ -317,6 +316,72 @@ async def test_bind_takes_one_incoming_connection(daemon: Daemon, token: str) ->
     assert await read_until_eof(peer_reader, within=5) == b"hello peer"
     writer.close()
     peer_writer.close()
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data, addr)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[int]:
+    """A UDP echo server on 127.0.0.1: its port."""
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+    yield transport.get_extra_info("sockname")[1]
+    transport.close()
+
+
+async def test_pysocks_udp_associate_with_a_local_echo(daemon: Daemon, token: str, echo: int) -> None:
+    def round_trip() -> tuple[bytes, Any]:
+        sock = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.set_proxy(socks.SOCKS5, "127.0.0.1", _proxy_port(daemon), username="me", password=token)
+        sock.settimeout(10)
+        try:
+            sock.sendto(b"ping", ("127.0.0.1", echo))
+            return sock.recvfrom(65535)  # type: ignore[no-any-return]
+        finally:
+            sock.close()
+
+    sessions = len(daemon.broker.sessions)
+    async with asyncio.timeout(20):
+        data, sender = await asyncio.to_thread(round_trip)
+    assert data == b"echo:ping"
+    assert tuple(sender) == ("127.0.0.1", echo)
+    await eventually(lambda: len(daemon.broker.sessions) == sessions, within=5)
+
+
+async def test_a_udp_association_lives_in_its_custodian(
+    daemon: Daemon, token_file: pathlib.Path, token: str, echo: int
+) -> None:
+    async with await AsyncBroker.connect(f"http://127.0.0.1:{daemon.rest_port}", token_file=token_file) as broker:
+        custodian = await broker.make_custodian()
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind(("127.0.0.1", 0))
+        client.setblocking(False)
+        try:
+            username = f"{broker.session}/{custodian}"
+            port = client.getsockname()[1]
+            (code, host, relay), reader, writer = await _request(
+                _proxy_port(daemon), token, 3, "0.0.0.0", port, username=username
+            )
+            assert code == 0
+            loop = asyncio.get_running_loop()
+            header = b"\x00\x00\x00" + _address("127.0.0.1") + struct.pack("!H", echo)
+            await loop.sock_sendto(client, header + b"one", (host, relay))
+            async with asyncio.timeout(5):
+                data, _ = await loop.sock_recvfrom(client, 65535)
+            assert data == header + b"echo:one"
+            handles = (await broker.describe_custodian(custodian))["handles"]
+            assert [h["kind"] for h in handles] == ["udp"]
+            # The custodian's shutdown ends the association: the control connection closes.
+            await custodian.shutdown_all()
+            assert await read_until_eof(reader, within=5) == b""
+            writer.close()
+        finally:
+            client.close()
 
 
 # ── custodians and delegation ──────────────────────────────────────────────

@@ -7,10 +7,11 @@ connection carries the destination's bytes both ways, spliced by the kernel (the
 :mod:`..core.channels`), half-close carried both ways.
 
 * **SOCKS5** (RFC 1928, username/password of RFC 1929, the only method offered): ``CONNECT``
-  (:meth:`..core.broker.Api.tcp_connect`) and ``BIND`` (one incoming connection:
-  :meth:`~..core.broker.Api.tcp_listen` then :meth:`~..core.broker.Api.tcp_accept`), with IPv4,
-  IPv6 and domain-name addresses (a name is resolved by the daemon, and the policy is checked on
-  every address it resolves to). ``UDP ASSOCIATE`` is answered ``0x07``.
+  (:meth:`..core.broker.Api.tcp_connect`), ``BIND`` (one incoming connection:
+  :meth:`~..core.broker.Api.tcp_listen` then :meth:`~..core.broker.Api.tcp_accept`) and
+  ``UDP ASSOCIATE`` (:class:`_Association`: ``udp-send-to`` / ``udp-receive!``), with IPv4, IPv6
+  and domain-name addresses (a name is resolved by the daemon, and the policy is checked on every
+  address it resolves to). SOCKS4 is answered "request rejected".
 * **HTTP CONNECT**: ``Proxy-Authorization: Basic`` (base64 of ``USER:PASSWORD``);
   ``200 Connection established`` then bytes.
 
@@ -21,7 +22,8 @@ lists it and its shutdown, or the session's drop, cuts the transfer. Any other u
 session of its own for this one proxy connection, attached while it lasts and closed with it.
 
 Refusals carry :func:`socks_reply` / :func:`http_status` for the core's error; nothing is refused
-by a silent close. The opening exchange must end within ``header_timeout``; at most
+by a silent close (the SOCKS5 replies of a failed authentication, ``0x01`` and "no acceptable
+method", end the connection as RFC 1929 says). The opening exchange must end within ``header_timeout``; at most
 ``connections_per_door`` connections may be in it at once (:mod:`._listeners`).
 """
 
@@ -45,7 +47,7 @@ from sockbroker_wire.errors import WIRE_STATUS
 from ..core._net import host_of
 from ..core.broker import Api, AttachEvent, Broker, Credentials, Principal
 from ..core.channels import Relay
-from ..core.errors import BrokerError, NetworkErrnoError, UnauthenticatedError
+from ..core.errors import BrokerError, NetworkErrnoError, PermissionDeniedError, UnauthenticatedError
 from ..core.limits import Limits
 from ..core.tcp import TcpConnection
 from ..files import bind_tcp, format_address
@@ -67,6 +69,8 @@ WHO = "proxy"
 _SOCKS = 5
 _USERPASS = 0x02
 _NO_ACCEPTABLE = 0xFF
+#: A UDP datagram's largest size (what the relay port reads, what a broker socket receives).
+_UDP_MAX = 65535
 #: A username that names a session starts with a session id's prefix.
 _SESSION_PREFIX = "ses_"
 
@@ -217,6 +221,10 @@ class ProxyDoor:
 
     async def _carry(self, speaker: _Socks | _Http, session: _Session, request: _Request) -> None:
         """Run the request's command and answer it; on success the relay owns the client."""
+        if request.command is Command.UDP_ASSOCIATE:
+            assert isinstance(speaker, _Socks)
+            await _Association(speaker, session, request).run()
+            return
         try:
             if request.command is Command.CONNECT:
                 conn = await session.api.tcp_connect(
@@ -279,6 +287,135 @@ async def _bind(speaker: _Socks, session: _Session) -> TcpConnection | None:
     finally:
         if not listener.closed:
             api.tcp_close(listener.handle)
+
+
+class _Association:
+    """SOCKS5 UDP ASSOCIATE (RFC 1928 §7): datagrams relayed through a UDP port of the door's own,
+    on the address the client reached the proxy on, while the control connection stays open.
+
+    A datagram from the client (from its TCP peer's address, and from the port its request named
+    unless that was 0; the first one fixes the client's UDP address) carries the SOCKS5 UDP header;
+    its payload goes out with :meth:`~..core.broker.Api.udp_send_to` from a broker socket of the
+    destination's family (IPv4 for a name), opened at its first use in the session's custodian,
+    so the policy is checked on every datagram. What that socket receives
+    (:meth:`~..core.broker.Api.udp_receive`) goes back to the client with the sender in the
+    header. Fragments (``FRAG`` ≠ 0), malformed headers, datagrams the policy denies and the OS's
+    refusals are dropped, as UDP drops. The association ends — its sockets closed, the control
+    connection closed — when the client closes or writes on the control connection, or a broker
+    socket is closed under it (its custodian shut down, its session dropped)."""
+
+    def __init__(self, speaker: _Socks, session: _Session, request: _Request) -> None:
+        self.speaker = speaker
+        self.api = session.api
+        self.custodian = session.custodian
+        client = speaker.client
+        self.client_host = host_of(client.getpeername())
+        self.client_port = request.port
+        self.client_udp: tuple[str, int] | None = None
+        self.relay = socket.socket(client.family, socket.SOCK_DGRAM)
+        #: The broker's sockets by family, and the tasks that receive on them.
+        self.sockets: dict[int, str] = {}
+        self.tasks: list[asyncio.Future[None]] = []
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def run(self) -> None:
+        relay, client = self.relay, self.speaker.client
+        try:
+            relay.setblocking(False)
+            relay.bind((host_of(client.getsockname()), 0))
+            await self.speaker.answer(Reply.SUCCEEDED, (host_of(relay.getsockname()), relay.getsockname()[1]))
+            self.tasks += [asyncio.ensure_future(readable(client)), asyncio.ensure_future(self._uplink())]
+            await asyncio.wait([*self.tasks, self.ended], return_when="FIRST_COMPLETED")
+        except OSError as exc:
+            log.debug("proxy: UDP association ended: %s", exc)
+        finally:
+            for task in self.tasks:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            for handle in self.sockets.values():
+                with contextlib.suppress(BrokerError):
+                    self.api.udp_close(handle)
+            relay.close()
+            client.close()
+
+    def _end(self, exc: BaseException) -> None:
+        log.debug("proxy: UDP association ended: %s", exc)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    async def _uplink(self) -> None:
+        """Client → destinations: while the relay port has datagrams, one at a time."""
+        while True:
+            await readable(self.relay)
+            try:
+                data, source = self.relay.recvfrom(_UDP_MAX)
+            except (BlockingIOError, InterruptedError):
+                continue
+            host, port = host_of(source), int(source[1])
+            if host != self.client_host or (self.client_port and port != self.client_port):
+                continue
+            self.client_udp = (source[0], port)
+            try:
+                target = _unwrap(data)
+            except (ValueError, IndexError, struct.error):
+                continue
+            if target is None:  # a fragment
+                continue
+            try:
+                await self._send(*target)
+            except (PermissionDeniedError, NetworkErrnoError) as exc:
+                log.debug("proxy: datagram dropped: %s", exc.message.partition("\n")[0])
+            except BrokerError as exc:
+                self._end(exc)
+                return
+
+    async def _send(self, host: str, port: int, payload: bytes) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        handle = self.sockets.get(family)
+        if handle is None:
+            udp = await self.api.udp_open(
+                family_hostname="::" if family == socket.AF_INET6 else None, custodian=self.custodian
+            )
+            handle = self.sockets[family] = udp.handle
+            await self.api.udp_send_to(handle, host, port, payload, wait=False)  # binds it: it may receive
+            self.tasks.append(asyncio.ensure_future(self._downlink(handle)))
+            return
+        await self.api.udp_send_to(handle, host, port, payload, wait=False)
+
+    async def _downlink(self, handle: str) -> None:
+        """What the broker socket ``handle`` receives → the client, the sender in the header."""
+        while True:
+            try:
+                got = await self.api.udp_receive(handle, max_bytes=_UDP_MAX)
+            except BrokerError as exc:
+                self._end(exc)
+                return
+            if got is None or self.client_udp is None:
+                continue
+            with contextlib.suppress(OSError):  # a full buffer drops it, as UDP does
+                self.relay.sendto(b"\x00\x00\x00" + _packed(got.host, got.port) + got.data, self.client_udp)
+
+
+def _unwrap(data: bytes) -> tuple[str, int, bytes] | None:
+    """A client's datagram: (host, port, payload), None for a fragment; ValueError when malformed."""
+    if len(data) < 4 or data[:2] != b"\x00\x00":
+        raise ValueError("not a SOCKS5 UDP header")
+    if data[2] != 0:
+        return None
+    kind = data[3]
+    if kind == 1:
+        host, at = socket.inet_ntop(socket.AF_INET, data[4:8]), 8
+    elif kind == 4:
+        host, at = socket.inet_ntop(socket.AF_INET6, data[4:20]), 20
+    elif kind == 3:
+        size = data[4]
+        host, at = data[5 : 5 + size].decode("utf-8"), 5 + size
+    else:
+        raise ValueError(f"address type {kind}")
+    (port,) = struct.unpack("!H", data[at : at + 2])
+    return host, port, data[at + 2 :]
 
 
 class _Session:
@@ -413,7 +550,7 @@ class _Socks:
         (port,) = struct.unpack("!H", await _recv_exact(client, 2))
         if version != _SOCKS:
             raise _Refusal(Reply.GENERAL_FAILURE, 400, f"SOCKS version {version} in a request")
-        if command not in (Command.CONNECT, Command.BIND):
+        if command not in tuple(Command):
             raise _Refusal(Reply.COMMAND_NOT_SUPPORTED, 400, f"command {command} is not served")
         return _Request(Command(command), host, port, username.decode("utf-8", "replace"), principal)
 
