@@ -11,10 +11,12 @@ import asyncio
 import base64
 import functools
 import http.server
+import os
 import pathlib
 import shutil
 import socket
 import struct
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -440,3 +442,64 @@ async def test_a_delegated_token_limited_to_one_port(
         (code, _, _), _reader, writer = await _request(_proxy_port(daemon), delegated, 1, "127.0.0.1", peer.port)
         writer.close()
         assert code == 0x02
+
+
+# ── sockbroker run ─────────────────────────────────────────────────────────
+def _run_command(daemon: Daemon, token_file: pathlib.Path, *program: str, custodian: str | None = None) -> list[str]:
+    command = [sys.executable, "-m", "sockbroker", "run", "--url", f"http://127.0.0.1:{daemon.rest_port}"]
+    command += ["--token-file", str(token_file), "--proxy", f"127.0.0.1:{_proxy_port(daemon)}"]
+    if custodian is not None:
+        command += ["--custodian", custodian]
+    return [*command, "--", *program]
+
+
+#: The CLI as a subprocess sees this checkout (as tests/test_cli.py runs it).
+_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+
+async def test_run_puts_a_program_in_a_custodian_of_its_own_session(
+    daemon: Daemon, token_file: pathlib.Path, website: int, tmp_path: pathlib.Path
+) -> None:
+    sessions = len(daemon.broker.sessions)
+    out = tmp_path / "got"
+    code, output = await run_bounded(
+        *_run_command(daemon, token_file, _curl(), "-sS", "-o", str(out), f"http://localhost:{website}/payload"),
+        seconds=30,
+        env=_ENV,
+    )
+    assert code == 0, output
+    assert out.read_bytes() == PAYLOAD
+    assert "connections are in custodian ses_" in output
+    await eventually(lambda: len(daemon.broker.sessions) == sessions, within=5)
+
+
+async def test_run_with_a_custodian_is_cut_by_its_shutdown(daemon: Daemon, token_file: pathlib.Path) -> None:
+    peer = PeerServer()
+    await peer.start()
+    async with await AsyncBroker.connect(f"http://127.0.0.1:{daemon.rest_port}", token_file=token_file) as broker:
+        custodian = await broker.make_custodian()
+        program = (_curl(), "-sS", "-o", "/dev/null", f"http://127.0.0.1:{peer.port}/stalls")
+        running = asyncio.ensure_future(
+            run_bounded(
+                *_run_command(daemon, token_file, *program, custodian=f"{broker.session}/{custodian}"),
+                seconds=30,
+                env=_ENV,
+            )
+        )
+        try:
+            await peer.next()
+            handles = (await broker.describe_custodian(custodian))["handles"]
+            assert len(handles) == 2
+            await custodian.shutdown_all()
+            async with asyncio.timeout(20):
+                code, output = await running
+            assert code not in (0, -1), output  # curl's own status: the transfer was cut
+        finally:
+            running.cancel()
+            await peer.close()
+
+
+async def test_run_without_a_program_is_a_usage_error(daemon: Daemon, token_file: pathlib.Path) -> None:
+    code, output = await run_bounded(*_run_command(daemon, token_file), seconds=30, env=_ENV)
+    assert code == 2
+    assert "run needs a program" in output
