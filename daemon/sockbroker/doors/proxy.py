@@ -239,11 +239,13 @@ class ProxyDoor:
                     return
                 conn = got
                 bound = conn.remote
-            relay = _ProxyRelay(conn, speaker.client, self.broker.limits, session.relay_ended)
-        except _Refusal as refusal:
-            await speaker.refuse(refusal.reply, refusal.status, str(refusal))
-            return
         except BrokerError as exc:
+            await speaker.refuse(socks_reply(exc), http_status(exc), exc.message)
+            return
+        try:
+            relay = _ProxyRelay(conn, speaker.client, self.broker.limits, session.relay_ended)
+        except BrokerError as exc:  # no descriptors for its pipes: the connection goes, refused
+            conn.force_close_ports()
             await speaker.refuse(socks_reply(exc), http_status(exc), exc.message)
             return
         session.carried = True
