@@ -222,10 +222,12 @@ async def test_socks5_wrong_password_is_answered_failure(daemon: Daemon) -> None
 # ── every reply code, provoked for real ────────────────────────────────────
 @pytest.fixture(scope="module")
 async def routed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Daemon]:
-    """A daemon whose policy lets connections try 10.0.0.0/8, where the namespace has no route."""
+    """A daemon whose policy lets connections try 10.0.0.0/8, where the namespace has no route, and
+    that gives a new connection 1 s for its opening exchange."""
     async with serving(
         tmp_path_factory.mktemp("routed") / "token",
         allow_connect=["127.0.0.0/8", "::1/128", "10.0.0.0/8"],
+        header_timeout=1.0,
     ) as daemon:
         yield daemon
 
@@ -280,6 +282,25 @@ async def test_http_connect_status_codes(daemon: Daemon, token: str, peer: PeerS
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await read_until_eof(reader, within=5)).startswith(b"HTTP/1.1 405 ")
+    writer.close()
+
+
+async def test_garbage_and_silence_are_answered_and_closed(daemon: Daemon, routed: Daemon) -> None:
+    port = _proxy_port(daemon)
+    for garbage, answer in [
+        (b"\x16\x03\x01\x02\x00\r\n\r\n", b"HTTP/1.1 400 "),  # TLS, as if the proxy spoke it
+        (b"CONNECT nowhere HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"CONNECT [::1]:99999 HTTP/1.1\r\nProxy-Authorization: Basic !!\r\n\r\n", b"HTTP/1.1 407 "),
+        (b"\x04\x01\x00\x50\x7f\x00\x00\x01me\x00", b"\x00\x5b"),  # SOCKS4: request rejected
+        (b"\x05\x01\x00", b"\x05\xff"),  # SOCKS5 offering no authentication only
+    ]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(garbage)
+        assert (await read_until_eof(reader, within=5)).startswith(answer), garbage
+        writer.close()
+    # A client that says nothing is closed after the opening exchange's time (1 s here).
+    reader, writer = await asyncio.open_connection("127.0.0.1", _proxy_port(routed))
+    assert await read_until_eof(reader, within=5) == b""
     writer.close()
 
 
