@@ -222,11 +222,11 @@ async def test_socks5_wrong_password_is_answered_failure(daemon: Daemon) -> None
 # ── every reply code, provoked for real ────────────────────────────────────
 @pytest.fixture(scope="module")
 async def routed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Daemon]:
-    """A daemon whose policy lets connections try 10.0.0.0/8, where the namespace has no route, and
+    """A daemon whose policy lets connections try 192.0.2.0/24 (TEST-NET-1), where the namespace has no route, and
     that gives a new connection 1 s for its opening exchange."""
     async with serving(
         tmp_path_factory.mktemp("routed") / "token",
-        allow_connect=["127.0.0.0/8", "::1/128", "10.0.0.0/8"],
+        allow_connect=["127.0.0.0/8", "::1/128", "192.0.2.0/24"],
         header_timeout=1.0,
     ) as daemon:
         yield daemon
@@ -239,7 +239,7 @@ async def test_reply_codes(daemon: Daemon, token: str, routed: Daemon) -> None:
     free = closed.getsockname()[1]
     closed.close()
     cases: list[tuple[int, Any, int]] = [
-        (0x02, ("10.1.2.3", 80), 1),  # the policy allows loopback only
+        (0x02, ("192.0.2.1", 80), 1),  # the policy allows loopback only
         (0x05, ("127.0.0.1", free), 1),  # nobody listens
         (0x04, (netns.UNKNOWN_HOST, 80), 1),  # no hosts file knows it
         (0x07, ("127.0.0.1", 80), 9),  # no such command
@@ -249,9 +249,9 @@ async def test_reply_codes(daemon: Daemon, token: str, routed: Daemon) -> None:
         writer.close()
         assert code == expected, (host, target_port, command)
     routed_token = routed.broker.principals[0].token or ""
-    (code, _, _), _reader, writer = await _request(_proxy_port(routed), routed_token, 1, "10.1.2.3", 80)
+    (code, _, _), _reader, writer = await _request(_proxy_port(routed), routed_token, 1, "192.0.2.1", 80)
     writer.close()
-    assert code == 0x03  # no route to 10/8 in the namespace
+    assert code == 0x03  # no route to 192.0.2.0/24 in the namespace
     # An address type the door does not serve: 0x08, and the connection ends.
     reader, writer = await _socks(port, "me", token)
     writer.write(b"\x05\x01\x00\x05")
@@ -269,9 +269,9 @@ async def test_http_connect_status_codes(daemon: Daemon, token: str, peer: PeerS
     assert status.startswith("HTTP/1.1 407 ")
     status, _ = await _http_connect(port, f"127.0.0.1:{peer.port}", _basic("me", "wrong"))
     assert status.startswith("HTTP/1.1 407 ")
-    status, body = await _http_connect(port, "10.1.2.3:80", _basic("me", token))
+    status, body = await _http_connect(port, "192.0.2.1:80", _basic("me", token))
     assert status.startswith("HTTP/1.1 403 ")
-    assert b"10.1.2.3" in body  # the denial says which address
+    assert b"192.0.2.1" in body  # the denial says which address
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     free = closed.getsockname()[1]
