@@ -44,10 +44,10 @@ from dataclasses import dataclass
 
 from sockbroker_wire.errors import WIRE_STATUS
 
-from ..core._net import host_of
+from ..core._net import host_of, lendable
 from ..core.broker import Api, AttachEvent, Broker, Credentials, Principal
 from ..core.channels import Relay
-from ..core.errors import BrokerError, NetworkErrnoError, PermissionDeniedError, UnauthenticatedError
+from ..core.errors import BrokerError, NetworkErrnoError, PermissionDeniedError, UnauthenticatedError, os_errors
 from ..core.limits import Limits
 from ..core.tcp import TcpConnection
 from ..files import bind_tcp, format_address
@@ -310,32 +310,50 @@ class _Association:
         self.speaker = speaker
         self.api = session.api
         self.custodian = session.custodian
-        client = speaker.client
-        self.client_host = host_of(client.getpeername())
+        self.client_host = ""
         self.client_port = request.port
         self.client_udp: tuple[str, int] | None = None
-        self.relay = socket.socket(client.family, socket.SOCK_DGRAM)
+        self.relay: socket.socket | None = None
         #: The broker's sockets by family, and the tasks that receive on them.
         self.sockets: dict[int, str] = {}
         self.tasks: list[asyncio.Future[None]] = []
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    def _open_relay(self) -> socket.socket:
+        """The relay port, on the address the client reached the proxy on."""
+        client = self.speaker.client
+        with os_errors(WHO, "no UDP relay port"):
+            self.client_host = host_of(client.getpeername())
+            relay = socket.socket(client.family, socket.SOCK_DGRAM)
+        lendable(self.api.session.limits, WHO, relay)
+        with os_errors(WHO, "no UDP relay port"):
+            try:
+                relay.setblocking(False)
+                relay.bind((host_of(client.getsockname()), 0))
+            except OSError:
+                relay.close()
+                raise
+        return relay
+
     async def run(self) -> None:
-        relay, client = self.relay, self.speaker.client
+        client = self.speaker.client
         try:
-            relay.setblocking(False)
-            relay.bind((host_of(client.getsockname()), 0))
+            self.relay = relay = self._open_relay()
+        except BrokerError as exc:
+            await self.speaker.refuse(socks_reply(exc), http_status(exc), exc.message)
+            return
+        try:
             await self.speaker.answer(Reply.SUCCEEDED, (host_of(relay.getsockname()), relay.getsockname()[1]))
-            self.tasks += [asyncio.ensure_future(readable(client)), asyncio.ensure_future(self._uplink())]
+            self.tasks += [asyncio.ensure_future(readable(client)), asyncio.ensure_future(self._uplink(relay))]
             await asyncio.wait([*self.tasks, self.ended], return_when="FIRST_COMPLETED")
         except OSError as exc:
             log.debug("proxy: UDP association ended: %s", exc)
         finally:
             for task in self.tasks:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                task.cancel()
+            for outcome in await asyncio.gather(*self.tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("proxy door: UDP association: %r", outcome)
             for handle in self.sockets.values():
                 with contextlib.suppress(BrokerError):
                     self.api.udp_close(handle)
@@ -347,13 +365,13 @@ class _Association:
         if not self.ended.done():
             self.ended.set_result(None)
 
-    async def _uplink(self) -> None:
+    async def _uplink(self, relay: socket.socket) -> None:
         """Client → destinations: while the relay port has datagrams, one at a time."""
         while True:
-            await readable(self.relay)
+            await readable(relay)
             try:
-                data, source = self.relay.recvfrom(_UDP_MAX)
-            except (BlockingIOError, InterruptedError):
+                data, source = relay.recvfrom(_UDP_MAX)
+            except OSError:  # nothing after all, or an ICMP error for an answer the client did not take
                 continue
             host, port = host_of(source), int(source[1])
             if host != self.client_host or (self.client_port and port != self.client_port):
@@ -394,7 +412,7 @@ class _Association:
             except BrokerError as exc:
                 self._end(exc)
                 return
-            if got is None or self.client_udp is None:
+            if got is None or self.client_udp is None or self.relay is None:
                 continue
             with contextlib.suppress(OSError):  # a full buffer drops it, as UDP does
                 self.relay.sendto(b"\x00\x00\x00" + _packed(got.host, got.port) + got.data, self.client_udp)
