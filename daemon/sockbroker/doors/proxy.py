@@ -24,36 +24,45 @@ session of its own for this one proxy connection, attached while it lasts and cl
 Refusals carry :func:`socks_reply` / :func:`http_status` for the core's error; nothing is refused
 by a silent close (the SOCKS5 replies of a failed authentication, ``0x01`` and "no acceptable
 method", end the connection as RFC 1929 says). The opening exchange must end within ``header_timeout``; at most
-``connections_per_door`` connections may be in it at once (:mod:`._listeners`).
+``connections_per_door`` connections may be in it at once (:mod:`._listeners`). The two
+protocols' bytes are read and written in :mod:`._proxy_protocols`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import enum
 import errno
-import ipaddress
 import logging
 import socket
-import struct
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-
-from sockbroker_wire.errors import WIRE_STATUS
 
 from ..core._net import host_of, lendable
-from ..core.broker import Api, AttachEvent, Broker, Credentials, Principal
+from ..core.broker import Api, AttachEvent, Broker
 from ..core.channels import Relay
-from ..core.errors import BrokerError, NetworkErrnoError, PermissionDeniedError, UnauthenticatedError, os_errors
+from ..core.errors import BrokerError, NetworkErrnoError, PermissionDeniedError, os_errors
 from ..core.limits import Limits
 from ..core.tcp import TcpConnection
 from ..files import bind_tcp, format_address
 from ._listeners import Listeners, readable
+from ._proxy_protocols import (
+    SOCKS_VERSION,
+    WHO,
+    Command,
+    Ended,
+    Http,
+    Refusal,
+    Reply,
+    Request,
+    Socks,
+    http_status,
+    packed,
+    recv_exact,
+    socks_reply,
+    unwrap,
+)
 
-__all__ = ["CONNECT_SECONDS", "ProxyDoor", "Reply", "http_status", "socks_reply"]
+__all__ = ["BIND_SECONDS", "CONNECT_SECONDS", "ProxyDoor", "Reply", "http_status", "socks_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -61,104 +70,10 @@ log = logging.getLogger(__name__)
 CONNECT_SECONDS = 30.0
 #: How long a BIND waits for its one incoming connection (then ``0x04`` / the connection closes).
 BIND_SECONDS = 120.0
-#: The longest HTTP request head the door reads.
-MAX_HEAD = 8192
-#: The ``who`` of the door's own refusals.
-WHO = "proxy"
-
-_SOCKS = 5
-_USERPASS = 0x02
-_NO_ACCEPTABLE = 0xFF
 #: A UDP datagram's largest size (what the relay port reads, what a broker socket receives).
 _UDP_MAX = 65535
 #: A username that names a session starts with a session id's prefix.
 _SESSION_PREFIX = "ses_"
-
-
-class Command(enum.IntEnum):
-    CONNECT = 1
-    BIND = 2
-    UDP_ASSOCIATE = 3
-
-
-class Reply(enum.IntEnum):
-    """SOCKS5 reply codes (RFC 1928 §6)."""
-
-    SUCCEEDED = 0x00
-    GENERAL_FAILURE = 0x01
-    NOT_ALLOWED = 0x02
-    NETWORK_UNREACHABLE = 0x03
-    HOST_UNREACHABLE = 0x04
-    REFUSED = 0x05
-    TTL_EXPIRED = 0x06
-    COMMAND_NOT_SUPPORTED = 0x07
-    ADDRESS_TYPE_NOT_SUPPORTED = 0x08
-
-
-_ERRNO_REPLY = {
-    errno.ECONNREFUSED: Reply.REFUSED,
-    errno.ENETUNREACH: Reply.NETWORK_UNREACHABLE,
-    errno.ENETDOWN: Reply.NETWORK_UNREACHABLE,
-    errno.EHOSTUNREACH: Reply.HOST_UNREACHABLE,
-    errno.EHOSTDOWN: Reply.HOST_UNREACHABLE,
-    errno.ETIMEDOUT: Reply.HOST_UNREACHABLE,
-}
-
-
-def socks_reply(exc: BrokerError) -> Reply:
-    """The SOCKS5 reply for a refusal: the policy's denial ``0x02``; the OS's refusal by its errno
-    (a name that does not resolve is ``0x04``); anything else ``0x01``. (Linux reports an ICMP
-    time-exceeded as EHOSTUNREACH, so ``0x06`` is never sent.)"""
-    if exc.kind == "permission-denied":
-        return Reply.NOT_ALLOWED
-    if isinstance(exc, NetworkErrnoError):
-        if exc.errno_family == "gai":
-            return Reply.HOST_UNREACHABLE
-        return _ERRNO_REPLY.get(exc.errno or 0, Reply.GENERAL_FAILURE)
-    return Reply.GENERAL_FAILURE
-
-
-def http_status(exc: BrokerError) -> int:
-    """The HTTP status for a refusal: the daemon's one table (DESIGN §4), with ``407`` for
-    missing or wrong credentials (a proxy's own 401)."""
-    status = WIRE_STATUS.get(exc.kind, ("", 500))[1]
-    return 407 if status == 401 else status
-
-
-_REASONS = {
-    200: "Connection established",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    407: "Proxy Authentication Required",
-    409: "Conflict",
-    429: "Too Many Requests",
-    499: "Client Closed Request",
-    502: "Bad Gateway",
-}
-
-
-class _Refusal(Exception):
-    """A request refused by the door itself (malformed, or asking what the door does not do)."""
-
-    def __init__(self, reply: Reply, status: int, message: str) -> None:
-        super().__init__(message)
-        self.reply = reply
-        self.status = status
-
-
-class _Ended(Exception):
-    """The client left, or was answered and closed, in the middle of its opening exchange."""
-
-
-@dataclass(frozen=True)
-class _Request:
-    command: Command
-    host: str
-    port: int
-    username: str
-    principal: Principal
 
 
 class ProxyDoor:
@@ -188,20 +103,20 @@ class ProxyDoor:
 
     # ── one connection ─────────────────────────────────────────────────────
     async def _serve(self, client: socket.socket, _unix: bool) -> None:
-        speaker: _Socks | _Http | None = None
+        speaker: Socks | Http | None = None
         try:
             async with asyncio.timeout(self.broker.limits.header_timeout):
-                first = await _recv_exact(client, 1)
+                first = await recv_exact(client, 1)
                 if first[0] == 4:  # SOCKS4: "request rejected", in its own words
                     await asyncio.get_running_loop().sock_sendall(client, b"\x00\x5b" + bytes(6))
-                    raise _Ended
-                speaker = _Socks(client) if first[0] == _SOCKS else _Http(client, first)
+                    raise Ended
+                speaker = Socks(client) if first[0] == SOCKS_VERSION else Http(client, first)
                 request = await speaker.request(self.broker)
                 session = _Session.route(self.broker, request)
-        except (_Ended, TimeoutError, OSError):
+        except (Ended, TimeoutError, OSError):
             client.close()
             return
-        except _Refusal as refusal:
+        except Refusal as refusal:
             assert speaker is not None
             await speaker.refuse(refusal.reply, refusal.status, str(refusal))
             return
@@ -219,10 +134,10 @@ class ProxyDoor:
             self._running.discard(task)
             session.release_unless_carried()
 
-    async def _carry(self, speaker: _Socks | _Http, session: _Session, request: _Request) -> None:
+    async def _carry(self, speaker: Socks | Http, session: _Session, request: Request) -> None:
         """Run the request's command and answer it; on success the relay owns the client."""
         if request.command is Command.UDP_ASSOCIATE:
-            assert isinstance(speaker, _Socks)
+            assert isinstance(speaker, Socks)
             await _Association(speaker, session, request).run()
             return
         try:
@@ -232,7 +147,7 @@ class ProxyDoor:
                 )
                 bound = conn.local
             else:
-                assert isinstance(speaker, _Socks)
+                assert isinstance(speaker, Socks)
                 got = await _bind(speaker, session)
                 if got is None:  # the client left while the BIND waited
                     speaker.client.close()
@@ -257,7 +172,7 @@ class ProxyDoor:
             relay.start()
 
 
-async def _bind(speaker: _Socks, session: _Session) -> TcpConnection | None:
+async def _bind(speaker: Socks, session: _Session) -> TcpConnection | None:
     """SOCKS5 BIND: listen on the address the client reached the proxy on (a port the system
     picks), answer where, accept one connection and close the listener. None when the client
     left (or sent bytes, which a BIND does not take) before a connection came."""
@@ -306,7 +221,7 @@ class _Association:
     connection closed — when the client closes or writes on the control connection, or a broker
     socket is closed under it (its custodian shut down, its session dropped)."""
 
-    def __init__(self, speaker: _Socks, session: _Session, request: _Request) -> None:
+    def __init__(self, speaker: Socks, session: _Session, request: Request) -> None:
         self.speaker = speaker
         self.api = session.api
         self.custodian = session.custodian
@@ -378,8 +293,8 @@ class _Association:
                 continue
             self.client_udp = (source[0], port)
             try:
-                target = _unwrap(data)
-            except (ValueError, IndexError, struct.error):
+                target = unwrap(data)
+            except ValueError:
                 continue
             if target is None:  # a fragment
                 continue
@@ -415,27 +330,7 @@ class _Association:
             if got is None or self.client_udp is None or self.relay is None:
                 continue
             with contextlib.suppress(OSError):  # a full buffer drops it, as UDP does
-                self.relay.sendto(b"\x00\x00\x00" + _packed(got.host, got.port) + got.data, self.client_udp)
-
-
-def _unwrap(data: bytes) -> tuple[str, int, bytes] | None:
-    """A client's datagram: (host, port, payload), None for a fragment; ValueError when malformed."""
-    if len(data) < 4 or data[:2] != b"\x00\x00":
-        raise ValueError("not a SOCKS5 UDP header")
-    if data[2] != 0:
-        return None
-    kind = data[3]
-    if kind == 1:
-        host, at = socket.inet_ntop(socket.AF_INET, data[4:8]), 8
-    elif kind == 4:
-        host, at = socket.inet_ntop(socket.AF_INET6, data[4:20]), 20
-    elif kind == 3:
-        size = data[4]
-        host, at = data[5 : 5 + size].decode("utf-8"), 5 + size
-    else:
-        raise ValueError(f"address type {kind}")
-    (port,) = struct.unpack("!H", data[at : at + 2])
-    return host, port, data[at + 2 :]
+                self.relay.sendto(b"\x00\x00\x00" + packed(got.host, got.port) + got.data, self.client_udp)
 
 
 class _Session:
@@ -453,7 +348,7 @@ class _Session:
             self._attached = asyncio.ensure_future(api.attach(_never(), _ignore))
 
     @classmethod
-    def route(cls, broker: Broker, request: _Request) -> _Session:
+    def route(cls, broker: Broker, request: Request) -> _Session:
         """``SESSION`` or ``SESSION/CUSTODIAN`` (a session id: ``ses_…``) names where the handles
         go; any other username asks for a session of this connection's own."""
         username = request.username
@@ -504,154 +399,3 @@ class _ProxyRelay(Relay):
         if not self.stopped:
             super().stop()
             self._ended()
-
-
-# ── the two protocols ──────────────────────────────────────────────────────
-async def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    """``size`` bytes, read without reading further; :class:`_Ended` when the client leaves."""
-    loop = asyncio.get_running_loop()
-    data = b""
-    while len(data) < size:
-        chunk = await loop.sock_recv(sock, size - len(data))
-        if not chunk:
-            raise _Ended
-        data += chunk
-    return data
-
-
-def _authenticate(broker: Broker, password: str) -> Principal:
-    return broker.authenticate(Credentials(authorization=f"Bearer {password}"))
-
-
-def _packed(host: str, port: int) -> bytes:
-    """A SOCKS5 address: its type, the address, the port."""
-    address = ipaddress.ip_address(host.partition("%")[0])
-    kind = 1 if address.version == 4 else 4
-    return bytes([kind]) + address.packed + struct.pack("!H", port)
-
-
-class _Socks:
-    """SOCKS5 (RFC 1928) with username/password (RFC 1929); the version byte is read."""
-
-    def __init__(self, client: socket.socket) -> None:
-        self.client = client
-        self.loop = asyncio.get_running_loop()
-
-    async def request(self, broker: Broker) -> _Request:
-        client = self.client
-        (count,) = await _recv_exact(client, 1)
-        methods = await _recv_exact(client, count)
-        if _USERPASS not in methods:
-            await self.loop.sock_sendall(client, bytes([_SOCKS, _NO_ACCEPTABLE]))
-            raise _Ended
-        await self.loop.sock_sendall(client, bytes([_SOCKS, _USERPASS]))
-        version, size = await _recv_exact(client, 2)
-        username = await _recv_exact(client, size)
-        (size,) = await _recv_exact(client, 1)
-        password = await _recv_exact(client, size)
-        try:
-            if version != 1:
-                raise UnauthenticatedError(WHO, "username/password version 1 expected")
-            principal = _authenticate(broker, password.decode("utf-8", "replace"))
-        except UnauthenticatedError:
-            await self.loop.sock_sendall(client, b"\x01\x01")
-            raise _Ended from None
-        await self.loop.sock_sendall(client, b"\x01\x00")
-        version, command, _reserved, kind = await _recv_exact(client, 4)
-        if kind == 1:
-            host = socket.inet_ntop(socket.AF_INET, await _recv_exact(client, 4))
-        elif kind == 4:
-            host = socket.inet_ntop(socket.AF_INET6, await _recv_exact(client, 16))
-        elif kind == 3:
-            (size,) = await _recv_exact(client, 1)
-            host = (await _recv_exact(client, size)).decode("utf-8", "replace")
-        else:
-            raise _Refusal(Reply.ADDRESS_TYPE_NOT_SUPPORTED, 400, f"address type {kind} is not served")
-        (port,) = struct.unpack("!H", await _recv_exact(client, 2))
-        if version != _SOCKS:
-            raise _Refusal(Reply.GENERAL_FAILURE, 400, f"SOCKS version {version} in a request")
-        if command not in tuple(Command):
-            raise _Refusal(Reply.COMMAND_NOT_SUPPORTED, 400, f"command {command} is not served")
-        return _Request(Command(command), host, port, username.decode("utf-8", "replace"), principal)
-
-    async def answer(self, reply: Reply, bound: tuple[str, int]) -> None:
-        await self.loop.sock_sendall(self.client, bytes([_SOCKS, reply, 0]) + _packed(*bound))
-
-    async def succeed(self, bound: tuple[str, int]) -> None:
-        await self.answer(Reply.SUCCEEDED, bound)
-
-    async def refuse(self, reply: Reply, status: int, message: str) -> None:
-        log.debug("proxy: SOCKS5 reply %#04x: %s", reply, message)
-        with contextlib.suppress(OSError):
-            await self.answer(reply, ("0.0.0.0", 0))
-        self.client.close()
-
-
-class _Http:
-    """HTTP CONNECT with ``Proxy-Authorization: Basic``; the first byte is read."""
-
-    def __init__(self, client: socket.socket, first: bytes) -> None:
-        self.client = client
-        self.first = first
-        self.loop = asyncio.get_running_loop()
-
-    async def request(self, broker: Broker) -> _Request:
-        head = await self._head()
-        try:
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-        except ValueError:
-            raise _Refusal(Reply.GENERAL_FAILURE, 400, "not an HTTP request line") from None
-        if not version.startswith("HTTP/1."):
-            raise _Refusal(Reply.GENERAL_FAILURE, 400, f"{version}: HTTP/1.x expected")
-        if method != "CONNECT":
-            raise _Refusal(Reply.COMMAND_NOT_SUPPORTED, 405, f"{method}: this proxy serves CONNECT only")
-        host, _, port = target.rpartition(":")
-        if not host or not port.isdigit():
-            raise _Refusal(Reply.GENERAL_FAILURE, 400, f"{target}: HOST:PORT expected")
-        credentials = ""
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "proxy-authorization":
-                credentials = value.strip()
-        scheme, _, encoded = credentials.partition(" ")
-        if scheme.lower() != "basic":
-            raise UnauthenticatedError(WHO, "Proxy-Authorization: Basic credentials expected")
-        try:
-            username, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise UnauthenticatedError(WHO, "Proxy-Authorization: Basic credentials expected") from None
-        principal = _authenticate(broker, password)
-        return _Request(Command.CONNECT, host.strip("[]"), int(port), username, principal)
-
-    async def _head(self) -> bytes:
-        """The request head up to its blank line, and not a byte further (a peek finds the end)."""
-        head = self.first
-        while True:
-            await readable(self.client)
-            peeked = self.client.recv(MAX_HEAD, socket.MSG_PEEK)
-            if not peeked:
-                raise _Ended
-            end = (head + peeked).find(b"\r\n\r\n", max(0, len(head) - 3))
-            head += self.client.recv(len(peeked) if end < 0 else end + 4 - len(head))
-            if end >= 0:
-                return head[:-4]
-            if len(head) >= MAX_HEAD:
-                raise _Refusal(Reply.GENERAL_FAILURE, 400, f"no end of the request head in {MAX_HEAD} bytes")
-
-    async def succeed(self, bound: tuple[str, int]) -> None:
-        await self.loop.sock_sendall(self.client, b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-    async def refuse(self, reply: Reply, status: int, message: str) -> None:
-        body = f"{message}\n".encode()
-        head = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-            "Content-Type: text/plain; charset=utf-8",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-        ]
-        if status == 407:
-            head.append('Proxy-Authenticate: Basic realm="sockbroker"')
-        with contextlib.suppress(OSError):
-            await self.loop.sock_sendall(self.client, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        self.client.close()
