@@ -112,7 +112,7 @@ class ProxyDoor:
                     raise Ended
                 speaker = Socks(client) if first[0] == SOCKS_VERSION else Http(client, first)
                 request = await speaker.request(self.broker)
-                session = _Session.route(self.broker, request)
+            session = _Session.route(self.broker, request)  # past the timeout: nothing can cancel it
         except (Ended, TimeoutError, OSError):
             client.close()
             return
