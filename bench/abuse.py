@@ -286,11 +286,17 @@ class Daemon:
                 continue
             argv = [sys.executable, "-m", "sockbroker", "serve", "--grpc-address", self.grpc_target]
             argv += ["--rest-address", f"{LOOPBACK}:{self.rest_port}", "--token-file", str(self.token_file)]
+            argv += ["--proxy-address", f"{LOOPBACK}:0"]
             argv += list(self.flags)
             env = dict(os.environ)
             root = Path(os.environ.get("SOCKBROKER_ABUSE_DAEMON_ROOT") or REPO_DIR)
             env["PYTHONPATH"] = os.pathsep.join(
-                [str(root / "daemon"), str(root / "proto" / "python"), *filter(None, [env.get("PYTHONPATH")])]
+                [
+                    str(root / "daemon"),
+                    str(root / "proto" / "python"),
+                    str(root / "clients" / "python"),  # the CLI (imported by serve) uses the client
+                    *filter(None, [env.get("PYTHONPATH")]),
+                ]
             )
             with self.log.open("ab") as out:
                 self.proc = subprocess.Popen(

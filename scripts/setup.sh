@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with sockbroker installed (editable) and, with
 # --test, everything the test suite needs. Works on a fresh Debian with Python 3.11 as root
-# (installs python3-venv, and with --test util-linux, mount, iproute2, racket and Node.js, with apt when
+# (installs python3-venv, and with --test util-linux, mount, iproute2, racket, Node.js and curl, with apt when
 # they are missing; racket 8.7 is the reference the error comparison in tests/racket runs against) and on any
 # machine that already has them. Idempotent: a second run only checks.
 set -euo pipefail
@@ -43,6 +43,8 @@ if [ "$want_test" = 1 ]; then
   # The Node client's tests (clients/node): Node.js, npm, and the packages of its lock file.
   command -v node >/dev/null 2>&1 || apt_install nodejs
   command -v npm >/dev/null 2>&1 || apt_install npm
+  # The proxy door's tests drive the real curl through it (tests/behaviour/test_proxy.py).
+  command -v curl >/dev/null 2>&1 || apt_install curl
   extras='.[test]'
 else
   extras='.'

@@ -8,6 +8,7 @@ Python client (gRPC transport, REST transport).
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
 #: The doors every behavioural test runs through: the core in process, gRPC and REST through the
 #: async client, and the blocking client (over gRPC) through an adapter that awaits it in threads.
 DOORS = ("core", "grpc", "rest", "blocking")
+
+# Every daemon a test starts in a process of its own takes a free port for its proxy door, as it
+# does for its other doors (the default, 1080, would be shared by daemons running at once);
+# test_readme.py clears this to run the README's daemon with the defaults.
+os.environ.setdefault("SOCKBROKER_PROXY_ADDRESS", "127.0.0.1:0")
 
 # The stress and session tests hold thousands of sockets (both ends live in this process).
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -134,6 +134,7 @@ def daemon_settings(token_file: pathlib.Path, **overrides: Any) -> Settings:
         **{
             "grpc_address": "127.0.0.1:0",
             "rest_address": "127.0.0.1:0",
+            "proxy_address": "127.0.0.1:0",
             "token_file": token_file,
             # Tests listen on every address (IPv4 and IPv6 wildcards) and on loopback; they
             # connect and send to loopback only.

@@ -1002,7 +1002,12 @@ def daemon_process(*flags: str, within: float = 30.0) -> Iterator[tuple[int, int
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "daemon"), str(REPO / "proto" / "python"), *filter(None, [env.get("PYTHONPATH")])]
+        [
+            str(REPO / "daemon"),
+            str(REPO / "proto" / "python"),
+            str(REPO / "clients" / "python"),  # the CLI (imported by serve) uses the client
+            *filter(None, [env.get("PYTHONPATH")]),
+        ]
     )
     with tempfile.TemporaryDirectory(prefix="sockbroker-giveback-") as tmp:
         token_file, log = Path(tmp) / "token", Path(tmp) / "log"

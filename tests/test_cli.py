@@ -127,7 +127,7 @@ def test_sigint_drops_sessions_and_closes_their_sockets(tmp_path: pathlib.Path) 
         stop(proc)
 
 
-@pytest.mark.parametrize("flag", ["--rest-address=0.0.0.0:0", "--grpc-address=0.0.0.0:0"])
+@pytest.mark.parametrize("flag", ["--rest-address=0.0.0.0:0", "--grpc-address=0.0.0.0:0", "--proxy-address=0.0.0.0:0"])
 def test_serve_refuses_a_remote_door_without_tls(tmp_path: pathlib.Path, flag: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sockbroker", "serve", flag, f"--token-file={tmp_path / 't'}"],

@@ -1,4 +1,5 @@
-"""The CLI's client commands: ``status``, ``token``, ``connect``, ``listen``, ``udp`` and ``admin``.
+"""The CLI's client commands: ``status``, ``token``, ``connect``, ``listen``, ``udp``, ``admin`` and
+``run``.
 
 Each is a thin program over the Python client (``sockbroker_client``), which finds the daemon
 the way every client does: ``--url`` (or ``$SOCKBROKER_URL``), else the running daemon's
@@ -8,7 +9,9 @@ between stdin/stdout and one TCP connection, half-close carried (stdin's end of 
 connection's output): out of band when they can (``--via auto``: the connection's own socket handed
 off, else a relay channel, when the daemon is on this host: :func:`copy_through`), else over the
 connection's byte stream (``Ports.Stream``: :func:`pump`). ``admin`` is the admin API
-(docs/admin.md): every session of the daemon, kills, and its events, as tables or JSON.
+(docs/admin.md): every session of the daemon, kills, and its events, as tables or JSON. ``run``
+starts an unmodified program with its proxy variables naming the daemon's proxy door and a
+custodian (:func:`_run_program`).
 
 Exit status: 0 done, 1 the operation failed (one line on stderr: the message, then the error's
 kind and errno in brackets; never a traceback), 2 bad usage (argparse), 130 interrupted.
@@ -40,6 +43,7 @@ from sockbroker_client import (
     Connecting,
     InputPort,
     default_token_file,
+    proxy_environment,
 )
 from sockbroker_client._files import read_runtime_file, read_token_file, runtime_file
 from sockbroker_client._transport import PortStream
@@ -469,6 +473,40 @@ async def _admin_events(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_program(args: argparse.Namespace) -> int:
+    """Run PROGRAM with ``ALL_PROXY`` / ``HTTPS_PROXY`` naming the proxy door and a custodian:
+    ``--custodian SESSION/CUSTODIAN`` (a session another client holds), else a new custodian of a
+    session of this command's own, which closes when the program ends (so does every connection
+    it made). The program's exit status is the command's (128 + N when killed by signal N)."""
+    program = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if not program:
+        raise _Usage("run needs a program: sockbroker run [--custodian SESSION/CUSTODIAN] -- PROGRAM [ARG...]")
+    if args.custodian is not None:
+        if not args.custodian.startswith("ses_"):
+            raise _Usage(f"--custodian takes SESSION/CUSTODIAN (a session id, ses_…), not {args.custodian!r}")
+        return await _spawn(args, program, args.custodian)
+    async with _connect(args) as broker:
+        custodian = await broker.make_custodian()
+        username = f"{broker.session}/{custodian}"
+        _say(f"sockbroker run: {program[0]}'s connections are in custodian {username}")
+        return await _spawn(args, program, username)
+
+
+async def _spawn(args: argparse.Namespace, program: list[str], username: str) -> int:
+    env = await asyncio.to_thread(proxy_environment, username, token_file=args.token_file, address=args.proxy)
+    try:
+        process = await asyncio.create_subprocess_exec(*program, env={**os.environ, **env})
+    except OSError as exc:
+        _say(f"sockbroker run: {program[0]}: {exc.strerror or exc}")
+        return 127
+    try:
+        status = await process.wait()
+    except asyncio.CancelledError:  # interrupted: the program got the same SIGINT; it ends first
+        await process.wait()
+        raise
+    return status if status >= 0 else 128 - status
+
+
 # ═════════════════════════════ arguments ═════════════════════════════
 
 
@@ -634,6 +672,31 @@ def add_commands(commands: Any) -> None:
     receive.add_argument("--max", type=_positive, default=65535, metavar="BYTES", help="longest datagram kept")
     receive.add_argument("--show-sender", action="store_true", help="name each datagram's sender on stderr")
     receive.set_defaults(run=_udp_receive)
+
+    program = command(
+        "run",
+        "run a program whose connections go through the daemon's proxy door, in a custodian",
+        "Run PROGRAM with ALL_PROXY (SOCKS5, names resolved by the daemon) and HTTPS_PROXY (HTTP CONNECT) naming "
+        "the daemon's proxy door, the token as the password and SESSION/CUSTODIAN as the username: every "
+        "connection the program makes is a handle pair in that custodian (docs/proxy.md). Without --custodian, "
+        "the command opens a session, makes a custodian for the program (named on stderr) and closes the "
+        "session when the program ends. The exit status is the program's (127: it could not be started).",
+        "  sockbroker run -- curl -sS http://127.0.0.1:8000/\n"
+        "  sockbroker run --custodian ses_…/cst_… -- git clone https://example.org/repo.git\n",
+    )
+    program.add_argument(
+        "--custodian",
+        metavar="SESSION/CUSTODIAN",
+        help="put the program's connections in this custodian of a session another client holds "
+        "(default: a new custodian of a session of this command's own)",
+    )
+    program.add_argument(
+        "--proxy",
+        metavar="HOST:PORT",
+        help="the proxy door (env SOCKBROKER_PROXY; default: the running daemon's runtime file, else 127.0.0.1:1080)",
+    )
+    program.add_argument("program", metavar="PROGRAM", nargs=argparse.REMAINDER, help="the program and its arguments")
+    program.set_defaults(run=_run_program)
 
     _add_admin_commands(commands, command)
 

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         description="channel listener for relays (DESIGN §8), HOST:PORT (port 0: any free port, announced in the "
         "runtime file); empty: none",
     )
+    proxy_address: str = Field(
+        "127.0.0.1:1080",
+        description="proxy door for unmodified programs, SOCKS5 and HTTP CONNECT (DESIGN §11), HOST:PORT (port 0: "
+        "any free port, announced in the runtime file); empty: none",
+    )
     channel_socket: pathlib.Path | None = Field(
         None,
         description="Unix socket (mode 0600) for relays and hand-offs of socket descriptors; default: channel.sock "
@@ -306,9 +311,9 @@ class Settings(BaseSettings):
         split_address(value)
         return value
 
-    @field_validator("channel_address")
+    @field_validator("channel_address", "proxy_address")
     @classmethod
-    def _channel_address(cls, value: str) -> str:
+    def _optional_address(cls, value: str) -> str:
         if value:
             split_address(value)
         return value
@@ -439,12 +444,17 @@ class Settings(BaseSettings):
         )
 
     def off_loopback_without_tls(self, door: str, host: str) -> bool:
-        """Whether ``door`` (``grpc``, ``rest`` or ``channel``) listening on ``host`` is off
-        loopback without TLS: the front doors without a TLS certificate, and the channel listener
-        always (its relays are spliced in the kernel, so they are never TLS)."""
-        return not is_loopback(host) and (door == "channel" or self.tls_cert is None)
+        """Whether ``door`` (``grpc``, ``rest``, ``channel`` or ``proxy``) listening on ``host`` is
+        off loopback without TLS: the front doors without a TLS certificate, and the channel and
+        proxy listeners always (their relays are spliced in the kernel, so they are never TLS)."""
+        return not is_loopback(host) and (door in ("channel", "proxy") or self.tls_cert is None)
 
     def insecure_remote_doors(self) -> list[str]:
         """The configured addresses of the doors that would listen off loopback without TLS."""
-        doors = {"grpc": self.grpc_address, "rest": self.rest_address, "channel": self.channel_address}
+        doors = {
+            "grpc": self.grpc_address,
+            "rest": self.rest_address,
+            "channel": self.channel_address,
+            "proxy": self.proxy_address,
+        }
         return [a for door, a in doors.items() if a and self.off_loopback_without_tls(door, split_address(a)[0])]

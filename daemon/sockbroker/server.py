@@ -39,6 +39,7 @@ from .core.broker import Broker
 from .core.events import Event
 from .doors.channel import ChannelDoor
 from .doors.grpc import GrpcDoor
+from .doors.proxy import ProxyDoor
 from .doors.rest import Acceptor, Protocol, WebSocketProtocol, create_app
 from .metrics import Metrics
 
@@ -170,6 +171,7 @@ class Daemon:
         self._rest_task: asyncio.Task[None] | None = None
         self._acceptor: Acceptor | None = None
         self._channel: ChannelDoor | None = None
+        self.proxy: ProxyDoor | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_door = GrpcDoor(self.broker, self.metrics, mtls=settings.tls_client_ca is not None)
         self._runtime: tuple[pathlib.Path, dict[str, object]] | None = None
@@ -294,6 +296,9 @@ class Daemon:
             host = rest_sockets[0].getsockname()[0]
         self.rest_port = rest_sockets[0].getsockname()[1]
         self._start_channel_door(inherited)
+        if settings.proxy_address:
+            self.proxy = ProxyDoor(self.broker)
+            self.proxy.listen(*split_address(settings.proxy_address))
         self._write_runtime_file(
             files.format_address(grpc_host, self.grpc_port), files.format_address(host, self.rest_port)
         )
@@ -336,6 +341,7 @@ class Daemon:
             "token_file": str(settings.token_file.absolute()),
             "channel_address": self.broker.channels.relay_address,
             "channel_socket": self.broker.channels.handoff_path,
+            "proxy_address": self.proxy.address if self.proxy is not None else None,
         }
         path = settings.runtime_file or default_runtime_file(settings.token_file)
         try:
@@ -386,6 +392,8 @@ class Daemon:
         await self.grpc_door.close()
         if self._channel is not None:
             await self._channel.close()
+        if self.proxy is not None:
+            await self.proxy.close()
         grpc_stopped = self._grpc.stop(grace=1.0) if self._grpc is not None else None
         self.broker.close()
         if grpc_stopped is not None:

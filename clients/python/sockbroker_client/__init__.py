@@ -42,6 +42,7 @@ from ._errors import (
     TokenFileError,
     UnauthenticatedError,
 )
+from ._proxy import proxy_address, proxy_environment
 from ._runner import Canceller
 from ._sync import Broker
 from ._sync_handles import (
@@ -91,6 +92,8 @@ __all__ = [
     "default_token_file",
     "port_read_ready_evt",
     "port_write_ready_evt",
+    "proxy_address",
+    "proxy_environment",
     "tcp_accept_evt",
     "tcp_listener_evt",
     "udp_receive_evt",
