@@ -104,8 +104,9 @@ def socat_argv(port: int, sink_port: int) -> list[str]:
     ]
 
 
-def socat(stage: Stage) -> Probe:
-    """P1 baseline of the relay channel: socat -b 262144 between the client and the sink."""
+def socat(stage: Stage, key: str = "baseline.socat") -> Probe:
+    """P1 baseline of the relay channel (and the proxy door's, under another ``key``): socat -b
+    262144 between the client and the sink."""
 
     async def once(total: int) -> Timed:
         sink = await stage.peer("tcp-sink")
@@ -115,7 +116,7 @@ def socat(stage: Stage) -> Probe:
         return await asyncio.to_thread(tcp_upload, relay.port, total, SOCAT_BUFFER, cap, meter(relay.pid))
 
     what = "socat -b 262144 relaying TCP to the sink, 256 KiB writes (CPU: socat and its forked child)"
-    return stream_probe("baseline.socat", what, stage.sizes, once, chunk=SOCAT_BUFFER)
+    return stream_probe(key, what, stage.sizes, once, chunk=SOCAT_BUFFER)
 
 
 def websockify_argv(port: int, sink_port: int) -> list[str]:

@@ -89,6 +89,8 @@ class Daemon:
     grpc_port: int
     rest_port: int
     token: str
+    #: Where the daemon writes its runtime file (its default, beside the token file).
+    runtime_file: Path
 
     @property
     def rest_url(self) -> str:
@@ -140,7 +142,7 @@ def daemon(command: list[str]) -> Iterator[Daemon]:
         helper = Helper("sockbroker", daemon_argv(command, grpc_port, rest_port, token_file), reports=False, env=env)
         try:
             token = wait_started(helper, token_file, rest_port)
-            yield Daemon(helper.pid, grpc_port, rest_port, token)
+            yield Daemon(helper.pid, grpc_port, rest_port, token, token_file.parent / "runtime.json")
         finally:
             helper.stop()
 

@@ -4,9 +4,10 @@
                                                        [--abuse-json FILE] [--daemon-arg=ARG ...]
 
 Groups (``--only``): p1 (fd hand-off, relay channel), streams (P2, P3), unary (P4), udp (P5),
-connections (P6), reclaim (P7). Each group starts its processes and one daemon once, warms every
-probe up, then measures every probe once per round, baseline and broker side by side, the order
-reversed every other round. P8 comes from a ``python -m bench.abuse --json FILE`` run
+connections (P6), reclaim (P7), proxy (§11: the proxy door's CONNECT against dante, socat and
+microsocks). Each group starts its processes and one daemon once, warms every probe up, then
+measures every probe once per round, baseline and broker side by side, the order reversed every
+other round. P8 comes from a ``python -m bench.abuse --json FILE`` run
 (``--abuse-json FILE``). The table and ``bench/results.json`` (every round) follow.
 """
 
@@ -91,6 +92,12 @@ def reclaim(stage: Stage) -> list[Probe]:
     return [baselines.direct_close(stage), broker.reclaim(stage)]
 
 
+def proxy(stage: Stage) -> list[Probe]:
+    from bench import proxy
+
+    return proxy.probes(stage)
+
+
 GROUPS: dict[str, Callable[[Stage], list[Probe]]] = {
     "p1": p1,
     "streams": streams,
@@ -98,6 +105,7 @@ GROUPS: dict[str, Callable[[Stage], list[Probe]]] = {
     "udp": udp,
     "connections": connections,
     "reclaim": reclaim,
+    "proxy": proxy,
 }
 
 
@@ -262,7 +270,8 @@ class Row:
     label: str
     baseline: str | None
     broker: str | None
-    target: Target
+    #: None: the row is shown beside the others, with no goal of its own.
+    target: Target | None
     note: Note | None = None
 
 
@@ -350,6 +359,10 @@ ROWS = [
         Target(on_ratio=False, at_least=False, bound=0.25, words="≤ 0.25 s"), reclaim_note),
     Row("P8", "memory under abuse: RSS growth (MiB)", None, ABUSE_KEY,
         Target(on_ratio=False, at_least=False, bound=64, words="≤ 64 MiB"), abuse_note),
+    Row("§11", "proxy door SOCKS5 CONNECT vs dante (MB/s)", "baseline.dante", "broker.proxy", ratio_at_least(1.0)),
+    Row("§11", "proxy door SOCKS5 CONNECT vs socat -b 262144 (MB/s)", "baseline.proxy_socat", "broker.proxy",
+        ratio_at_least(1.0)),
+    Row("§11", "proxy door SOCKS5 CONNECT vs microsocks (MB/s)", "baseline.microsocks", "broker.proxy", None),
 ]  # fmt: skip
 
 
@@ -389,7 +402,9 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
         if ratios
         else None
     )
-    judged = (ratio or {}).get("median") if row.target.on_ratio else (broker or {}).get("median")
+    target, judged = row.target, None
+    if target is not None:
+        judged = (ratio or {}).get("median") if target.on_ratio else (broker or {}).get("median")
     sides = [(key, side) for key, side in ((row.baseline, baseline), (row.broker, broker)) if key is not None]
     missing = []  # why a measured side has no figure, or fewer rounds than the others
     for key, side in sides:
@@ -398,8 +413,10 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
             missing.append(f"{key}: {error or 'no sample'}")
         elif side is not None and error:
             missing.append(f"{key}: {side['rounds']} rounds, then {error}")
-    if judged is not None:
-        verdict = "pass" if row.target.met(judged) else "FAIL"
+    if target is not None and judged is not None:
+        verdict = "pass" if target.met(judged) else "FAIL"
+    elif target is None and ratio is not None:
+        verdict = "shown"
     else:
         verdict = "missing" if any(key in run.series for key, _side in sides) else "not run"
     first, first_baseline = (_first_extra(run.series.get(key or "")) for key in (row.broker, row.baseline))
@@ -409,7 +426,7 @@ def row_json(row: Row, run: Run) -> dict[str, Any]:
         "baseline": baseline,
         "broker": broker,
         "ratio": ratio,
-        "target": row.target.text(),
+        "target": "—" if target is None else target.text(),
         "judged": judged,
         "verdict": verdict,
         "missing": missing,
