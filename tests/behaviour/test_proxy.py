@@ -25,6 +25,7 @@ import netns
 import pytest
 import socks  # type: ignore[import-untyped]
 from helpers import PeerServer, eventually, read_until_eof, run_bounded, serving
+from sockbroker.core.events import Event
 from sockbroker.server import Daemon
 from sockbroker_client import AsyncBroker
 
@@ -524,3 +525,49 @@ async def test_run_without_a_program_is_a_usage_error(daemon: Daemon, token_file
     code, output = await run_bounded(*_run_command(daemon, token_file), seconds=30, env=_ENV)
     assert code == 2
     assert "run needs a program" in output
+
+
+# ── quotas and the audit log, through the door ─────────────────────────────
+async def test_a_session_quota_is_general_failure_and_429(tmp_path: pathlib.Path, peer: PeerServer) -> None:
+    """A principal at its session quota: SOCKS5 0x01 and HTTP 429, until its held connection ends."""
+    async with serving(tmp_path / "token", max_sessions_per_principal=1) as limited:
+        port, token = _proxy_port(limited), limited.broker.principals[0].token or ""
+        (code, _, _), _held_reader, held = await _request(port, token, 1, "127.0.0.1", peer.port)
+        assert code == 0  # this connection's own session is the principal's one
+        _, peer_end = await peer.next()
+        try:
+            (code, _, _), _reader, writer = await _request(port, token, 1, "127.0.0.1", peer.port)
+            writer.close()
+            assert code == 0x01
+            status, body = await _http_connect(port, f"127.0.0.1:{peer.port}", _basic("me", token))
+            assert status.startswith("HTTP/1.1 429 "), status
+            assert b"session" in body
+        finally:
+            held.close()
+            peer_end.close()  # both ends closed: the relay ends, and the connection's session with it
+        await eventually(lambda: len(limited.broker.sessions) == 0, within=5)
+        (code, _, _), _reader, writer = await _request(port, token, 1, "127.0.0.1", peer.port)
+        writer.close()
+        assert code == 0  # the ended connection's session went with it
+
+
+async def test_a_denial_through_the_door_is_audited(daemon: Daemon, token: str) -> None:
+    watcher = daemon.broker.events.watch()
+    watched = aiter(watcher)
+    try:
+        (code, _, _), _reader, writer = await _request(_proxy_port(daemon), token, 1, "192.0.2.1", 80)
+        writer.close()
+        assert code == 0x02
+        status, _ = await _http_connect(_proxy_port(daemon), "192.0.2.1:443", _basic("me", token))
+        assert status.startswith("HTTP/1.1 403 ")
+        denied: list[Event] = []
+        async with asyncio.timeout(10):
+            while len(denied) < 2:
+                event = await anext(watched)
+                if event.event == "policy.deny":
+                    denied.append(event)
+    finally:
+        watcher.close()
+    assert [(e.principal, e.operation) for e in denied] == [("default", "tcp-connect")] * 2
+    assert ["192.0.2.1" in e.target for e in denied] == [True, True]
+    assert all(e.session.startswith("ses_") and e.reason for e in denied)
