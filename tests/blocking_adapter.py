@@ -1,4 +1,5 @@
-"""The AsyncBroker API on top of the blocking ``Broker``: the behavioural suite through the blocking client.
+"""The AsyncBroker API on top of the blocking ``Broker`` (and AsyncAdmin's on ``Admin``): the behavioural
+suite through the blocking client.
 
 Each ``Adapted…`` class has the methods of its async counterpart, name for name and parameter for
 parameter (``tests/client/test_blocking.py`` checks it), and each method runs the blocking method
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from sockbroker_client import (
+    Admin,
     BlockingCustodian,
     BlockingInputPort,
     BlockingListener,
@@ -37,6 +39,7 @@ from sockbroker_client import (
 from sockbroker_client._transport import Channel
 
 __all__ = [
+    "AdaptedAdmin",
     "AdaptedBroker",
     "AdaptedCustodian",
     "AdaptedInputPort",
@@ -742,3 +745,81 @@ _ADAPTED_CLASSES: tuple[tuple[type[Any], type[_AdaptedHandle]], ...] = (
     (BlockingUdpSocket, AdaptedUdpSocket),
     (BlockingCustodian, AdaptedCustodian),
 )
+
+
+class AdaptedAdmin:
+    """:class:`AsyncAdmin`'s methods, each running :class:`Admin`'s in a worker thread."""
+
+    def __init__(self, blocking: Admin, pool: ThreadPoolExecutor) -> None:
+        self._blocking = blocking
+        self._pool = pool
+        self._closed = False
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await _in_thread(self._pool, fn, *args, **kwargs)
+
+    @classmethod
+    def connect(
+        cls,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        transport: str | None = None,
+        credentials: Any = None,
+        verify: Any = True,
+    ) -> Awaitable[AdaptedAdmin]:
+        """Awaitable, as ``AsyncAdmin.connect`` is (the suite never uses it in ``async with``)."""
+        return cls._connect(
+            target, token=token, token_file=token_file, transport=transport, credentials=credentials, verify=verify
+        )
+
+    @classmethod
+    async def _connect(cls, target: str | None, **options: Any) -> AdaptedAdmin:
+        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-admin-adapter")
+        try:
+            blocking = await _in_thread(pool, Admin.connect, target, **options)
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        return cls(blocking, pool)
+
+    async def aclose(self) -> None:
+        """``Admin.close``; the adapter's threads end with it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._run(self._blocking.close)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> AdaptedAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def list_sessions(self, principal: str | None = None) -> list[dict[str, Any]]:
+        return await self._run(self._blocking.list_sessions, principal)
+
+    async def describe_session(self, session: str) -> dict[str, Any]:
+        return await self._run(self._blocking.describe_session, session)
+
+    async def kill_session(self, session: str, reason: str = "") -> dict[str, Any]:
+        return await self._run(self._blocking.kill_session, session, reason)
+
+    async def kill_handle(self, handle: str, reason: str = "") -> dict[str, Any]:
+        return await self._run(self._blocking.kill_handle, handle, reason)
+
+    def watch_events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The blocking stream's iterator, one ``next`` per ``anext``; ``aclose`` closes it."""
+        return self._watch_events()
+
+    async def _watch_events(self) -> AsyncGenerator[dict[str, Any], None]:
+        events = self._blocking.watch_events()  # opens nothing until the first next
+        try:
+            while (event := await self._run(next, events, None)) is not None:
+                yield event
+        finally:
+            await self._run(events.close)

@@ -22,6 +22,7 @@ import grpc
 import httpx
 import pytest
 import websockets
+from blocking_adapter import AdaptedAdmin
 from core_channel import CoreChannel
 from helpers import PeerServer, eventually, read_until_eof, target
 from sockbroker.core.admin import MAX_REASON
@@ -33,8 +34,9 @@ from sockbroker_wire import frames
 from sockbroker_wire.errors import from_grpc_error
 from sockbroker_wire.routes import routes
 
-#: The doors the admin client runs through: the core in process, gRPC, REST.
-ADMIN_DOORS = ("core", "grpc", "rest")
+#: The doors the admin client runs through: the core in process, gRPC, REST, and the blocking
+#: client (over gRPC) through the test adapter.
+ADMIN_DOORS = ("core", "grpc", "rest", "blocking")
 ADMIN_ROUTES = [r for r in routes() if r.admin]
 
 
@@ -48,6 +50,8 @@ async def admin(request: pytest.FixtureRequest, daemon: Daemon, token: str) -> A
     kind = request.param
     if kind == "core":
         made = AsyncAdmin(CoreChannel(daemon.broker, token), owns_channel=True)
+    elif kind == "blocking":
+        made = await AdaptedAdmin.connect(target(daemon, "grpc"), token=token, transport="grpc")  # type: ignore[assignment]
     else:
         made = await AsyncAdmin.connect(target(daemon, kind), token=token, transport=kind)
     yield made

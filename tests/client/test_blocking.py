@@ -11,7 +11,9 @@ streams, results with blocking handles inside, and cancellation by another threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import itertools
 import os
 import pathlib
 import signal
@@ -27,6 +29,7 @@ import blocking_adapter
 import pytest
 import sockbroker_client
 from blocking_adapter import (
+    AdaptedAdmin,
     AdaptedBroker,
     AdaptedCustodian,
     AdaptedInputPort,
@@ -39,6 +42,8 @@ from helpers import target
 from sockbroker.server import Daemon
 from sockbroker_client import (
     EOF,
+    Admin,
+    AsyncAdmin,
     AsyncBroker,
     BlockingCustodian,
     BlockingInputPort,
@@ -55,10 +60,12 @@ from sockbroker_client import (
     InputPort,
     Listener,
     NetworkError,
+    NotFoundError,
     OutputPort,
     UdpSocket,
     _runner,
     _sync,
+    _sync_admin,
     _sync_handles,
     _sync_streams,
     tcp_accept_evt,
@@ -75,6 +82,7 @@ BLOCKING = [
     (OutputPort, BlockingOutputPort),
     (UdpSocket, BlockingUdpSocket),
     (PortStream, BlockingPortStream),
+    (AsyncAdmin, Admin),
 ]
 ADAPTED = [
     (AsyncBroker, AdaptedBroker),
@@ -84,8 +92,9 @@ ADAPTED = [
     (OutputPort, AdaptedOutputPort),
     (UdpSocket, AdaptedUdpSocket),
     (PortStream, AdaptedPortStream),
+    (AsyncAdmin, AdaptedAdmin),
 ]
-SYNC_MODULES = {m.__name__ for m in (_sync, _sync_handles, _sync_streams)}
+SYNC_MODULES = {m.__name__ for m in (_sync, _sync_admin, _sync_handles, _sync_streams)}
 #: Async names whose blocking counterpart has the blocking name.
 BLOCKING_NAME = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__"}
 
@@ -170,7 +179,7 @@ def test_the_test_adapter_mirrors_the_async_api(pair: tuple[type, type]) -> None
 
 
 @pytest.mark.parametrize(
-    "module", [_sync, _sync_handles, _sync_streams, _runner, blocking_adapter], ids=lambda m: m.__name__
+    "module", [_sync, _sync_admin, _sync_handles, _sync_streams, _runner, blocking_adapter], ids=lambda m: m.__name__
 )
 def test_nothing_is_forwarded_by_getattr(module: types.ModuleType) -> None:
     assert not hasattr(module, "__getattr__")
@@ -183,7 +192,10 @@ def test_the_package_exports_what_it_names() -> None:
     for name in sockbroker_client.__all__:
         assert hasattr(sockbroker_client, name), name
     public = [
-        n for m in (_sync, _sync_handles, _sync_streams) for n in m.__all__ if n.startswith(("Blocking", "Broker"))
+        n
+        for m in (_sync, _sync_admin, _sync_handles, _sync_streams)
+        for n in m.__all__
+        if n.startswith(("Blocking", "Broker", "Admin"))
     ]
     for name in [*public, "Canceller"]:
         assert name in sockbroker_client.__all__, name
@@ -244,6 +256,43 @@ def readme_session(connect: Connect) -> None:
 
 async def test_a_blocking_session_as_in_the_readme(connect: Connect) -> None:
     await asyncio.to_thread(readme_session, connect)
+
+
+def admin_program(daemon: Daemon, kind: str, token_file: pathlib.Path, connect: Connect) -> None:
+    with Admin.connect(target(daemon, kind), transport=kind, token_file=token_file) as admin:
+        assert admin.transport == kind
+        with admin.watch_events() as events:
+            assert next(events)["event"] == "events.watch"
+            broker = connect()
+            listener = broker.tcp_listen(0, hostname="127.0.0.1")
+            listed = {s["session"]: s for s in admin.list_sessions("default")}
+            assert listed[broker.session]["handles"] == 2  # its root custodian and the listener
+            described = admin.describe_session(broker.session)
+            kinds = {h["handle"]: h["kind"] for c in described["custodians"] for h in c["handles"]}
+            assert kinds[listener.handle] == "tcp-listener"
+            assert admin.kill_session(broker.session, reason="blocking") == {"session": broker.session, "closed": 2}
+            seen = []
+            for event in itertools.islice(events, 100):  # other tests' sessions may show up too
+                if event["session"] == broker.session:
+                    seen.append(event["event"])
+                if seen[-1:] == ["session.drop"]:
+                    break
+        assert seen == ["session.open", "admin.kill_session", "session.drop"]
+        with pytest.raises(NotFoundError):
+            admin.describe_session(broker.session)
+        with pytest.raises(NotFoundError):
+            broker.keep_alive()
+        with contextlib.suppress(NotFoundError):
+            broker.close()
+    with pytest.raises(FailError):  # closed: a call after close fails, it does not hang
+        admin.list_sessions()
+
+
+async def test_a_blocking_admin_program(
+    connect: Connect, request: pytest.FixtureRequest, daemon: Daemon, token_file: pathlib.Path
+) -> None:
+    kind = request.node.callspec.params["connect"]
+    await asyncio.to_thread(admin_program, daemon, kind, token_file, connect)
 
 
 def datagram_streams(connect: Connect) -> None:

@@ -2,7 +2,8 @@
 
 ``AsyncBroker`` is the asyncio API and ``Broker`` the blocking one, with the same methods; the
 blocking handles are the ``Blocking…`` classes. See ``_client`` for the rule that names every
-function after Racket's. ``AsyncAdmin`` is the admin API (sessions of every client, kills, events).
+function after Racket's. ``AsyncAdmin`` is the admin API (sessions of every client, kills, events),
+``Admin`` its blocking twin.
 """
 
 from ._admin import AsyncAdmin
@@ -45,6 +46,7 @@ from ._errors import (
 from ._proxy import proxy_address, proxy_environment
 from ._runner import Canceller
 from ._sync import Broker
+from ._sync_admin import Admin
 from ._sync_handles import (
     BlockingCustodian,
     BlockingHandle,
@@ -53,10 +55,11 @@ from ._sync_handles import (
     BlockingOutputPort,
     BlockingUdpSocket,
 )
-from ._sync_streams import BlockingDatagramStream, BlockingPortStream
+from ._sync_streams import BlockingDatagramStream, BlockingPortStream, BlockingStream
 
 __all__ = [
     "EOF",
+    "Admin",
     "AsyncAdmin",
     "AsyncBroker",
     "BlockingCustodian",
@@ -66,6 +69,7 @@ __all__ = [
     "BlockingListener",
     "BlockingOutputPort",
     "BlockingPortStream",
+    "BlockingStream",
     "BlockingUdpSocket",
     "ChannelSocket",
     "BreakError",

@@ -1,8 +1,9 @@
 """The blocking client's streams: iterators over the async client's streams.
 
-:class:`BlockingDatagramStream` is a plain iterator over ``UdpSocket.receive_stream``; a generator
-inside it closes the async stream in its ``finally``, so leaving a ``for`` loop over it (once
-nothing else refers to it), ``close()`` or ``with`` ends the stream in the daemon.
+:class:`BlockingStream` is a plain iterator over an async client's stream (``UdpSocket.receive_stream``
+as :class:`BlockingDatagramStream`, ``AsyncAdmin.watch_events``); a generator inside it closes the
+async stream in its ``finally``, so leaving a ``for`` loop over it (once nothing else refers to it),
+``close()`` or ``with`` ends the stream in the daemon.
 :class:`BlockingPortStream` is ``Ports.Stream``; :class:`Feed` carries a send stream's frames
 from the calling thread to the loop one at a time, so the caller's iterable may block.
 """
@@ -13,13 +14,13 @@ import asyncio
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from ._client import Datagram
 from ._runner import Call, Runner
 from ._transport import PortStream
 
-__all__ = ["BlockingDatagramStream", "BlockingPortStream", "Feed", "Frame"]
+__all__ = ["BlockingDatagramStream", "BlockingPortStream", "BlockingStream", "Feed", "Frame"]
 
 T = TypeVar("T")
 
@@ -49,29 +50,33 @@ class Feed:
         return True
 
 
-class BlockingDatagramStream(Iterator[Datagram]):
-    """The datagrams of ``UdpSocket.receive_stream``, blocking; ``close()`` ends the stream."""
+class BlockingStream(Iterator[T]):
+    """The items of an async client's stream, blocking; ``close()`` ends the stream."""
 
-    def __init__(self, runner: Runner, stream: AsyncIterator[Datagram]) -> None:
+    def __init__(self, runner: Runner, stream: AsyncIterator[T]) -> None:
         self._pull = _pull(runner, stream)
 
-    def __iter__(self) -> BlockingDatagramStream:
+    def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> Datagram:
+    def __next__(self) -> T:
         return next(self._pull)
 
     def close(self) -> None:
         """End the stream in the daemon (idempotent)."""
         self._pull.close()
 
-    def __enter__(self) -> BlockingDatagramStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class BlockingDatagramStream(BlockingStream[Datagram]):
+    """The datagrams of ``UdpSocket.receive_stream``, blocking; ``close()`` ends the stream."""
 
 
 class _End:
