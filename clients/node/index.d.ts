@@ -379,5 +379,117 @@ export declare class Broker {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+// ── the admin API (sockbroker.admin.v1.Admin, docs/admin.md) ──
+
+/** A session as the admin API lists it (SessionSummary). */
+export interface SessionSummary {
+  session: string;
+  /** Who opened it (a delegated caller is `NAME/dlg_…`). */
+  principal: string;
+  /** Its root custodian. */
+  custodian: string;
+  state: 'leased' | 'attached' | string;
+  attachments: number;
+  leaseSeconds: number;
+  /** When it opened, in seconds since the epoch, and how long ago. */
+  openedAt: number;
+  ageSeconds: number;
+  /** Open handles, custodians included. */
+  handles: number;
+  /** Bytes from and to peers over TCP and UDP, over the session's life. */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** A handle in DescribeSession's tree (HandleInfo); a member the handle does not have is absent. */
+export interface HandleInfo {
+  handle: string;
+  /** tcp-listener, tcp-input-port, tcp-output-port, udp */
+  kind: string;
+  /** A port: open, abandoned; a listener: listening; a UDP socket: unbound, bound, connected. */
+  state: string;
+  closed: boolean;
+  ageSeconds: number;
+  localHost?: string;
+  localPort?: number;
+  remoteHost?: string;
+  remotePort?: number;
+  /** Ports (their connection's) and UDP sockets. */
+  bytesIn?: number;
+  bytesOut?: number;
+  /** UDP sockets only. */
+  datagramsIn?: number;
+  datagramsOut?: number;
+  /** relay or handoff while a channel carries the handle's socket. */
+  channel?: 'relay' | 'handoff' | string;
+}
+
+export interface CustodianInfo {
+  custodian: string;
+  /** '' for the session's root custodian. */
+  parent: string;
+  /** 0 for the root, 1 for its children… */
+  depth: number;
+  ageSeconds: number;
+  handles: HandleInfo[];
+}
+
+export interface SessionDescription {
+  summary: SessionSummary;
+  /** The custodian tree, depth first from the root: each custodian after its parent. */
+  custodians: CustodianInfo[];
+}
+
+export interface KillReply {
+  /** The session the session or handle belonged to. */
+  session: string;
+  /** How many handles were closed (custodians included). */
+  closed: number;
+}
+
+/** One of the daemon's events (AdminEvent); members that do not apply are ''. */
+export interface AdminEvent {
+  /** events.watch, session.open, session.drop, admin.kill_session, admin.deny, events.lost… */
+  event: string;
+  /** Who acted (a delegated caller is `NAME/dlg_…`). */
+  principal: string;
+  session: string;
+  operation: string;
+  target: string;
+  reason: string;
+  /** Seconds since the epoch. */
+  time: number;
+}
+
+export interface AdminConnectOptions {
+  /** Default: $SOCKBROKER_TOKEN, then the token file. Its principal must be an admin. */
+  token?: string;
+  /** Default: $SOCKBROKER_TOKEN_FILE, else the daemon's default path. */
+  tokenFile?: string;
+  credentials?: ChannelCredentials;
+  channelOptions?: ChannelOptions;
+}
+
+/** The admin calls, for a token of an admin principal (anyone else: PermissionDeniedError). It
+ * opens no session; an unknown session or handle is NotFoundError, an empty id a ContractError. */
+export declare class Admin {
+  /** Finds the daemon and the token as Broker.connect does; sends nothing until the first call. */
+  static connect(target?: string | null, options?: AdminConnectOptions): Promise<Admin>;
+  readonly target: string;
+  /** Every open session, oldest first; with `principal`, that principal's (and its delegated callers'). */
+  listSessions(options?: { principal?: string }): Promise<SessionSummary[]>;
+  describeSession(session: string): Promise<SessionDescription>;
+  /** Drop a session of any principal: every socket it holds is closed. */
+  killSession(session: string, options?: { reason?: string }): Promise<KillReply>;
+  /** Close a handle of any session as a shutdown of its custodian would. */
+  killHandle(handle: HandleLike, options?: { reason?: string }): Promise<KillReply>;
+  /** The daemon's events as they happen, first `events.watch`. Leaving the loop, return() or
+   * close() ends the stream; `signal` breaks it (BreakError). */
+  watchEvents(options?: { signal?: AbortSignal }): AsyncIterableIterator<AdminEvent>;
+  /** End every event stream under way and close the channel. Idempotent. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
 export declare function defaultTokenFile(): string;
 export declare function readTokenFile(file: string): string;

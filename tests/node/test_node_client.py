@@ -3,7 +3,9 @@
 The daemon runs in this process on 127.0.0.1 port 0, with a policy that lets clients connect
 and send to 127.0.0.1 and ::1 only, so the Node tests can show a denied target (127.0.0.2)
 without a packet leaving loopback. Node finds it through ``SOCKBROKER_GRPC`` and
-``SOCKBROKER_TOKEN_FILE``. Node and the packages come from ``scripts/setup.sh --test`` (apt's
+``SOCKBROKER_TOKEN_FILE``; the token file's principal is an admin, and a second principal that
+is not one (``viewer``, its token in ``SOCKBROKER_TEST_VIEWER_TOKEN``) shows the admin API's
+refusal. Node and the packages come from ``scripts/setup.sh --test`` (apt's
 nodejs and npm, then ``npm ci`` in clients/node); when either is missing the test fails and says
 so, it does not skip.
 """
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 
 import pytest
 from helpers import daemon_settings, run_bounded
+from sockbroker.core.broker import Principal
 from sockbroker.server import Daemon
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "clients" / "node"
@@ -34,25 +38,29 @@ def _node() -> str:
 
 
 @pytest.fixture(scope="module")
-async def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Daemon, pathlib.Path]]:
+async def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Daemon, pathlib.Path, str]]:
     token_file = tmp_path_factory.mktemp("node-daemon") / "token"
     settings = daemon_settings(token_file, allow_connect=["127.0.0.1/32", "::1/128"])
     daemon = Daemon(settings)
     await daemon.start()
+    # A principal that is not an admin (its policy is the default principal's).
+    viewer_token = secrets.token_urlsafe(32)
+    daemon.broker.principals.append(Principal("viewer", viewer_token, daemon.broker.principals[0].policy))
     try:
-        yield daemon, token_file
+        yield daemon, token_file, viewer_token
     finally:
         await daemon.stop()
 
 
 @pytest.mark.timeout(NODE_SECONDS + 30)
-async def test_node_client(node_daemon: tuple[Daemon, pathlib.Path]) -> None:
+async def test_node_client(node_daemon: tuple[Daemon, pathlib.Path, str]) -> None:
     node = _node()
-    daemon, token_file = node_daemon
+    daemon, token_file, viewer_token = node_daemon
     env = {
         **os.environ,
         "SOCKBROKER_GRPC": f"127.0.0.1:{daemon.grpc_port}",
         "SOCKBROKER_TOKEN_FILE": str(token_file),
+        "SOCKBROKER_TEST_VIEWER_TOKEN": viewer_token,
         "NO_COLOR": "1",
     }
     env.pop("SOCKBROKER_TOKEN", None)

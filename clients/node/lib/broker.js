@@ -102,6 +102,25 @@ function resumeArgs(resume) {
   return { session: resume.session, resumeToken: resume.resumeToken };
 }
 
+/**
+ * The daemon and the token as every connect finds them: `target`, else $SOCKBROKER_GRPC, else the
+ * running daemon's runtime file, else 127.0.0.1:50051; `token`, else $SOCKBROKER_TOKEN, else the
+ * token file (`tokenFile`, else $SOCKBROKER_TOKEN_FILE or the daemon's default path). Returns
+ * {client, address, token}: a gRPC client for that address (`credentials`, insecure by
+ * default, and `channelOptions`), which connects on its first call.
+ */
+function dial(target, o) {
+  const tokenFile = o.tokenFile || files.defaultTokenFile();
+  const token = o.token ?? process.env.SOCKBROKER_TOKEN ?? files.readTokenFile(tokenFile);
+  const address = target || files.defaultTarget(tokenFile);
+  const client = new grpc.Client(address, o.credentials || grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 32 * 1024 * 1024,
+    'grpc.max_send_message_length': 32 * 1024 * 1024,
+    ...o.channelOptions,
+  });
+  return { client, address, token };
+}
+
 function datagram(reply) {
   if (reply.count === undefined) return null;
   return { count: reply.count, host: reply.host, port: reply.port, data: reply.data || Buffer.alloc(0) };
@@ -431,14 +450,7 @@ class Broker {
       rpc = 'Sessions.Resume';
       args = resumeArgs(o.resume);
     }
-    const tokenFile = o.tokenFile || files.defaultTokenFile();
-    const token = o.token ?? process.env.SOCKBROKER_TOKEN ?? files.readTokenFile(tokenFile);
-    const address = target || files.defaultTarget(tokenFile);
-    const client = new grpc.Client(address, o.credentials || grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': 32 * 1024 * 1024,
-      'grpc.max_send_message_length': 32 * 1024 * 1024,
-      ...o.channelOptions,
-    });
+    const { client, address, token } = dial(target, o);
     const broker = new Broker(client, address, token, null, '', 0);
     try {
       const reply = await broker.call(rpc, args);
@@ -837,4 +849,5 @@ if (Symbol.asyncDispose) {
 
 module.exports = {
   Broker, Handle, Port, Custodian, Listener, InputPort, OutputPort, UdpSocket, Evt, EOF, events, UDP_METHODS,
+  dial, options, request,
 };

@@ -2,12 +2,14 @@
 // sockbroker-client: Racket's racket/tcp and racket/udp on a sockbroker daemon's sockets, over gRPC.
 
 const broker = require('./broker');
+const { Admin } = require('./admin');
 const errors = require('./errors');
 const { PortStream, Datagram } = require('./streams');
 const { defaultTokenFile, readTokenFile } = require('./files');
 
 module.exports = {
   Broker: broker.Broker,
+  Admin,
   Handle: broker.Handle,
   Port: broker.Port,
   Custodian: broker.Custodian,

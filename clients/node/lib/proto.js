@@ -1,6 +1,7 @@
 'use strict';
 // The protos, loaded once from the repository's proto/ directory (the single source of truth):
-// the broker's services for calls, and google.rpc.Status + ErrorInfo to read the errors.
+// the broker's services and the admin service for calls, and google.rpc.Status + ErrorInfo to
+// read the errors.
 //
 // Field names are camelCase, as JavaScript writes them (`localHostname`, `portNumbers`): the one
 // choice for every message in and out. Messages come back with every plain field filled in
@@ -25,27 +26,39 @@ const LOADER_OPTIONS = {
   oneofs: false,
 };
 
+const FILES = ['sockbroker/v1/broker.proto', 'sockbroker/admin/v1/admin.proto'];
+
 function load() {
-  const file = path.join(PROTO_DIR, 'sockbroker', 'v1', 'broker.proto');
-  if (!fs.existsSync(file)) {
-    throw new Error(`sockbroker-client: cannot find ${file} (set SOCKBROKER_PROTO_DIR to the repository's proto/ directory)`);
+  for (const name of FILES) {
+    const file = path.join(PROTO_DIR, name);
+    if (!fs.existsSync(file)) {
+      throw new Error(`sockbroker-client: cannot find ${file} (set SOCKBROKER_PROTO_DIR to the repository's proto/ directory)`);
+    }
   }
-  return protoLoader.loadSync('sockbroker/v1/broker.proto', LOADER_OPTIONS);
+  return protoLoader.loadSync(FILES, LOADER_OPTIONS);
 }
 
 const definition = load();
 
-/** Every RPC of the broker by its short name ("Tcp.Listen") → its method definition, plus the
- * camelCase names of its request's fields (to refuse unknown arguments before the wire). */
-const METHODS = new Map();
-for (const [name, service] of Object.entries(definition)) {
-  if (!name.startsWith('sockbroker.v1.') || typeof service.format === 'string') continue;
-  const serviceName = name.slice('sockbroker.v1.'.length);
-  for (const [rpc, method] of Object.entries(service)) {
-    const fields = new Set(method.requestType.type.field.map((f) => camel(f.name)));
-    METHODS.set(`${serviceName}.${rpc}`, { ...method, fields });
+/** Every RPC of the services of `pkg` by its short name ("Tcp.Listen", "Admin.ListSessions") →
+ * its method definition, plus the camelCase names of its request's fields (to refuse unknown
+ * arguments before the wire). */
+function methods(pkg) {
+  const found = new Map();
+  for (const [name, service] of Object.entries(definition)) {
+    if (!name.startsWith(pkg) || typeof service.format === 'string') continue;
+    const serviceName = name.slice(pkg.length);
+    for (const [rpc, method] of Object.entries(service)) {
+      const fields = new Set(method.requestType.type.field.map((f) => camel(f.name)));
+      found.set(`${serviceName}.${rpc}`, { ...method, fields });
+    }
   }
+  return found;
 }
+
+/** The broker's RPCs (sockbroker.v1), and the admin API's (sockbroker.admin.v1). */
+const METHODS = methods('sockbroker.v1.');
+const ADMIN_METHODS = methods('sockbroker.admin.v1.');
 
 function camel(name) {
   return name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
@@ -60,4 +73,4 @@ rpcRoot.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto'], 
 const Status = rpcRoot.lookupType('google.rpc.Status');
 const ErrorInfo = rpcRoot.lookupType('google.rpc.ErrorInfo');
 
-module.exports = { PROTO_DIR, METHODS, Status, ErrorInfo };
+module.exports = { PROTO_DIR, METHODS, ADMIN_METHODS, Status, ErrorInfo };

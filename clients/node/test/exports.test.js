@@ -1,12 +1,12 @@
 'use strict';
-// The shipped types and the JavaScript agree on what exists, and every RPC of broker.proto is
-// reachable through a named method (docs/naming.md).
+// The shipped types and the JavaScript agree on what exists, and every RPC of broker.proto and
+// admin.proto is reachable through a named method (docs/naming.md).
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const sb = require('..');
-const { METHODS } = require('../lib/proto');
+const { METHODS, ADMIN_METHODS } = require('../lib/proto');
 
 const dts = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
 
@@ -15,17 +15,22 @@ test('index.d.ts declares exactly what lib/index.js exports', () => {
   assert.deepEqual([...declared].sort(), Object.keys(sb).sort());
 });
 
-test("index.d.ts declares Broker's methods, and each exists", () => {
-  const body = dts.slice(dts.indexOf('export declare class Broker {'));
-  const declared = new Set([...body.matchAll(/^ {2}(\w+)\(/gm)].map((m) => m[1]));
-  const actual = Object.getOwnPropertyNames(sb.Broker.prototype).filter((n) => n !== 'constructor' && !n.startsWith('_'));
-  for (const name of declared) assert.equal(typeof sb.Broker.prototype[name], 'function', name);
-  for (const name of actual) {
-    if (typeof Object.getOwnPropertyDescriptor(sb.Broker.prototype, name).value === 'function') {
-      assert.ok(declared.has(name), `${name} is not in index.d.ts`);
+for (const cls of ['Broker', 'Admin']) {
+  test(`index.d.ts declares ${cls}'s methods, and each exists`, () => {
+    const start = dts.indexOf(`export declare class ${cls} {`);
+    const body = dts.slice(start, dts.indexOf('\n}\n', start));
+    const declared = new Set([...body.matchAll(/^ {2}(\w+)\(/gm)].map((m) => m[1]));
+    const { prototype } = sb[cls];
+    const actual = Object.getOwnPropertyNames(prototype).filter((n) => n !== 'constructor' && !n.startsWith('_'));
+    assert.ok(declared.size > 0);
+    for (const name of declared) assert.equal(typeof prototype[name], 'function', name);
+    for (const name of actual) {
+      if (typeof Object.getOwnPropertyDescriptor(prototype, name).value === 'function') {
+        assert.ok(declared.has(name), `${name} is not in index.d.ts`);
+      }
     }
-  }
-});
+  });
+}
 
 // RPC → the method that makes it (on the broker, or on a handle class).
 const REACHED_BY = {
@@ -58,6 +63,15 @@ test('every RPC of broker.proto has a method', () => {
     const found = owner === 'Broker' && name === 'connect' ? cls.connect : cls.prototype[name];
     assert.equal(typeof found, 'function', `${rpc}: ${where}`);
   }
+});
+
+test('every RPC of admin.proto has a method of Admin', () => {
+  const reachedBy = {
+    'Admin.ListSessions': 'listSessions', 'Admin.DescribeSession': 'describeSession',
+    'Admin.KillSession': 'killSession', 'Admin.KillHandle': 'killHandle', 'Admin.WatchEvents': 'watchEvents',
+  };
+  assert.deepEqual(Object.keys(reachedBy).sort(), [...ADMIN_METHODS.keys()].sort());
+  for (const name of Object.values(reachedBy)) assert.equal(typeof sb.Admin.prototype[name], 'function', name);
 });
 
 test('events are Evt objects naming one member of the proto Event oneof', () => {

@@ -1,7 +1,7 @@
 // A first session in TypeScript: checked with `tsc --noEmit -p test/tsconfig.json` (the pytest
 // wrapper runs it), so the shipped index.d.ts must describe what lib/ exports.
 import {
-  Broker, BrokerError, DelegateOptions, EOF, InputPort, Listener, NetworkErrnoError, NotFoundError, OutputPort,
+  Admin, AdminEvent, Broker, BrokerError, DelegateOptions, HandleInfo, KillReply, PermissionDeniedError, SessionSummary, EOF, InputPort, Listener, NetworkErrnoError, NotFoundError, OutputPort,
   PortStream, Resumption, UdpSocket, ReceivedDatagram, tcpAcceptEvt, udpReceiveEvt,
 } from '..';
 
@@ -61,6 +61,27 @@ async function main(): Promise<void> {
     console.log(back.graceSeconds, back.resumeToken, await new Listener(back, kept).acceptReady());
   } catch (err) {
     if (err instanceof NotFoundError) console.log('too late');
+  }
+
+  // The admin API: no session of its own, only an admin principal's token.
+  await using admin = await Admin.connect(null, { tokenFile: process.env.SOCKBROKER_TOKEN_FILE });
+  const sessions: SessionSummary[] = await admin.listSessions({ principal: 'default' });
+  for (const summary of sessions) {
+    const { custodians } = await admin.describeSession(summary.session);
+    const handles: HandleInfo[] = custodians.flatMap((c) => c.handles);
+    const moved: number = handles.reduce((sum, info) => sum + (info.bytesIn ?? 0), 0);
+    console.log(summary.principal, summary.bytesIn + summary.bytesOut, moved, handles[0]?.remotePort);
+  }
+  const killed: KillReply = await admin.killHandle(kept, { reason: 'stuck peer' });
+  console.log(killed.session, killed.closed, (await admin.killSession(child.session)).closed);
+  const stop = new AbortController();
+  try {
+    for await (const event of admin.watchEvents({ signal: stop.signal })) {
+      const seen: AdminEvent = event;
+      if (seen.event === 'session.drop') break;
+    }
+  } catch (err) {
+    if (err instanceof PermissionDeniedError) console.log('not an admin');
   }
 }
 
