@@ -21,7 +21,7 @@ import contextvars
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar
 
 from sockbroker_client import (
     Admin,
@@ -96,13 +96,61 @@ class _ChannelView:
         await self._broker.aclose()
 
 
-class AdaptedBroker:
-    """:class:`AsyncBroker`'s methods, each running :class:`Broker`'s in a worker thread."""
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
-    def __init__(self, blocking: Broker, pool: ThreadPoolExecutor) -> None:
+
+B = TypeVar("B", bound=_Closable)
+
+
+async def _opened(fn: Callable[P, B], *args: P.args, **kwargs: P.kwargs) -> tuple[B, ThreadPoolExecutor]:
+    """``fn(*args, **kwargs)`` (a blocking ``connect``) in a worker thread of a new pool, which the
+    adapter made from its result owns; the pool is shut down if ``fn`` fails."""
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-adapter")
+    try:
+        return await _in_thread(pool, fn, *args, **kwargs), pool
+    except BaseException:
+        pool.shutdown(wait=False)
+        raise
+
+
+class _Pooled(Generic[B]):
+    """An adapter over a blocking object, with a thread pool of its own that ends with it."""
+
+    def __init__(self, blocking: B, pool: ThreadPoolExecutor) -> None:
         self._blocking = blocking
         self._pool = pool
         self._closed = False
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await _in_thread(self._pool, fn, *args, **kwargs)
+
+    async def _end(self, fn: Callable[[], None]) -> None:
+        """``fn`` (the blocking ``close`` or ``abandon``) once; the adapter's threads end with it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._run(fn)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        """The blocking ``close``, which is idempotent; the adapter's threads end with it."""
+        await self._end(self._blocking.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AdaptedBroker(_Pooled[Broker]):
+    """:class:`AsyncBroker`'s methods, each running :class:`Broker`'s in a worker thread."""
+
+    def __init__(self, blocking: Broker, pool: ThreadPoolExecutor) -> None:
+        super().__init__(blocking, pool)
         self.session = blocking.session
         self.lease_seconds = blocking.lease_seconds
         self.grace_seconds = blocking.grace_seconds
@@ -110,9 +158,6 @@ class AdaptedBroker:
         self.resumption = blocking.resumption
         self.custodian = AdaptedCustodian(self, blocking.custodian)
         self.channel = _ChannelView(self)
-
-    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await _in_thread(self._pool, fn, *args, **kwargs)
 
     def _adapt(self, value: object) -> Any:
         """A blocking result with its handles (also inside tuples) adapted."""
@@ -158,13 +203,7 @@ class AdaptedBroker:
 
     @classmethod
     async def _connect(cls, target: str | None, **options: Any) -> AdaptedBroker:
-        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-adapter")
-        try:
-            blocking = await _in_thread(pool, Broker.connect, target, **options)
-        except BaseException:
-            pool.shutdown(wait=False)
-            raise
-        return cls(blocking, pool)
+        return cls(*await _opened(Broker.connect, target, **options))
 
     @classmethod
     async def over(
@@ -176,10 +215,8 @@ class AdaptedBroker:
         grace_seconds: float | None = None,
         resume: tuple[str, str] | None = None,
     ) -> AdaptedBroker:
-        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-adapter")
-        try:
-            blocking = await _in_thread(
-                pool,
+        return cls(
+            *await _opened(
                 Broker.over,
                 channel,
                 attach=attach,
@@ -187,10 +224,7 @@ class AdaptedBroker:
                 grace_seconds=grace_seconds,
                 resume=resume,
             )
-        except BaseException:
-            pool.shutdown(wait=False)
-            raise
-        return cls(blocking, pool)
+        )
 
     async def call(self, method: str, **args: Any) -> dict[str, Any]:
         return await self._run(self._blocking.call, method, **{k: _b(v) for k, v in args.items()})
@@ -202,29 +236,7 @@ class AdaptedBroker:
         await self._run(self._blocking.detach)
 
     async def abandon(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._run(self._blocking.abandon)
-        finally:
-            self._pool.shutdown(wait=False)
-
-    async def aclose(self) -> None:
-        """``Broker.close``, which is idempotent; the adapter's threads end with it."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._run(self._blocking.close)
-        finally:
-            self._pool.shutdown(wait=False)
-
-    async def __aenter__(self) -> AdaptedBroker:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        await self._end(self._blocking.abandon)
 
     # ── custodians and handles ─────────────────────────────────────────────
     async def make_custodian(self, parent: AdaptedCustodian | str | None = None) -> AdaptedCustodian:
@@ -747,16 +759,8 @@ _ADAPTED_CLASSES: tuple[tuple[type[Any], type[_AdaptedHandle]], ...] = (
 )
 
 
-class AdaptedAdmin:
+class AdaptedAdmin(_Pooled[Admin]):
     """:class:`AsyncAdmin`'s methods, each running :class:`Admin`'s in a worker thread."""
-
-    def __init__(self, blocking: Admin, pool: ThreadPoolExecutor) -> None:
-        self._blocking = blocking
-        self._pool = pool
-        self._closed = False
-
-    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await _in_thread(self._pool, fn, *args, **kwargs)
 
     @classmethod
     def connect(
@@ -776,29 +780,7 @@ class AdaptedAdmin:
 
     @classmethod
     async def _connect(cls, target: str | None, **options: Any) -> AdaptedAdmin:
-        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="blocking-admin-adapter")
-        try:
-            blocking = await _in_thread(pool, Admin.connect, target, **options)
-        except BaseException:
-            pool.shutdown(wait=False)
-            raise
-        return cls(blocking, pool)
-
-    async def aclose(self) -> None:
-        """``Admin.close``; the adapter's threads end with it."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._run(self._blocking.close)
-        finally:
-            self._pool.shutdown(wait=False)
-
-    async def __aenter__(self) -> AdaptedAdmin:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        return cls(*await _opened(Admin.connect, target, **options))
 
     async def list_sessions(self, principal: str | None = None) -> list[dict[str, Any]]:
         return await self._run(self._blocking.list_sessions, principal)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from ._channel import ChannelSocket
 from ._client import AsyncBroker, _SessionOptions
@@ -46,10 +46,44 @@ __all__ = ["Broker"]
 T = TypeVar("T")
 
 
+class _AsyncClosable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+A = TypeVar("A", bound=_AsyncClosable)
+
+
+class OnLoopThread(Generic[A]):
+    """A blocking object over an async one whose coroutines run on a private loop thread:
+    ``close()`` (and leaving ``with``) closes the async object, then ends the thread."""
+
+    def __init__(self, async_object: A, runner: Runner) -> None:
+        self._async = async_object
+        self._runner = runner
+
+    def close(self) -> None:
+        """Close it (a broker: its session, every handle in it), its channel and the loop thread.
+        Idempotent."""
+        if self._runner.closed:
+            return
+        try:
+            self._runner.run(self._async.aclose())
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 # ═════════════════════════════ the broker ═════════════════════════════
 
 
-class Broker:
+class Broker(OnLoopThread[AsyncBroker]):
     """A session with the broker, blocking API: ``with Broker.connect() as broker: ...``.
 
     The same methods as :class:`AsyncBroker`, without ``await``. Leaving the ``with`` block (or
@@ -57,8 +91,7 @@ class Broker:
     """
 
     def __init__(self, async_broker: AsyncBroker, runner: Runner) -> None:
-        self._async = async_broker
-        self._runner = runner
+        super().__init__(async_broker, runner)
         #: The session's root custodian (Racket's ``current-custodian``).
         self.custodian = BlockingCustodian(self, async_broker.custodian)
 
@@ -181,23 +214,6 @@ class Broker:
             self._run(self._async.abandon())
         finally:
             self._runner.stop()
-
-    def close(self) -> None:
-        """Close the session (every handle in it), the channel and the loop thread. Idempotent."""
-        if self._runner.closed:
-            return
-        try:
-            self._run(self._async.aclose())
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> Broker:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # ── custodians and handles ─────────────────────────────────────────────
     def make_custodian(self, parent: BlockingCustodian | str | None = None) -> BlockingCustodian:

@@ -9,26 +9,22 @@ iterator whose ``close()`` (or leaving ``with``) ends the stream in the daemon.
 from __future__ import annotations
 
 import os
-from types import TracebackType
 from typing import Any
 
 from ._admin import AsyncAdmin
 from ._runner import Runner
+from ._sync import OnLoopThread
 from ._sync_streams import BlockingStream
 
 __all__ = ["Admin"]
 
 
-class Admin:
+class Admin(OnLoopThread[AsyncAdmin]):
     """The admin calls, blocking: ``with Admin.connect() as admin: admin.list_sessions()``.
 
     :class:`AsyncAdmin`'s methods without ``await``; it opens no session. Leaving the ``with``
     block (or :meth:`close`) closes the channel and the private loop thread.
     """
-
-    def __init__(self, async_admin: AsyncAdmin, runner: Runner) -> None:
-        self._async = async_admin
-        self._runner = runner
 
     @property
     def transport(self) -> str:
@@ -63,23 +59,6 @@ class Admin:
             runner.stop()
             raise
         return cls(async_admin, runner)
-
-    def close(self) -> None:
-        """Close the channel and the loop thread. Idempotent."""
-        if self._runner.closed:
-            return
-        try:
-            self._runner.run(self._async.aclose())
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> Admin:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def list_sessions(self, principal: str | None = None) -> list[dict[str, Any]]:
         """Every open session, oldest first; with ``principal``, that principal's (and its delegated callers')."""
