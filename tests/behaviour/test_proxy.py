@@ -27,7 +27,7 @@ import socks  # type: ignore[import-untyped]
 from helpers import PeerServer, eventually, read_until_eof, run_bounded, serving
 from sockbroker.core.events import Event
 from sockbroker.server import Daemon
-from sockbroker_client import AsyncBroker
+from sockbroker_client import AsyncBroker, FailError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -432,6 +432,11 @@ async def test_a_custodian_shutdown_cuts_a_running_curl_transfer(
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + bytes(65536))
             handles = (await broker.describe_custodian(custodian))["handles"]
             assert sorted(h["kind"] for h in handles) == ["tcp-input-port", "tcp-output-port"]
+            kinds = {h["kind"]: h["handle"] for h in handles}
+            with pytest.raises(FailError, match="carried by a relay channel"):  # the relay owns its bytes
+                await broker.call("Ports.Read", port=kinds["tcp-input-port"], mode="nowait")
+            with pytest.raises(FailError, match="carried by a relay channel"):
+                await broker.call("Ports.Write", port=kinds["tcp-output-port"], data=b"x")
             assert not curl.done()
             await custodian.shutdown_all()
             async with asyncio.timeout(10):
