@@ -61,15 +61,29 @@ class OnLoopThread(Generic[A]):
         self._async = async_object
         self._runner = runner
 
-    def close(self) -> None:
-        """Close it (a broker: its session, every handle in it), its channel and the loop thread.
-        Idempotent."""
+    @classmethod
+    def _opened(cls, opening: Coroutine[Any, Any, A]) -> Self:
+        """The object over what ``opening`` makes, run on a new loop thread (stopped if it fails)."""
+        runner = Runner()
+        try:
+            return cls(runner.run(opening), runner)
+        except BaseException:
+            runner.stop()
+            raise
+
+    def _end(self, ending: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``ending()`` once, then stop the loop thread."""
         if self._runner.closed:
             return
         try:
-            self._runner.run(self._async.aclose())
+            self._runner.run(ending())
         finally:
             self._runner.stop()
+
+    def close(self) -> None:
+        """Close it (a broker: its session, every handle in it), its channel and the loop thread.
+        Idempotent."""
+        self._end(self._async.aclose)
 
     def __enter__(self) -> Self:
         return self
@@ -145,23 +159,17 @@ class Broker(OnLoopThread[AsyncBroker]):
     ) -> Broker:
         """Open a session, or take one back (``resume``); the arguments are
         :meth:`AsyncBroker.connect`'s (an ``http(s)://`` target picks REST)."""
-        runner = Runner()
-        try:
-            async_broker = runner.run(
-                AsyncBroker._open(
-                    target,
-                    token=token,
-                    token_file=token_file,
-                    transport=transport,
-                    options=_SessionOptions(attach, lease_seconds, grace_seconds, resume),
-                    credentials=credentials,
-                    verify=verify,
-                )
+        return cls._opened(
+            AsyncBroker._open(
+                target,
+                token=token,
+                token_file=token_file,
+                transport=transport,
+                options=_SessionOptions(attach, lease_seconds, grace_seconds, resume),
+                credentials=credentials,
+                verify=verify,
             )
-        except BaseException:
-            runner.stop()
-            raise
-        return cls(async_broker, runner)
+        )
 
     @classmethod
     def over(
@@ -178,7 +186,6 @@ class Broker(OnLoopThread[AsyncBroker]):
         The channel is used on the broker's private loop thread. A gRPC channel binds to the loop
         it is made on, so pass a function that makes the channel: it is called on that thread.
         """
-        runner = Runner()
 
         async def open_session() -> AsyncBroker:
             made = channel() if callable(channel) else channel
@@ -186,12 +193,7 @@ class Broker(OnLoopThread[AsyncBroker]):
                 made, attach=attach, lease_seconds=lease_seconds, grace_seconds=grace_seconds, resume=resume
             )
 
-        try:
-            async_broker = runner.run(open_session())
-        except BaseException:
-            runner.stop()
-            raise
-        return cls(async_broker, runner)
+        return cls._opened(open_session())
 
     def call(self, method: str, **args: Any) -> dict[str, Any]:
         """Any RPC by name (``"Tcp.Listen"``) with the proto's field names; handles may be objects."""
@@ -208,12 +210,7 @@ class Broker(OnLoopThread[AsyncBroker]):
     def abandon(self) -> None:
         """Close the channel and the loop thread without closing the session
         (:meth:`AsyncBroker.abandon`): resume it with ``connect(resume=broker.resumption)``."""
-        if self._runner.closed:
-            return
-        try:
-            self._run(self._async.abandon())
-        finally:
-            self._runner.stop()
+        self._end(self._async.abandon)
 
     # ── custodians and handles ─────────────────────────────────────────────
     def make_custodian(self, parent: BlockingCustodian | str | None = None) -> BlockingCustodian:

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 from ._admin import AsyncAdmin
-from ._runner import Runner
 from ._sync import OnLoopThread
 from ._sync_streams import BlockingStream
 
@@ -46,19 +45,13 @@ class Admin(OnLoopThread[AsyncAdmin]):
         verify: Any = True,
     ) -> Admin:
         """The admin API of the daemon at ``target``; the arguments are :meth:`AsyncAdmin.connect`'s."""
-        runner = Runner()
 
         async def opening() -> AsyncAdmin:
             return await AsyncAdmin.connect(
                 target, token=token, token_file=token_file, transport=transport, credentials=credentials, verify=verify
             )
 
-        try:
-            async_admin = runner.run(opening())
-        except BaseException:
-            runner.stop()
-            raise
-        return cls(async_admin, runner)
+        return cls._opened(opening())
 
     def list_sessions(self, principal: str | None = None) -> list[dict[str, Any]]:
         """Every open session, oldest first; with ``principal``, that principal's (and its delegated callers')."""
